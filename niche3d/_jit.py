@@ -1,0 +1,54 @@
+"""The one place that sets numba flags for every kernel of niche3d.
+
+Kernels use ``@jit`` (serial) or ``@jit(parallel=True)``; nothing else calls
+``numba.njit`` directly. ``fastmath`` is restricted to flags that cannot change results
+between thread counts (no reassociation), so results are bit-identical for any
+``NUMBA_NUM_THREADS``. Compiled kernels are cached on disk (``cache=True``) because
+start-up compile time is visible in the CLI. Set ``NICHE3D_BOUNDSCHECK=1`` (the test
+suite does) to turn on bounds checking.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numba
+
+__all__ = ["jit", "set_threads"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# 'contract' (FMA) and 'arcp' are deterministic per build; 'reassoc' is not used because
+# it lets reductions depend on vector width / chunking.
+_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract"}
+
+
+def jit(fn: F | None = None, *, parallel: bool = False, cache: bool = True) -> Any:
+    """Compile ``fn`` with the project's numba settings (``@jit`` or ``@jit(parallel=True)``)."""
+    boundscheck = os.environ.get("NICHE3D_BOUNDSCHECK", "0") == "1"
+
+    def wrap(f: F) -> F:
+        return numba.njit(
+            f,
+            parallel=parallel,
+            fastmath=_FASTMATH,
+            cache=cache,
+            boundscheck=boundscheck,
+            nogil=True,
+        )
+
+    if fn is not None:
+        return wrap(fn)
+    return wrap
+
+
+def set_threads(n: int) -> int:
+    """Set the numba thread count (0 = all available); returns the count in force."""
+    if n < 0:
+        raise ValueError(f"threads must be >= 0, got {n}")
+    top = numba.config.NUMBA_NUM_THREADS
+    k = top if n == 0 else min(n, top)
+    numba.set_num_threads(k)
+    return k

@@ -1,0 +1,103 @@
+"""Building blocks shared by every scenario section.
+
+Each section of a scenario is a :class:`Section` (pydantic v2, unknown keys forbidden,
+assignment validated). Every parameter is declared with :func:`param`, which records its
+unit, range and one-line description so that ``niche3d scenario docs`` can print the
+reference from the schema itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from niche3d.tissue.codes import TISSUE_NAMES
+
+__all__ = ["Section", "param", "TISSUE_KEYS", "check_tissue_table"]
+
+TISSUE_KEYS: tuple[str, ...] = tuple(TISSUE_NAMES.values())
+
+
+class Section(BaseModel):
+    """Base of every scenario section: strict keys, validated assignment."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+
+def param(
+    default: Any,
+    *,
+    unit: str,
+    description: str,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    default_factory: Any = None,
+) -> Any:
+    """Declare a scenario parameter with unit, range and description.
+
+    Parameters
+    ----------
+    default
+        Default value (the calibrated mouse value where one exists). Ignored when
+        ``default_factory`` is given.
+    unit
+        Physical unit as users write it (``"µm"``, ``"1/day"``, ``"nM"``, ``"-"``).
+    description
+        One line, shown in the generated reference.
+    ge, gt, le, lt
+        Allowed range (inclusive / exclusive bounds).
+    """
+    extra = {"unit": unit}
+    if default_factory is not None:
+        return Field(
+            default_factory=default_factory,
+            description=description,
+            ge=ge,
+            gt=gt,
+            le=le,
+            lt=lt,
+            json_schema_extra=extra,
+        )
+    return Field(
+        default,
+        description=description,
+        ge=ge,
+        gt=gt,
+        le=le,
+        lt=lt,
+        json_schema_extra=extra,
+    )
+
+
+def check_tissue_table(
+    table: dict[str, float], *, what: str, ge: float | None = 0.0
+) -> dict[str, float]:
+    """Validate a per-tissue table ``{tissue name: value}``.
+
+    Raises ``ValueError`` naming the unknown tissue (with a did-you-mean) or the
+    out-of-range value; used as a pydantic field validator by section models.
+    """
+    import difflib
+
+    out: dict[str, float] = {}
+    for key, value in table.items():
+        name = str(key).strip().lower()
+        if name not in TISSUE_KEYS:
+            close = difflib.get_close_matches(name, TISSUE_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"unknown tissue {key!r} in {what}{hint} allowed: {', '.join(TISSUE_KEYS)}"
+            )
+        v = float(value)
+        if ge is not None and not v >= ge:
+            raise ValueError(f"{what}[{name}] = {value!r} must be >= {ge}")
+        out[name] = v
+    return out

@@ -1,0 +1,148 @@
+"""Scenario section ``[fields]``: diffusible signals and membrane SCF.
+
+Every rate is per tissue, keyed by tissue name (see :mod:`niche3d.tissue.codes`); a
+tissue missing from a table takes the table's ``marrow`` value for diffusion and 0 for
+secretion. Values are starting points from shared/BIOLOGY.md section 5 *(calibrate)*.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import field_validator, model_validator
+
+from niche3d._schema import Section, check_tissue_table, param
+
+__all__ = ["FieldConfig", "BoundaryConfig", "MembraneSCFConfig", "FieldsConfig", "FACES"]
+
+FACES: tuple[str, ...] = ("zmin", "zmax", "ymin", "ymax", "xmin", "xmax")
+
+
+class BoundaryConfig(Section):
+    """Condition on one face of the domain."""
+
+    kind: Literal["noflux", "value", "periodic"] = param(
+        "noflux", unit="-", description="no-flux (Neumann 0), fixed value (Dirichlet) or periodic"
+    )
+    value: float = param(0.0, unit="field unit", ge=0.0, description="concentration for kind = 'value'")
+
+
+class FieldConfig(Section):
+    """One diffusible field, solved quasi-steady: -div(D grad c) + k c = S."""
+
+    units: Literal["nM", "ng/mL"] = param("nM", unit="-", description="concentration unit")
+    diffusion_um2_s: dict[str, float] = param(
+        None,
+        default_factory=lambda: {"marrow": 20.0, "bone": 0.0},
+        unit="µm²/s",
+        description="effective diffusion coefficient per tissue (bone must be 0: impermeable)",
+    )
+    decay_per_min: dict[str, float] = param(
+        None,
+        default_factory=lambda: {"marrow": 0.05},
+        unit="1/min",
+        description="first-order decay (matrix binding, degradation) per tissue",
+    )
+    secretion_per_min: dict[str, float] = param(
+        None,
+        default_factory=dict,
+        unit="field unit/min",
+        description="production rate per tissue voxel",
+    )
+    uptake_per_min: float = param(
+        0.1, unit="1/min", ge=0.0, description="receptor internalisation by a cell in its voxel"
+    )
+    protease_sensitivity: float = param(
+        1.0, unit="-", ge=0.0, description="multiplier on intervention protease activity (extra decay)"
+    )
+    boundary: dict[str, BoundaryConfig] = param(
+        None,
+        default_factory=dict,
+        unit="-",
+        description="per-face condition (zmin..xmax); missing faces are no-flux",
+    )
+    window: tuple[float, float] = param(
+        (0.0, 20.0), unit="field unit", description="fixed display contrast window (low, high)"
+    )
+
+    @field_validator("diffusion_um2_s", "decay_per_min", "secretion_per_min")
+    @classmethod
+    def _tables(cls, v: dict[str, float], info) -> dict[str, float]:  # type: ignore[no-untyped-def]
+        return check_tissue_table(v, what=info.field_name)
+
+    @field_validator("boundary")
+    @classmethod
+    def _faces(cls, v: dict[str, BoundaryConfig]) -> dict[str, BoundaryConfig]:
+        import difflib
+
+        for face in v:
+            if face not in FACES:
+                close = difflib.get_close_matches(face, FACES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown face {face!r}{hint} allowed: {', '.join(FACES)}")
+        for a, b in (("zmin", "zmax"), ("ymin", "ymax"), ("xmin", "xmax")):
+            ka = v[a].kind if a in v else "noflux"
+            kb = v[b].kind if b in v else "noflux"
+            if (ka == "periodic") != (kb == "periodic"):
+                raise ValueError(f"periodic boundary must be set on both {a} and {b}")
+        return v
+
+    @model_validator(mode="after")
+    def _bone_impermeable(self) -> FieldConfig:
+        if self.diffusion_um2_s.get("bone", 0.0) != 0.0:
+            raise ValueError("diffusion_um2_s.bone must be 0 (bone is impermeable)")
+        if self.window[1] <= self.window[0]:
+            raise ValueError(f"window {self.window} must have low < high")
+        return self
+
+
+def _default_fields() -> dict[str, FieldConfig]:
+    return {
+        "cxcl12": FieldConfig(
+            diffusion_um2_s={"marrow": 20.0, "bone": 0.0},
+            decay_per_min={"marrow": 0.05},
+            secretion_per_min={"stroma": 5.0, "endothelium": 1.5, "endosteum": 0.5, "sno": 0.5},
+            uptake_per_min=0.1,
+            window=(0.0, 40.0),
+        ),
+        "scf": FieldConfig(
+            diffusion_um2_s={"marrow": 30.0, "bone": 0.0},
+            decay_per_min={"marrow": 0.05},
+            secretion_per_min={"stroma": 2.0, "endothelium": 2.0, "endosteum": 0.3, "sno": 0.3},
+            uptake_per_min=0.05,
+            window=(0.0, 20.0),
+        ),
+    }
+
+
+class MembraneSCFConfig(Section):
+    """Membrane-bound SCF: not diffusible, presented by expressing tissue to its neighbours."""
+
+    expression: dict[str, float] = param(
+        None,
+        default_factory=lambda: {"endothelium": 1.0, "stroma": 1.0, "endosteum": 0.5, "sno": 0.5},
+        unit="-",
+        description="relative membrane SCF per expressing tissue (0 = knockout)",
+    )
+
+    @field_validator("expression")
+    @classmethod
+    def _expr(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_tissue_table(v, what="expression")
+
+
+class FieldsConfig(Section):
+    """All signals: diffusible fields by name plus membrane SCF."""
+
+    diffusible: dict[str, FieldConfig] = param(
+        None, default_factory=_default_fields, unit="-", description="diffusible fields by name"
+    )
+    membrane_scf: MembraneSCFConfig = param(
+        None, default_factory=MembraneSCFConfig, unit="-", description="membrane-bound SCF contact map"
+    )
+    solve_every_hours: float = param(
+        6.0, unit="h", gt=0.0, le=240.0, description="re-solve interval when no source changed"
+    )
+    tolerance: float = param(
+        1e-5, unit="-", gt=0.0, lt=1.0, description="relative residual at which a solve stops"
+    )

@@ -1,0 +1,86 @@
+"""Scenario section ``[[interventions]]``: timed perturbations.
+
+Each table has a ``kind``; the others keys depend on it. Times are in days from the
+start of the run.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from niche3d._schema import Section, check_tissue_table, param
+
+__all__ = ["Knockout", "AMD3100", "GCSF", "Intervention"]
+
+
+class Knockout(Section):
+    """Delete (or scale) a signal's production in chosen source tissues from ``start_day``.
+
+    ``field`` names a diffusible field or ``membrane_scf``.
+    """
+
+    kind: Literal["knockout"] = "knockout"
+    field: str = param("cxcl12", unit="-", description="diffusible field name or 'membrane_scf'")
+    sources: dict[str, float] = param(
+        None,
+        default_factory=lambda: {"stroma": 0.0},
+        unit="-",
+        description="per source tissue, the factor left of production (0 = deleted)",
+    )
+    start_day: float = param(0.0, unit="day", ge=0.0, description="when the deletion takes effect")
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_tissue_table(v, what="sources")
+
+
+class AMD3100(Section):
+    """CXCR4 antagonist (plerixafor): bolus doses, first-order elimination."""
+
+    kind: Literal["amd3100"] = "amd3100"
+    dose_days: list[float] = param(
+        None, default_factory=lambda: [0.0], unit="day", description="times of the injections"
+    )
+    half_life_hours: float = param(
+        1.0, unit="h", gt=0.0, le=240.0, description="plasma elimination half-life (mouse ~1 h)"
+    )
+    peak_blockade: float = param(
+        0.9, unit="-", ge=0.0, le=1.0, description="CXCR4 blockade right after a dose"
+    )
+
+    @field_validator("dose_days")
+    @classmethod
+    def _doses(cls, v: list[float]) -> list[float]:
+        if not v or any(d < 0 for d in v):
+            raise ValueError(f"dose_days {v} must be a non-empty list of days >= 0")
+        return sorted(v)
+
+
+class GCSF(Section):
+    """G-CSF course: daily doses drive neutrophil protease activity in the marrow.
+
+    Protease activity a(t) (1/min, added to every field's decay times its
+    ``protease_sensitivity``) rises by ``protease_per_dose`` with each dose and relaxes
+    with ``protease_half_life_hours``; osteoblast CXCL12 production falls by
+    ``osteoblast_cxcl12_drop`` per dose (multiplicative, recovering after the course).
+    """
+
+    kind: Literal["gcsf"] = "gcsf"
+    start_day: float = param(0.0, unit="day", ge=0.0, description="first daily dose")
+    doses: int = param(5, unit="-", ge=1, le=60, description="number of daily doses")
+    protease_per_dose: float = param(
+        0.02, unit="1/min", ge=0.0, le=10.0, description="protease activity added by one dose (calibrate)"
+    )
+    protease_half_life_hours: float = param(
+        36.0, unit="h", gt=0.0, le=1000.0, description="relaxation of protease activity (calibrate)"
+    )
+    osteoblast_cxcl12_drop: float = param(
+        0.3, unit="-", ge=0.0, le=1.0, description="fractional fall of osteoblast CXCL12 production per dose"
+    )
+
+
+Intervention = Annotated[Knockout | AMD3100 | GCSF, Field(discriminator="kind")]
+
