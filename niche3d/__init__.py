@@ -1,0 +1,62 @@
+"""niche3d: a 3D simulator of the bone-marrow haematopoietic stem-cell niche.
+
+The public namespace is small and loads lazily (importing numba kernels, zarr and dask
+takes seconds, which a CLI ``--help`` should not pay):
+
+>>> import niche3d
+>>> sc = niche3d.Scenario.default()
+>>> sc.domain.voxel_um
+8.0
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from niche3d._version import __version__
+
+__all__ = [
+    "__version__",
+    "Scenario",
+    "ScenarioError",
+    "load_scenario",
+    "Simulation",
+    "open_run",
+    "Run",
+    "StoreError",
+    "Lattice",
+    "Tissue",
+]
+
+_LAZY = {
+    "Scenario": "niche3d.scenario",
+    "ScenarioError": "niche3d.scenario",
+    "load_scenario": "niche3d.scenario",
+    "Simulation": "niche3d.simulation",
+    "open_run": "niche3d.io",
+    "Run": "niche3d.io",
+    "StoreError": "niche3d.io",
+    "Lattice": "niche3d.tissue.lattice",
+    "Tissue": "niche3d.tissue.codes",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from niche3d.io import Run, StoreError, open_run
+    from niche3d.scenario import Scenario, ScenarioError, load_scenario
+    from niche3d.simulation import Simulation
+    from niche3d.tissue.codes import Tissue
+    from niche3d.tissue.lattice import Lattice
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'niche3d' has no attribute {name!r}")
+    value = getattr(import_module(mod), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

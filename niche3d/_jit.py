@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numba
 
 __all__ = ["jit", "set_threads"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 # 'contract' (FMA) and 'arcp' are deterministic per build; 'reassoc' is not used because
 # it lets reductions depend on vector width / chunking.
 _FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract"}
 
 
-def jit(fn: F | None = None, *, parallel: bool = False, cache: bool = True) -> Any:
+def jit[F: Callable[..., Any]](fn: F | None = None, *, parallel: bool = False, cache: bool = True) -> Any:
     """Compile ``fn`` with the project's numba settings (``@jit`` or ``@jit(parallel=True)``)."""
     boundscheck = os.environ.get("NICHE3D_BOUNDSCHECK", "0") == "1"
 

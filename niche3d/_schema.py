@@ -54,6 +54,8 @@ def param(
         One line, shown in the generated reference.
     ge, gt, le, lt
         Allowed range (inclusive / exclusive bounds).
+    default_factory
+        Callable making the default (for mutable defaults: tables, lists).
     """
     extra = {"unit": unit}
     if default_factory is not None:

@@ -48,7 +48,7 @@ class AMD3100(Section):
         1.0, unit="h", gt=0.0, le=240.0, description="plasma elimination half-life (mouse ~1 h)"
     )
     peak_blockade: float = param(
-        0.9, unit="-", ge=0.0, le=1.0, description="CXCR4 blockade right after a dose"
+        0.9, unit="-", ge=0.0, lt=1.0, description="CXCR4 blockade right after a dose (< 1)"
     )
 
     @field_validator("dose_days")

@@ -1,0 +1,287 @@
+"""The ``niche3d`` command line.
+
+    niche3d run SCENARIO [-o OUT] [--days D] [--seed S] [--set key=value ...]
+    niche3d run --resume OUT
+    niche3d info RUN
+    niche3d scenario docs | show SCENARIO | validate SCENARIO
+    niche3d geometry SCENARIO [-o OUT]
+    niche3d view RUN
+
+Bad input (scenario, override, store) prints one clear message and exits with status 2,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="niche3d",
+        description="Simulate the bone-marrow haematopoietic stem-cell niche in 3D.",
+    )
+    from niche3d._version import __version__
+
+    p.add_argument("--version", action="version", version=f"niche3d {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser(
+        "run",
+        help="run a scenario to a run store",
+        description="Run a TOML scenario and write an OME-Zarr run store, with a progress bar. "
+        "Without -o the store goes to runs/<scenario file stem>.zarr (a new numbered name "
+        "if that exists).",
+    )
+    r.add_argument("scenario", nargs="?", help="scenario TOML file (e.g. scenarios/homeostasis.toml)")
+    r.add_argument("-o", "--out", help="run store path (*.zarr)")
+    r.add_argument("--days", type=float, help="simulated days (overrides run.days)")
+    r.add_argument("--seed", type=int, help="master seed (overrides run.seed)")
+    r.add_argument("--threads", type=int, help="numba threads (overrides run.threads; 0 = all)")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario value, e.g. --set cells.speed_um_min=2 (repeatable)",
+    )
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run store at --out")
+    r.add_argument(
+        "--resume", metavar="RUN", help="continue the run store RUN from its last checkpoint"
+    )
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    i = sub.add_parser("info", help="summarise a run store", description="Print what a run store holds.")
+    i.add_argument("run", help="run store path")
+
+    s = sub.add_parser(
+        "scenario",
+        help="scenario reference, validation and full listing",
+        description="Work with scenario files.",
+    )
+    ssub = s.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    d = ssub.add_parser("docs", help="print the parameter reference generated from the schema")
+    d.add_argument("--format", choices=["markdown", "text"], default="markdown")
+    d.add_argument("-o", "--out", help="write to this file instead of stdout")
+    sh = ssub.add_parser("show", help="print a scenario with every default filled in (TOML)")
+    sh.add_argument("scenario", nargs="?", help="scenario file (default: built-in defaults)")
+    sh.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    v = ssub.add_parser("validate", help="check a scenario file and exit 0 if it is valid")
+    v.add_argument("scenario")
+    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    g = sub.add_parser(
+        "geometry",
+        help="generate a scenario's lattice and report its statistics",
+        description="Build the scenario's tissue, print measured geometry beside the targets, "
+        "and write the lattice to a store.",
+    )
+    g.add_argument("scenario")
+    g.add_argument("-o", "--out", help="store for the lattice (default runs/<stem>-geometry.zarr)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    g.add_argument("--overwrite", action="store_true")
+
+    w = sub.add_parser(
+        "view", help="open a run store in napari", description="Open RUN in napari with niche3d's plugin."
+    )
+    w.add_argument("run")
+    return p
+
+
+def _default_out(scenario_path: str | None, suffix: str = "") -> Path:
+    stem = Path(scenario_path).stem if scenario_path else "scenario"
+    base = Path("runs") / f"{stem}{suffix}.zarr"
+    if not base.exists():
+        return base
+    k = 2
+    while (Path("runs") / f"{stem}{suffix}-{k}.zarr").exists():
+        k += 1
+    return Path("runs") / f"{stem}{suffix}-{k}.zarr"
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from niche3d.scenario import load_scenario
+    from niche3d.simulation import Simulation
+
+    if a.resume:
+        if a.scenario or a.overrides or a.days or a.seed is not None:
+            raise _UsageError("--resume RUN takes no scenario, --set, --days or --seed")
+        sim = Simulation.resume(a.resume)
+        remaining = sim.scenario.run.days - sim.t_days
+        print(f"resuming {a.resume} at day {sim.t_days:g}; {remaining:g} days to go", file=sys.stderr)
+        if remaining > 1e-9:
+            sim.run(days=remaining, progress=not a.quiet)
+        _finish(sim, Path(a.resume))
+        return 0
+    if not a.scenario:
+        raise _UsageError("run needs a SCENARIO file (or --resume RUN)")
+    overrides = list(a.overrides)
+    if a.days is not None:
+        overrides.append(f"run.days={a.days!r}")
+    if a.seed is not None:
+        overrides.append(f"run.seed={a.seed}")
+    if a.threads is not None:
+        overrides.append(f"run.threads={a.threads}")
+    sc = load_scenario(a.scenario, overrides)
+    out = Path(a.out) if a.out else _default_out(a.scenario)
+    t0 = time.perf_counter()
+    print(f"building {sc.name!r}: lattice {tuple(sc.domain.shape)} at {sc.domain.voxel_um:g} µm ...",
+          file=sys.stderr)
+    sim = Simulation(sc, out, overwrite=a.overwrite)
+    print(f"set up in {time.perf_counter() - t0:.1f} s; {sim.cells.n_cells} cells; "
+          f"simulating {sc.run.days:g} days", file=sys.stderr)
+    sim.run(progress=not a.quiet)
+    _finish(sim, out)
+    return 0
+
+
+def _finish(sim: Any, out: Path) -> None:
+    m = sim.metrics()
+    keys = [k for k in ("hsc_total", "hsc_dormant", "hsc_cycling_fraction", "mpp_output_total", "blood_pool") if k in m]
+    summary = ", ".join(f"{k} = {m[k]:.4g}" for k in keys)
+    print(f"\ndone: day {sim.t_days:g}; {summary}")
+    print(f"run store: {out.resolve()}")
+    print(f"look at it:  niche3d info {out}    |    niche3d view {out}")
+    print(f"in Python:   import niche3d; run = niche3d.open_run({str(out)!r})")
+
+
+def _cmd_info(a: argparse.Namespace) -> int:
+    from niche3d.io import open_run
+
+    run = open_run(a.run)
+    print(_summary(run))
+    return 0
+
+
+def _summary(run: Any) -> str:
+    sc = run.scenario
+    shape = tuple(run.tissue.shape[1:])
+    lines = [
+        f"run store   {run.path}",
+        f"scenario    {sc.name!r}: {sc.description}".rstrip(": "),
+        f"code        {run.code_version}; seed {run.seed}",
+        f"lattice     {shape} voxels at {run.voxel_um:g} µm "
+        f"({' x '.join(f'{n * run.voxel_um / 1000:.3g}' for n in shape)} mm)",
+        f"records     {run.n_records} every {run.record_hours:g} h "
+        f"(t = {run.times_h[0] if run.n_records else 0:g} .. {run.times_h[-1] if run.n_records else 0:g} h)",
+        f"fields      {', '.join(f'{n} [{run.fields[n].attrs.get("units", "?")}]' for n in run.fields.data_vars) or 'not stored'}",
+        f"cells       {len(run.cells)} rows; events {len(run.events)} rows",
+    ]
+    if len(run.metrics):
+        last = run.metrics.iloc[-1]
+        keys = [k for k in ("hsc_total", "hsc_dormant", "mpp_output_total", "blood_pool") if k in last]
+        if keys:
+            lines.append("last record " + ", ".join(f"{k} = {last[k]:.4g}" for k in keys))
+    if sc.interventions:
+        lines.append("interventions " + ", ".join(iv.kind for iv in sc.interventions))
+    return "\n".join(lines)
+
+
+def _cmd_scenario(a: argparse.Namespace) -> int:
+    from niche3d.scenario import Scenario, load_scenario, scenario_reference
+
+    if a.action == "docs":
+        text = scenario_reference(a.format)
+        if a.out:
+            Path(a.out).write_text(text, encoding="utf-8")
+            print(f"wrote {a.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+        return 0
+    if a.action == "show":
+        sc = load_scenario(a.scenario, a.overrides) if a.scenario else Scenario.default().with_overrides(a.overrides)
+        sys.stdout.write(sc.to_toml())
+        return 0
+    sc = load_scenario(a.scenario, a.overrides)
+    print(f"{a.scenario}: valid scenario {sc.name!r} ({sc.run.days:g} days, lattice {tuple(sc.domain.shape)})")
+    return 0
+
+
+def _cmd_geometry(a: argparse.Namespace) -> int:
+    from niche3d.scenario import load_scenario
+    from niche3d.tissue import build_lattice, format_geometry_report, geometry_report
+
+    sc = load_scenario(a.scenario, a.overrides)
+    lat = build_lattice(sc.domain.shape, sc.domain.voxel_um, sc.tissue, seed=sc.run.seed)
+    print(format_geometry_report(geometry_report(lat, sc.tissue)))
+    out = Path(a.out) if a.out else _default_out(a.scenario, "-geometry")
+    from niche3d._version import code_version
+    from niche3d.io import RunWriter
+
+    w = RunWriter.create(
+        out, scenario=sc, labels=lat.labels, voxel_um=lat.voxel_um, record_hours=sc.output.interval_hours,
+        n_records=1, fields=[], seed=sc.run.seed, code_version=code_version(),
+        dt_hours=sc.run.dt_hours, overwrite=a.overwrite,
+    )
+    w.write_record(0, 0.0, fields=None, labels=lat.labels, cells={}, metrics={})
+    print(f"lattice store: {out.resolve()}")
+    return 0
+
+
+def _cmd_view(a: argparse.Namespace) -> int:
+    from niche3d.io import open_run
+
+    open_run(a.run)  # a clear error for a wrong path before napari starts
+    try:
+        from napari_niche3d._launch import view
+    except ImportError:
+        raise _UsageError(
+            "napari and the napari-niche3d plugin are not installed; "
+            "run: pip install -e plugins/napari-niche3d"
+        ) from None
+    view(a.run)
+    return 0
+
+
+class _UsageError(ValueError):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``niche3d`` command; returns the exit status."""
+    parser = _build_parser()
+    a = parser.parse_args(argv)
+    handlers = {
+        "run": _cmd_run,
+        "info": _cmd_info,
+        "scenario": _cmd_scenario,
+        "geometry": _cmd_geometry,
+        "view": _cmd_view,
+    }
+    from niche3d.scenario import ScenarioError
+
+    known: tuple[type[BaseException], ...] = (ScenarioError, _UsageError, FileNotFoundError)
+    try:
+        from niche3d.io import StoreError
+
+        known = (*known, StoreError)
+    except ImportError:
+        pass
+    try:
+        return handlers[a.command](a)
+    except known as exc:
+        print(f"niche3d {a.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted; the run store holds every record written so far "
+              "(continue with: niche3d run --resume RUN)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

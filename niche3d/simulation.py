@@ -1,0 +1,366 @@
+"""The multi-rate step loop that ties tissue, fields, cells and interventions together.
+
+One cell step (``run.dt_hours``) is::
+
+    effects = interventions at t            (doses, knockouts)
+    if effects changed or solve interval passed or cells moved a lot:
+        fields.solve(cells as sinks)        (quasi-steady, warm-started)
+    cells.step(signals, modifiers)          (motility sub-steps, adhesion, cycle, fate, blood)
+    t += dt; record at every output interval; checkpoint every N records
+
+Examples
+--------
+>>> from niche3d import Scenario, Simulation
+>>> sc = Scenario.default().with_overrides({"domain.shape": [24, 32, 32], "run.days": 1})
+>>> sim = Simulation(sc)                       # doctest: +SKIP
+>>> sim.run(days=2)                            # doctest: +SKIP
+>>> sim.metrics()["hsc_total"]                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from niche3d._jit import set_threads
+from niche3d._version import code_version
+from niche3d.cells import EVENT_NAMES, STATE_NAMES, CellModel, Modifiers, Signals
+from niche3d.fields import FieldSet
+from niche3d.interventions import Effects, InterventionSchedule
+from niche3d.scenario import Scenario, ScenarioError
+from niche3d.tissue import Lattice, build_lattice
+
+__all__ = ["Simulation"]
+
+ProgressFn = Callable[[float, float], None]
+
+
+class Simulation:
+    """A niche3d run: build from a scenario, step, run, read state, write a store.
+
+    Parameters
+    ----------
+    scenario
+        A validated :class:`~niche3d.scenario.Scenario`.
+    out
+        Run store path, or None to keep everything in memory.
+    overwrite
+        Replace an existing run store at ``out`` (never anything that is not a store).
+    lattice
+        Use this lattice instead of building one from ``scenario.tissue``.
+
+    Notes
+    -----
+    Calling :meth:`run` again continues from the current time and keeps writing to the
+    same store. The same scenario and seed give identical results for any thread count.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        out: str | Path | None = None,
+        *,
+        overwrite: bool = False,
+        lattice: Lattice | None = None,
+        _restore: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
+    ) -> None:
+        if not isinstance(scenario, Scenario):
+            raise TypeError(f"scenario must be a niche3d Scenario, got {type(scenario).__name__}")
+        self.scenario = scenario
+        rc = scenario.run
+        self.threads = set_threads(rc.threads)
+        self.dt_hours = float(rc.dt_hours)
+        self.record_hours = float(scenario.output.interval_hours)
+        ratio = self.record_hours / self.dt_hours
+        if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            raise ScenarioError(
+                f"output.interval_hours = {self.record_hours:g} must be a whole multiple of "
+                f"run.dt_hours = {self.dt_hours:g}"
+            )
+        self._steps_per_record = int(round(ratio))
+        solve_every = scenario.fields.solve_every_hours / self.dt_hours
+        self._steps_per_solve = max(1, int(round(solve_every)))
+
+        self.lattice = lattice if lattice is not None else build_lattice(
+            scenario.domain.shape, scenario.domain.voxel_um, scenario.tissue, seed=rc.seed
+        )
+        self._marrow = self.lattice.enterable
+        self.fields = FieldSet(self.lattice, scenario.fields)
+        try:
+            self.schedule = InterventionSchedule(scenario.interventions, self.fields.names)
+        except ValueError as exc:
+            raise ScenarioError(str(exc)) from None
+        self.cells = CellModel(
+            scenario.cells,
+            self.lattice,
+            seed=rc.seed,
+            dt_hours=self.dt_hours,
+            motility_substeps=rc.motility_substeps,
+        )
+        self.step_index = 0
+        self.records_written = 0
+        self._effects: Effects | None = None
+        self._effects_t = 0.0
+        self._last_solve_step = -(10**9)
+        self._cancel = threading.Event()
+        self.writer: Any = None
+        self.out = Path(out) if out is not None else None
+
+        if _restore is not None:
+            state, meta = _restore
+            self._load_state(state, meta)
+        else:
+            self._apply_effects(force=True)
+            self.fields.solve(None)
+            self.cells.seed_initial(self._signals())
+            self._solve()
+            self._last_solve_step = 0
+
+        if self.out is not None and _restore is None:
+            from niche3d.io import RunWriter
+
+            self.writer = RunWriter.create(
+                self.out,
+                scenario=scenario,
+                labels=self.lattice.labels,
+                voxel_um=self.lattice.voxel_um,
+                record_hours=self.record_hours,
+                n_records=self._records_for(rc.days),
+                fields=[(n, self.fields.units[n], self.fields.windows[n]) for n in self.fields.names]
+                if scenario.output.fields
+                else [],
+                seed=rc.seed,
+                code_version=code_version(),
+                dt_hours=self.dt_hours,
+                overwrite=overwrite,
+            )
+            self.writer.set_categories("cells", "state", STATE_NAMES)
+            self.writer.set_categories("events", "kind", EVENT_NAMES)
+            self.writer.set_categories("events", "state", STATE_NAMES)
+            self._record()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_toml(cls, path: str | Path, out: str | Path | None = None, **kw: Any) -> Simulation:
+        """Build from a TOML scenario file (``overrides=[...]`` accepted)."""
+        from niche3d.scenario import load_scenario
+
+        overrides = kw.pop("overrides", None)
+        return cls(load_scenario(path, overrides), out, **kw)
+
+    @classmethod
+    def resume(cls, path: str | Path) -> Simulation:
+        """Reopen a run store and continue from its last checkpoint.
+
+        Records and events written after that checkpoint are dropped and recomputed
+        (bit-identically: the random streams are counter-based).
+        """
+        from niche3d.io import RunWriter, open_run, read_checkpoint
+
+        run = open_run(path)
+        state, meta = read_checkpoint(path)
+        lattice = Lattice(state.pop("lattice_labels"), run.voxel_um)
+        sim = cls(run.scenario, None, lattice=lattice, _restore=(state, meta))
+        sim.out = Path(path)
+        sim.writer = RunWriter.open_append(path)
+        sim.writer.truncate(records=int(meta["records_written"]), events=int(meta["events_rows"]))
+        sim.records_written = int(meta["records_written"])
+        return sim
+
+    # ------------------------------------------------------------------ state
+    @property
+    def t_hours(self) -> float:
+        """Current simulated time in hours."""
+        return self.step_index * self.dt_hours
+
+    @property
+    def t_days(self) -> float:
+        """Current simulated time in days."""
+        return self.t_hours / 24.0
+
+    @property
+    def effects(self) -> Effects:
+        """Interventions in force at the current time."""
+        assert self._effects is not None
+        return self._effects
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Current cells, one row per living cell (see :meth:`CellModel.snapshot`)."""
+        return self.cells.snapshot()
+
+    def metrics(self) -> dict[str, float]:
+        """Current population and field metrics."""
+        m: dict[str, float] = {"t_hours": self.t_hours}
+        m.update(self.cells.metrics())
+        marrow = self._marrow
+        for name in self.fields.names:
+            m[f"{name}_mean"] = float(np.mean(self.fields[name][marrow], dtype=np.float64))
+        m["protease_per_min"] = self.effects.protease
+        m["cxcr4_blockade"] = self.effects.cxcr4_blockade
+        return m
+
+    def cancel(self) -> None:
+        """Ask a running :meth:`run` (possibly in another thread) to stop after this step."""
+        self._cancel.set()
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, n: int = 1) -> None:
+        """Advance ``n`` cell steps, recording and checkpointing on schedule."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        for _ in range(n):
+            self._one_step()
+
+    def run(
+        self,
+        days: float | None = None,
+        *,
+        progress: ProgressFn | bool | None = None,
+    ) -> Simulation:
+        """Advance by ``days`` (default: the scenario's ``run.days``) and return self.
+
+        Parameters
+        ----------
+        days
+            Simulated days to add to the current time; must be a whole number of steps.
+        progress
+            ``True`` for a tqdm bar, or a callable ``progress(fraction, t_hours)``.
+        """
+        days = self.scenario.run.days if days is None else float(days)
+        if not (math.isfinite(days) and days > 0):
+            raise ValueError(f"days must be a positive number, got {days!r}")
+        n_steps = int(round(days * 24.0 / self.dt_hours))
+        if abs(n_steps * self.dt_hours - days * 24.0) > 1e-6:
+            raise ValueError(
+                f"days = {days:g} is not a whole number of run.dt_hours = {self.dt_hours:g} steps"
+            )
+        if self.writer is not None:
+            end_records = (self.step_index + n_steps) // self._steps_per_record + 1
+            if end_records > self.writer.n_records:
+                self.writer.extend(end_records - self.writer.n_records)
+        bar = None
+        if progress is True:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n_steps, unit="h", unit_scale=self.dt_hours, desc="simulating",
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} h [{elapsed}<{remaining}]")
+        self._cancel.clear()
+        try:
+            for k in range(n_steps):
+                if self._cancel.is_set():
+                    break
+                self._one_step()
+                if bar is not None:
+                    bar.update(1)
+                elif callable(progress):
+                    progress((k + 1) / n_steps, self.t_hours)
+        finally:
+            if bar is not None:
+                bar.close()
+        return self
+
+    def _one_step(self) -> None:
+        changed = self._apply_effects()
+        if changed or self.step_index - self._last_solve_step >= self._steps_per_solve:
+            self._solve()
+        self.cells.step(self.step_index, self.t_hours, self._signals(), self._modifiers())
+        self.step_index += 1
+        if self.writer is not None and self.step_index % self._steps_per_record == 0:
+            self._record()
+
+    # ------------------------------------------------------------------ internals
+    def _records_for(self, days: float) -> int:
+        return int(round(days * 24.0 / self.dt_hours)) // self._steps_per_record + 1
+
+    def _signals(self) -> Signals:
+        f = self.fields
+        return Signals(
+            cxcl12=f["cxcl12"] if "cxcl12" in f.names else np.zeros(self.lattice.shape, np.float32),
+            scf=f["scf"] if "scf" in f.names else np.zeros(self.lattice.shape, np.float32),
+            membrane_scf=f.membrane_scf,
+        )
+
+    def _modifiers(self) -> Modifiers:
+        e = self.effects
+        return Modifiers(cxcr4_blockade=e.cxcr4_blockade, protease=e.protease)
+
+    def _apply_effects(self, force: bool = False) -> bool:
+        return self._set_effects(self.t_hours, force)
+
+    def _set_effects(self, t_hours: float, force: bool) -> bool:
+        # Effects are re-applied only when they moved by > 1 %; the time they were taken
+        # at is checkpointed so a resumed run applies exactly the same values.
+        new = self.schedule.at(t_hours)
+        old = self._effects
+        if not force and old is not None and new.close_to(old):
+            return False
+        targets = set(self.fields.names) | {"membrane_scf"}
+        prev = old.source_scale if old is not None else {}
+        for target in targets:
+            for tissue in set(new.source_scale.get(target, {})) | set(prev.get(target, {})):
+                self.fields.set_source_scale(target, tissue, new.source_scale.get(target, {}).get(tissue, 1.0))
+        self.fields.set_protease(new.protease)
+        self._effects = new
+        self._effects_t = t_hours
+        return True
+
+    def _solve(self) -> None:
+        self.fields.solve(self.cells.occupied_flat())
+        self._last_solve_step = self.step_index
+
+    def _record(self) -> None:
+        w = self.writer
+        idx = self.step_index // self._steps_per_record
+        events = self.cells.drain_events()
+        if len(next(iter(events.values()), ())):
+            w.append_events(events)
+        w.write_record(
+            idx,
+            self.t_hours,
+            fields={n: self.fields[n] for n in self.fields.names} if self.scenario.output.fields else None,
+            labels=self.lattice.labels,
+            cells=self.cells.snapshot(),
+            metrics=self.metrics(),
+        )
+        self.records_written = idx + 1
+        if self.records_written % self.scenario.output.checkpoint_every_records == 0:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Write the full state into the store's checkpoint (atomically)."""
+        if self.writer is None:
+            raise RuntimeError("this simulation has no run store to checkpoint into")
+        state: dict[str, np.ndarray] = {}
+        for k, v in self.cells.state_dict().items():
+            state[f"cells/{k}"] = np.asarray(v)
+        for k, v in self.fields.state_dict().items():
+            state[f"fields/{k}"] = np.asarray(v)
+        state["lattice_labels"] = self.lattice.labels
+        meta = {
+            "step_index": self.step_index,
+            "records_written": self.records_written,
+            "events_rows": self.writer.n_event_rows,
+            "last_solve_step": self._last_solve_step,
+            "effects_t_hours": self._effects_t,
+        }
+        self.writer.write_checkpoint(state, meta)
+
+    def _load_state(self, state: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        cells = {k.removeprefix("cells/"): v for k, v in state.items() if k.startswith("cells/")}
+        fields = {k.removeprefix("fields/"): v for k, v in state.items() if k.startswith("fields/")}
+        self.step_index = int(meta["step_index"])
+        self._last_solve_step = int(meta["last_solve_step"])
+        self._set_effects(float(meta["effects_t_hours"]), force=True)
+        self.fields.load_state_dict(fields)
+        self.cells.load_state_dict(cells)
+
+    def __repr__(self) -> str:
+        return (
+            f"Simulation({self.scenario.name!r}, t={self.t_days:.2f} d, "
+            f"{self.cells.n_cells} cells, {self.lattice!r})"
+        )
