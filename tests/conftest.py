@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny scenarios and one cached small run store per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Qt without a screen for widget tests; the GUI tests get Xvfb from pytest-xvfb.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: a scenario small enough for a test: 20 x 32 x 32 voxels, 2 simulated days
+TINY = {
+    "domain.shape": [20, 32, 32],
+    "run.days": 2.0,
+    "output.interval_hours": 12.0,
+    "cells.hsc_per_mm3": 20000.0,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_scenario():
+    from niche3d.scenario import Scenario
+
+    return Scenario.default().with_overrides(TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_scenario) -> Path:
+    """A real 2-day run store, written once per session by the real Simulation."""
+    from niche3d.simulation import Simulation
+
+    out = tmp_path_factory.mktemp("runs") / "tiny.zarr"
+    Simulation(tiny_scenario, out).run()
+    return out
