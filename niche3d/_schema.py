@@ -12,11 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from niche3d.tissue.codes import TISSUE_NAMES
-
-__all__ = ["Section", "param", "TISSUE_KEYS", "check_tissue_table"]
-
-TISSUE_KEYS: tuple[str, ...] = tuple(TISSUE_NAMES.values())
+__all__ = ["Section", "param", "check_tissue_table"]
 
 
 class Section(BaseModel):
@@ -89,14 +85,18 @@ def check_tissue_table(
     """
     import difflib
 
+    # imported here: niche3d.tissue's package init imports the section schemas
+    from niche3d.tissue.codes import TISSUE_NAMES
+
+    tissue_keys = tuple(TISSUE_NAMES.values())
     out: dict[str, float] = {}
     for key, value in table.items():
         name = str(key).strip().lower()
-        if name not in TISSUE_KEYS:
-            close = difflib.get_close_matches(name, TISSUE_KEYS, n=1)
+        if name not in tissue_keys:
+            close = difflib.get_close_matches(name, tissue_keys, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(
-                f"unknown tissue {key!r} in {what}{hint} allowed: {', '.join(TISSUE_KEYS)}"
+                f"unknown tissue {key!r} in {what}{hint} allowed: {', '.join(tissue_keys)}"
             )
         v = float(value)
         if ge is not None and not v >= ge:

@@ -160,15 +160,15 @@ class Simulation:
         Records and events written after that checkpoint are dropped and recomputed
         (bit-identically: the random streams are counter-based).
         """
-        from niche3d.io import RunWriter, open_run, read_checkpoint
+        from niche3d.io import RunWriter, open_run
 
         run = open_run(path)
-        state, meta = read_checkpoint(path)
+        writer = RunWriter.open_append(path)
+        state, meta = writer.rewind_to_checkpoint()
         lattice = Lattice(state.pop("lattice_labels"), run.voxel_um)
         sim = cls(run.scenario, None, lattice=lattice, _restore=(state, meta))
         sim.out = Path(path)
-        sim.writer = RunWriter.open_append(path)
-        sim.writer.truncate(records=int(meta["records_written"]), events=int(meta["events_rows"]))
+        sim.writer = writer
         sim.records_written = int(meta["records_written"])
         return sim
 
@@ -344,7 +344,6 @@ class Simulation:
         meta = {
             "step_index": self.step_index,
             "records_written": self.records_written,
-            "events_rows": self.writer.n_event_rows,
             "last_solve_step": self._last_solve_step,
             "effects_t_hours": self._effects_t,
         }

@@ -1,0 +1,197 @@
+"""Constants, the error type and table encoding shared by the store writer and reader.
+
+Tables (``tables/cells``, ``tables/events``, ``tables/metrics``) are stored as ONE 2D
+float64 zarr array ``rows`` of shape (row capacity, column capacity) per table, plus a
+schema in the table group's attributes. One array per column (as DESIGN.md first said)
+would cost two files per column and break the file budget of a run store. float64 holds
+every integer up to 2**53 exactly; larger integers are refused at write time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "StoreError",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "TABLES",
+    "column_unit",
+    "encode_columns",
+    "decode_table",
+]
+
+FORMAT_NAME = "niche3d-run"
+FORMAT_VERSION = 1
+TABLES: tuple[str, ...] = ("cells", "events", "metrics")
+MAX_EXACT_INT = 2**53
+
+#: units of well-known columns; others are derived from a name suffix or are dimensionless.
+_KNOWN_UNITS: dict[str, str] = {
+    "t": "hour",
+    "t_hours": "hour",
+    "z": "micrometer",
+    "y": "micrometer",
+    "x": "micrometer",
+}
+_SUFFIX_UNITS: tuple[tuple[str, str], ...] = (
+    ("_um", "micrometer"),
+    ("_hours", "hour"),
+    ("_h", "hour"),
+    ("_days", "day"),
+    ("_per_mm3", "1/mm^3"),
+    ("_nM", "nM"),
+    ("_ng_ml", "ng/mL"),
+)
+
+
+class StoreError(ValueError):
+    """A path that is not a readable niche3d run store; the message names path and problem."""
+
+
+def column_unit(name: str) -> str:
+    """Unit recorded for a table column (UDUNITS-style name, ``"1"`` if dimensionless)."""
+    if name in _KNOWN_UNITS:
+        return _KNOWN_UNITS[name]
+    for suffix, unit in _SUFFIX_UNITS:
+        if name.endswith(suffix):
+            return unit
+    return "1"
+
+
+def _kind(dtype: np.dtype) -> str:
+    if dtype == np.bool_:
+        return "bool"
+    if np.issubdtype(dtype, np.integer):
+        return "int"
+    if np.issubdtype(dtype, np.floating):
+        return "float"
+    return "other"
+
+
+def encode_columns(
+    table: str,
+    columns: Mapping[str, Any],
+    *,
+    allow_scalars: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+    """Check a mapping of columns and convert each to float64.
+
+    Parameters
+    ----------
+    table
+        Table name, used in error messages.
+    columns
+        Column name -> 1D array (or a scalar when ``allow_scalars``).
+    allow_scalars
+        Accept scalars (one-row tables such as metrics).
+
+    Returns
+    -------
+    values, dtypes, n_rows
+        float64 columns, the original numpy dtype name of each column and the row count.
+    """
+    if not isinstance(columns, Mapping):
+        raise ValueError(f"{table}: columns must be a mapping of name -> array, got {type(columns).__name__}")
+    values: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    n_rows: int | None = None
+    for name, col in columns.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{table}: column names must be non-empty strings, got {name!r}")
+        arr = np.asarray(col)
+        if allow_scalars and arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1:
+            raise ValueError(f"{table}: column {name!r} must be 1D, got shape {arr.shape}")
+        kind = _kind(arr.dtype)
+        if kind == "other":
+            raise ValueError(
+                f"{table}: column {name!r} has dtype {arr.dtype}; allowed: bool, integer or float "
+                "(encode text as integer codes and call set_categories)"
+            )
+        if n_rows is None:
+            n_rows = arr.shape[0]
+        elif arr.shape[0] != n_rows:
+            raise ValueError(
+                f"{table}: column {name!r} has {arr.shape[0]} rows but earlier columns have {n_rows}"
+            )
+        if kind == "int" and arr.size and int(np.max(np.abs(arr.astype(np.float64)))) > MAX_EXACT_INT:
+            raise ValueError(
+                f"{table}: column {name!r} holds integers beyond 2**53, which float64 storage "
+                "cannot keep exactly"
+            )
+        values[name] = arr.astype(np.float64)
+        dtypes[name] = str(arr.dtype)
+    return values, dtypes, int(n_rows or 0)
+
+
+def decode_table(
+    rows: np.ndarray,
+    schema: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Turn the stored float64 rows back into a typed DataFrame.
+
+    Integers become int64 (nullable ``Int64`` where a row has no value), bools bool (or
+    ``boolean``), columns with a category map pandas Categoricals with the stored names.
+    """
+    import pandas as pd
+
+    columns = list(schema.get("columns", []))
+    categories: Mapping[str, Sequence[str]] = schema.get("categories", {}) or {}
+    data: dict[str, Any] = {}
+    for j, col in enumerate(columns):
+        name = col["name"]
+        v = rows[:, j] if rows.ndim == 2 and rows.shape[1] > j else np.full(rows.shape[0], np.nan)
+        kind = _kind(np.dtype(col["dtype"]))
+        missing = np.isnan(v)
+        if name in categories:
+            names = list(categories[name])
+            codes = np.where(missing, -1, v).astype(np.int64)
+            extra = sorted({int(c) for c in codes if c >= len(names) or c < -1})
+            cats = names + [f"unknown_{c}" for c in extra]
+            remap = codes.copy()
+            for k, c in enumerate(extra):
+                remap[codes == c] = len(names) + k
+            data[name] = pd.Categorical.from_codes(remap, categories=_unique(cats))
+        elif kind == "int":
+            if missing.any():
+                arr = pd.array(np.where(missing, 0, v).astype(np.int64), dtype="Int64")
+                arr[missing] = pd.NA
+                data[name] = arr
+            else:
+                data[name] = v.astype(np.int64)
+        elif kind == "bool":
+            if missing.any():
+                arr_b = pd.array(np.where(missing, 0, v).astype(bool), dtype="boolean")
+                arr_b[missing] = pd.NA
+                data[name] = arr_b
+            else:
+                data[name] = v != 0
+        else:
+            data[name] = v.astype(np.float64)
+    return pd.DataFrame(data, columns=[c["name"] for c in columns])
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Make category names unique (pandas requires it) by suffixing repeats with their code."""
+    seen: set[str] = set()
+    out = []
+    for code, nm in enumerate(names):
+        if nm in seen:
+            nm = f"{nm}_{code}"
+        seen.add(nm)
+        out.append(nm)
+    return out
+
+
+def is_finite_number(x: Any) -> bool:
+    """True for a finite real number (bools excluded)."""
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool) and math.isfinite(float(x))

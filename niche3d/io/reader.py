@@ -1,0 +1,436 @@
+"""Open a run store: :func:`open_run` -> :class:`Run` (lazy xarray fields, pandas tables)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import tomllib
+from collections import OrderedDict
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.storage import LocalStore
+
+from niche3d.io._format import FORMAT_NAME, FORMAT_VERSION, TABLES, StoreError, decode_table
+from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_NAMES
+
+if TYPE_CHECKING:  # dask, xarray and pandas are imported when first needed (fast CLI start)
+    import pandas as pd
+    import xarray as xr
+
+__all__ = ["Run", "open_run", "check_store"]
+
+_REQUIRED_ATTRS = (
+    "format_version",
+    "scenario",
+    "seed",
+    "code_version",
+    "voxel_um",
+    "record_hours",
+    "dt_hours",
+    "shape",
+    "image",
+    "fields",
+    "n_records",
+    "n_records_written",
+    "rows",
+)
+
+
+def _read_json(path: Path, what: str, root: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise StoreError(f"{root}: not a complete niche3d run store: {what} ({path.relative_to(root)}) is missing")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{root}: {path.relative_to(root)} is not readable JSON ({exc}); the store is damaged") from None
+    if not isinstance(doc, dict):
+        raise StoreError(f"{root}: {path.relative_to(root)} does not hold a JSON object; the store is damaged")
+    return doc
+
+
+def check_store(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check that ``path`` is a complete niche3d run store and return its ``niche3d`` attributes.
+
+    Checks the root metadata and format version, every array and group the format
+    requires, array shapes against the attributes, and that the data files (shards) of
+    every committed record and table row exist.
+
+    Raises
+    ------
+    StoreError
+        With a message naming the path and what is missing or wrong.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise StoreError(f"{root}: does not exist")
+    if not root.is_dir():
+        raise StoreError(f"{root}: is not a directory, so it is not a run store")
+    zj = root / "zarr.json"
+    if not zj.is_file():
+        raise StoreError(f"{root}: not a zarr v3 store (no zarr.json), so not a niche3d run store")
+    doc = _read_json(zj, "root metadata", root)
+    attrs = doc.get("attributes", {})
+    nz = attrs.get("niche3d") if isinstance(attrs, dict) else None
+    if not isinstance(nz, dict) or nz.get("format") != FORMAT_NAME:
+        raise StoreError(f"{root}: a zarr store but not a niche3d run store (no 'niche3d' run attributes)")
+    missing = [k for k in _REQUIRED_ATTRS if k not in nz]
+    if missing:
+        raise StoreError(f"{root}: niche3d attributes lack {missing}; the store is damaged")
+    ver = nz["format_version"]
+    if not isinstance(ver, int) or ver > FORMAT_VERSION or ver < 1:
+        raise StoreError(
+            f"{root}: store format version {ver!r} is not supported by this niche3d "
+            f"(reads versions 1..{FORMAT_VERSION}); upgrade niche3d"
+        )
+    if "ome" not in attrs:
+        raise StoreError(f"{root}: root zarr.json lacks the 'ome' image metadata; the store is damaged")
+    n = int(nz["n_records_written"])
+    shape = tuple(int(s) for s in nz["shape"])
+    channels = max(1, len(nz["fields"]))
+    arrays = {
+        "s0": ("field image", (channels, *shape)),
+        "labels/tissue/s0": ("tissue labels", shape),
+    }
+    for sub, what in (("labels", "labels group"), ("labels/tissue", "tissue label group"), ("tables", "tables group")):
+        _read_json(root / sub / "zarr.json", what, root)
+    for key, (what, tail) in arrays.items():
+        meta = _read_json(root / key / "zarr.json", what, root)
+        ashape = tuple(meta.get("shape", ()))
+        if ashape[1:] != tail or ashape[0] < n:
+            raise StoreError(
+                f"{root}: {key} has shape {list(ashape)}, expected [>= {n}, {', '.join(map(str, tail))}]; "
+                "the store is damaged"
+            )
+        _check_shards(root, key, meta, n)
+    rows = nz["rows"]
+    for t in TABLES:
+        gmeta = _read_json(root / "tables" / t / "zarr.json", f"table {t}", root)
+        schema = gmeta.get("attributes", {}).get("niche3d_table")
+        if not isinstance(schema, dict):
+            raise StoreError(f"{root}: tables/{t} has no schema attribute 'niche3d_table'; the store is damaged")
+        nr = int(rows.get(t, 0))
+        if nr > 0:
+            meta = _read_json(root / "tables" / t / "rows" / "zarr.json", f"table {t} rows", root)
+            if meta["shape"][0] < nr or meta["shape"][1] < len(schema["columns"]):
+                raise StoreError(
+                    f"{root}: tables/{t}/rows has shape {meta['shape']} but {nr} rows x "
+                    f"{len(schema['columns'])} columns are committed; the store is damaged"
+                )
+            _check_shards(root, f"tables/{t}/rows", meta, nr)
+    return nz
+
+
+def _check_shards(root: Path, key: str, meta: dict[str, Any], n_lead: int) -> None:
+    """Every data file covering the first ``n_lead`` entries along axis 0 must exist."""
+    if n_lead == 0:
+        return
+    try:
+        grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        enc = meta.get("chunk_key_encoding", {})
+        sep = enc.get("configuration", {}).get("separator", "/")
+        shape = meta["shape"]
+    except (KeyError, TypeError):
+        raise StoreError(f"{root}: {key}/zarr.json lacks a regular chunk grid; the store is damaged") from None
+    ndim = len(shape)
+    for i in range(-(-n_lead // grid[0])):
+        # the first data file of each block of records (all channels / columns share it)
+        parts = [str(i)] + ["0"] * (ndim - 1)
+        rel = ("c" + sep + sep.join(parts)) if enc.get("name", "default") == "default" else ".".join(parts)
+        f = root / key / rel
+        if not f.is_file() or f.stat().st_size == 0:
+            raise StoreError(
+                f"{root}: data file {key}/{rel} of committed records is missing or empty; "
+                "the store is truncated"
+            )
+
+
+class _SnapshotStore(LocalStore):
+    """Read-only LocalStore that reads each data file (shard) whole, once, and serves byte
+    ranges from that copy.
+
+    zarr reads a shard's index and its chunks with separate opens; a writer replacing
+    the shard in between (a run being viewed while it is written) would pair an old
+    index with new bytes. Reading the file once makes every shard a consistent snapshot;
+    the small LRU cache also makes scrubbing through neighbouring time points cheap.
+    """
+
+    def __init__(self, root: Path | str, *, max_bytes: int = 512 * 2**20) -> None:
+        super().__init__(root, read_only=True)
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cached_bytes = 0
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def with_read_only(self, read_only: bool = False) -> LocalStore:
+        """A plain LocalStore when write access is asked for; this store otherwise."""
+        return self if read_only else LocalStore(self.root, read_only=False)
+
+    def _whole(self, key: str) -> bytes | None:
+        with self._lock:
+            data = self._cache.get(key)
+            if data is not None:
+                self._cache.move_to_end(key)
+                return data
+        try:
+            data = (self.root / key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = data
+                self._cached_bytes += len(data)
+                while self._cached_bytes > self._max_bytes and len(self._cache) > 1:
+                    _, old = self._cache.popitem(last=False)
+                    self._cached_bytes -= len(old)
+            return self._cache[key]
+
+    def _slice(self, key: str, prototype: BufferPrototype | None, byte_range: ByteRequest | None) -> Buffer | None:
+        if prototype is None:
+            prototype = default_buffer_prototype()
+        if key.endswith("zarr.json"):
+            return super().get_sync(key, prototype=prototype, byte_range=byte_range)
+        data = self._whole(key)
+        if data is None:
+            return None
+        if byte_range is None:
+            part = data
+        elif isinstance(byte_range, RangeByteRequest):
+            part = data[byte_range.start : byte_range.end]
+        elif isinstance(byte_range, OffsetByteRequest):
+            part = data[byte_range.offset :]
+        elif isinstance(byte_range, SuffixByteRequest):
+            part = data[max(0, len(data) - byte_range.suffix) :]
+        else:
+            raise TypeError(f"unexpected byte range {byte_range!r}")
+        return prototype.buffer.from_bytes(part)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        """Bytes of ``key`` (a range of them) from a whole-file snapshot."""
+        return await asyncio.to_thread(self._slice, key, prototype, byte_range)
+
+    def get_sync(
+        self, key: str, *, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        """Synchronous :meth:`get`."""
+        return self._slice(key, prototype, byte_range)
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Any
+    ) -> list[Buffer | None]:
+        """Several ranges, each from the snapshot of its file."""
+        return [await self.get(k, prototype, r) for k, r in key_ranges]
+
+
+class Run:
+    """A run store opened for reading; see :func:`open_run`.
+
+    Attributes
+    ----------
+    path
+        Store directory.
+    attrs
+        The ``niche3d`` attributes (scenario TOML, seed, code version, units, ...).
+    """
+
+    def __init__(self, path: Path, attrs: dict[str, Any]) -> None:
+        self.path = path
+        self.attrs: dict[str, Any] = attrs
+        self._group = zarr.open_group(_SnapshotStore(path), mode="r", zarr_format=3)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Run {str(self.path)!r}: {self.n_records} records every {self.record_hours:g} h, "
+            f"lattice {tuple(self.shape)} at {self.voxel_um:g} µm, fields {list(self.field_names)}>"
+        )
+
+    # ------------------------------------------------------------------ scalars
+    @property
+    def seed(self) -> int:
+        """Master seed of the run."""
+        return int(self.attrs["seed"])
+
+    @property
+    def code_version(self) -> str:
+        """niche3d version that wrote the run."""
+        return str(self.attrs["code_version"])
+
+    @property
+    def voxel_um(self) -> float:
+        """Voxel edge in µm."""
+        return float(self.attrs["voxel_um"])
+
+    @property
+    def record_hours(self) -> float:
+        """Nominal time between records in hours."""
+        return float(self.attrs["record_hours"])
+
+    @property
+    def dt_hours(self) -> float:
+        """Cell time step in hours."""
+        return float(self.attrs["dt_hours"])
+
+    @property
+    def n_records(self) -> int:
+        """Committed (complete) records."""
+        return int(self.attrs["n_records_written"])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Lattice shape (z, y, x)."""
+        return tuple(int(s) for s in self.attrs["shape"])  # type: ignore[return-value]
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Names of the stored fields (empty when the run stored none)."""
+        return tuple(f["name"] for f in self.attrs["fields"])
+
+    @property
+    def scenario_toml(self) -> str:
+        """The full scenario as stored (TOML text)."""
+        return str(self.attrs["scenario"])
+
+    @cached_property
+    def scenario(self) -> Any:
+        """The run's :class:`~niche3d.scenario.Scenario`.
+
+        Raises
+        ------
+        StoreError
+            The stored TOML does not validate with this niche3d (see :attr:`scenario_toml`).
+        """
+        from niche3d.scenario import Scenario, ScenarioError
+
+        try:
+            return Scenario.from_dict(tomllib.loads(self.scenario_toml), source=f"{self.path} scenario")
+        except (ScenarioError, tomllib.TOMLDecodeError) as exc:
+            raise StoreError(
+                f"{self.path}: the stored scenario does not validate with this niche3d "
+                f"(written by {self.code_version}): {exc}"
+            ) from None
+
+    @cached_property
+    def times_h(self) -> np.ndarray:
+        """Time of each committed record in hours."""
+        m = self.metrics
+        return m["t"].to_numpy(dtype=np.float64) if "t" in m else np.zeros(0)
+
+    # ------------------------------------------------------------------ coordinates
+    def _space_coords(self) -> dict[str, Any]:
+        import xarray as xr
+
+        v = self.voxel_um
+        out: dict[str, Any] = {}
+        for name, n in zip("zyx", self.shape, strict=True):
+            out[name] = xr.Variable(name, (np.arange(n) + 0.5) * v, attrs={"units": "micrometer"})
+        return out
+
+    def _t_coord(self) -> xr.Variable:
+        import xarray as xr
+
+        return xr.Variable("t", self.times_h, attrs={"units": "hour"})
+
+    # ------------------------------------------------------------------ arrays
+    @cached_property
+    def fields(self) -> xr.Dataset:
+        """One dask-backed (t, z, y, x) variable per field; coords in hours and µm."""
+        import dask.array as da
+        import xarray as xr
+
+        arr = da.from_zarr(self._group["s0"])[: self.n_records]
+        coords = {"t": self._t_coord(), **self._space_coords()}
+        data_vars = {}
+        for i, f in enumerate(self.attrs["fields"]):
+            data_vars[f["name"]] = xr.Variable(
+                ("t", "z", "y", "x"),
+                arr[:, i],
+                attrs={"units": f["unit"], "window": tuple(f["window"]), "color": f["color"]},
+            )
+        return xr.Dataset(data_vars, coords=coords, attrs={"voxel_um": self.voxel_um})
+
+    @cached_property
+    def occupancy(self) -> xr.DataArray | None:
+        """(t, z, y, x) uint8 cell occupancy, for runs stored without fields; else None."""
+        import dask.array as da
+        import xarray as xr
+
+        if self.attrs["image"] != "occupancy":
+            return None
+        arr = da.from_zarr(self._group["s0"])[: self.n_records, 0]
+        return xr.DataArray(
+            arr, dims=("t", "z", "y", "x"), coords={"t": self._t_coord(), **self._space_coords()}, name="cells"
+        )
+
+    @cached_property
+    def tissue(self) -> xr.DataArray:
+        """(t, z, y, x) uint8 tissue codes, dask-backed; attrs ``names`` and ``colors``."""
+        import dask.array as da
+        import xarray as xr
+
+        arr = da.from_zarr(self._group["labels/tissue/s0"])[: self.n_records]
+        return xr.DataArray(
+            arr,
+            dims=("t", "z", "y", "x"),
+            coords={"t": self._t_coord(), **self._space_coords()},
+            name="tissue",
+            attrs={"names": dict(TISSUE_NAMES), "colors": {int(k): tuple(v) for k, v in TISSUE_COLORS.items()}},
+        )
+
+    # ------------------------------------------------------------------ tables
+    def _table(self, name: str) -> pd.DataFrame:
+        g = self._group[f"tables/{name}"]
+        schema = dict(g.attrs["niche3d_table"])
+        n = int(self.attrs["rows"][name])
+        if n == 0 or "rows" not in g.array_keys():
+            return decode_table(np.zeros((0, len(schema["columns"]))), schema)
+        rows = np.asarray(g["rows"][:n, :])
+        df = decode_table(rows, schema)
+        df.attrs["units"] = {c["name"]: c["unit"] for c in schema["columns"]}
+        return df
+
+    @cached_property
+    def cells(self) -> pd.DataFrame:
+        """Cell snapshots, one row per cell and record (``record``, ``t`` in h, ``z, y, x`` in µm)."""
+        return self._table("cells")
+
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        """Events (``t_hours``, ``kind``, ...)."""
+        return self._table("events")
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        """One row per record: ``record``, ``t`` (h) and the metric columns."""
+        return self._table("metrics")
+
+
+def open_run(path: str | os.PathLike[str]) -> Run:
+    """Open a niche3d run store for reading.
+
+    Parameters
+    ----------
+    path
+        Store directory.
+
+    Returns
+    -------
+    Run
+        Lazy fields and tissue (dask), tables as pandas DataFrames, the scenario.
+
+    Raises
+    ------
+    StoreError
+        ``path`` is not a niche3d run store, is truncated, or has an unsupported version.
+    """
+    p = Path(path)
+    attrs = check_store(p)
+    return Run(p, attrs)

@@ -1,0 +1,853 @@
+"""Write a run store: OME-Zarr 0.5 fields and tissue, tables, checkpoints.
+
+The layout and the crash-safety rules are described in ``docs/store.md``. In short: every
+object is written with temp file + :func:`os.replace` (:class:`AtomicLocalStore`), data
+for record *k* is written first and the root attribute ``niche3d.n_records_written`` (with
+the committed row count of every table) is updated last, in one atomic write of the root
+``zarr.json``. Readers use only committed records and rows, so a run killed at any
+instant leaves a store that opens and holds every record it had reported as written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from niche3d.io import _atomic
+from niche3d.io._atomic import AtomicLocalStore, remove_stale_temp_files
+from niche3d.io._format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    TABLES,
+    StoreError,
+    column_unit,
+    encode_columns,
+    is_finite_number,
+)
+from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_DESCRIPTIONS, TISSUE_NAMES
+
+__all__ = ["RunWriter", "read_checkpoint", "CHECKPOINT_DIR"]
+
+#: colours of field channels, in channel order (cycled), as OMERO hex strings.
+FIELD_COLORS: tuple[str, ...] = (
+    "FF00FF",  # magenta
+    "00FF00",  # green
+    "00FFFF",  # cyan
+    "FFFF00",  # yellow
+    "FF8000",  # orange
+    "0080FF",  # azure
+    "FF0000",  # red
+    "FFFFFF",  # white
+)
+OCCUPANCY_CHANNEL = "cells"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "state.npz"
+_META_KEY = "__niche3d_meta_json__"
+_POS_KEY = "__niche3d_store_position_json__"
+
+#: uncompressed bytes per shard of the image / tissue arrays and per table shard.
+IMAGE_SHARD_BYTES = 32 * 2**20
+TABLE_CHUNK_BYTES = 128 * 2**10
+TABLE_SHARD_BYTES = 8 * 2**20
+_COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+_RESERVED_CELL_COLUMNS = ("t", "record")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _is_niche3d_store(path: Path) -> bool:
+    try:
+        meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("attributes", {}).get("niche3d"), dict)
+
+
+def _check_pos(name: str, value: Any) -> float:
+    if not is_finite_number(value) or float(value) <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def _rgba255(rgba: Sequence[float]) -> list[int]:
+    return [int(round(255 * float(c))) for c in rgba]
+
+
+class _Table:
+    """Writer-side state of one table."""
+
+    def __init__(self, name: str, group: zarr.Group, schema: dict[str, Any], n_rows: int) -> None:
+        self.name = name
+        self.group = group
+        self.schema = schema
+        self.n_rows = n_rows  # rows written (committed ones are in the root attrs)
+        self.rows: zarr.Array | None = _dense(group["rows"]) if "rows" in group.array_keys() else None
+
+    @property
+    def names(self) -> list[str]:
+        return [c["name"] for c in self.schema["columns"]]
+
+    def save_schema(self) -> None:
+        self.group.attrs["niche3d_table"] = self.schema
+
+
+class RunWriter:
+    """Writes one run store; create with :meth:`create`, reopen with :meth:`open_append`.
+
+    Records are written in order with :meth:`write_record`; each call returns only after
+    the record is on disk and committed. Events may be appended at any time with
+    :meth:`append_events` (also committed on return).
+    """
+
+    def __init__(self, path: Path, group: zarr.Group) -> None:  # use create/open_append
+        self.path = path
+        self._root = group
+        self._attrs: dict[str, Any] = dict(group.attrs["niche3d"])  # type: ignore[arg-type]
+        self._image: zarr.Array = _dense(group["s0"])
+        self._tissue: zarr.Array = _dense(group["labels/tissue/s0"])
+        self._shape: tuple[int, int, int] = tuple(int(n) for n in self._attrs["shape"])  # type: ignore[assignment]
+        self._voxel = float(self._attrs["voxel_um"])
+        self._field_names: list[str] = [f["name"] for f in self._attrs["fields"]]
+        self._occupancy = self._attrs["image"] == "occupancy"
+        self._n_written = int(self._attrs["n_records_written"])
+        rows = self._attrs["rows"]
+        self._tables: dict[str, _Table] = {}
+        for t in TABLES:
+            g: zarr.Group = group[f"tables/{t}"]  # type: ignore[assignment]
+            self._tables[t] = _Table(t, g, dict(g.attrs["niche3d_table"]), int(rows[t]))  # type: ignore[arg-type]
+        idx = self._n_written - 1 if self._n_written > 0 else 0
+        self._last_labels = np.asarray(self._tissue[idx])
+        last_t = self._attrs.get("last_t_hours")
+        self._last_t: float | None = None if last_t is None else float(last_t)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        scenario: Any,
+        labels: np.ndarray,
+        voxel_um: float,
+        record_hours: float,
+        n_records: int,
+        fields: Sequence[tuple[str, str, tuple[float, float]]],
+        seed: int,
+        code_version: str,
+        dt_hours: float,
+        overwrite: bool = False,
+    ) -> RunWriter:
+        """Create a new run store.
+
+        Parameters
+        ----------
+        path
+            Directory of the store (conventionally ``*.zarr``).
+        scenario
+            The full :class:`~niche3d.scenario.Scenario`; stored as TOML text.
+        labels
+            uint8 (z, y, x) tissue codes at the start of the run.
+        voxel_um
+            Voxel edge in µm.
+        record_hours
+            Time between records in hours (the OME time scale).
+        n_records
+            Number of records the arrays are sized for (grow with :meth:`extend`).
+        fields
+            ``(name, unit, (lo, hi))`` per stored field, in channel order. Empty when the
+            scenario stores no fields (``output.fields = false``): the image then holds one
+            uint8 channel ``cells`` (1 where a cell sits), so the root stays a valid image.
+        seed
+            Master seed of the run.
+        code_version
+            niche3d version string.
+        dt_hours
+            Cell time step in hours.
+        overwrite
+            Replace an existing niche3d store at ``path``. A directory that is not a
+            niche3d store (and not empty) is never deleted.
+
+        Raises
+        ------
+        StoreError
+            ``path`` exists (without ``overwrite``), or is something that is not ours.
+        ValueError
+            A parameter is out of range.
+        """
+        from niche3d.scenario import Scenario
+
+        if not isinstance(scenario, Scenario):
+            raise ValueError(f"scenario must be a niche3d.scenario.Scenario, got {type(scenario).__name__}")
+        labels = np.asarray(labels)
+        if labels.ndim != 3 or labels.dtype != np.uint8 or min(labels.shape) < 1:
+            raise ValueError(
+                f"labels must be a non-empty 3D uint8 array (z, y, x), got shape {labels.shape} "
+                f"dtype {labels.dtype}"
+            )
+        voxel_um = _check_pos("voxel_um", voxel_um)
+        record_hours = _check_pos("record_hours", record_hours)
+        dt_hours = _check_pos("dt_hours", dt_hours)
+        n_records = _check_int("n_records", n_records, 1)
+        seed = _check_int("seed", seed, 0)
+        if not isinstance(code_version, str):
+            raise ValueError(f"code_version must be a string, got {code_version!r}")
+        field_meta = _check_fields(fields)
+        p = Path(path)
+        _prepare_path(p, overwrite=bool(overwrite))
+
+        shape = tuple(int(n) for n in labels.shape)
+        store = AtomicLocalStore(p)
+        root = zarr.open_group(store, mode="w", zarr_format=3)
+        occupancy = not field_meta
+        channels = field_meta or [
+            {"name": OCCUPANCY_CHANNEL, "unit": "1", "window": [0.0, 1.0], "color": "FFFFFF"}
+        ]
+        attrs: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "scenario": scenario.to_toml(),
+            "scenario_name": scenario.name,
+            "seed": seed,
+            "code_version": code_version,
+            "voxel_um": voxel_um,
+            "record_hours": record_hours,
+            "dt_hours": dt_hours,
+            "units": {"time": "hour", "space": "micrometer"},
+            "shape": list(shape),
+            "image": "occupancy" if occupancy else "fields",
+            "fields": field_meta,
+            "n_records": n_records,
+            "n_records_written": 0,
+            "rows": {t: 0 for t in TABLES},
+            "last_t_hours": None,
+            "created": _now(),
+            "updated": _now(),
+            "checkpoint": None,
+        }
+        # root first: a store killed while being created is recognisably ours (and truncated)
+        root.update_attributes({"ome": _image_ome(channels, shape, voxel_um, record_hours, occupancy=occupancy), "niche3d": attrs})
+
+        c = len(channels)
+        rec_bytes = c * int(np.prod(shape)) * (1 if occupancy else 4)
+        shard_t = max(1, min(1024, IMAGE_SHARD_BYTES // rec_bytes))
+        root.create_array(
+            "s0",
+            shape=(n_records, c, *shape),
+            dtype=np.uint8 if occupancy else np.float32,
+            chunks=(1, 1, *shape),
+            shards=(shard_t, c, *shape),
+            fill_value=0 if occupancy else np.nan,
+            compressors=_COMPRESSOR,
+            dimension_names=["t", "c", "z", "y", "x"],
+        )
+        lab_root = root.create_group("labels", attributes={"ome": {"version": "0.5", "labels": ["tissue"]}})
+        tissue = lab_root.create_group("tissue", attributes={"ome": _label_ome(shape, voxel_um, record_hours)})
+        lab_shard = max(1, min(4096, IMAGE_SHARD_BYTES // int(np.prod(shape))))
+        tarr = tissue.create_array(
+            "s0",
+            shape=(n_records, *shape),
+            dtype=np.uint8,
+            chunks=(1, *shape),
+            shards=(lab_shard, *shape),
+            fill_value=0,
+            compressors=BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle"),
+            dimension_names=["t", "z", "y", "x"],
+        )
+        _dense(tarr)[0] = labels  # record 0's tissue unless write_record gives other labels
+        tables = root.create_group("tables", attributes={"niche3d": {"tables": list(TABLES)}})
+        for t in TABLES:
+            tables.create_group(
+                t,
+                attributes={
+                    "niche3d_table": {
+                        "layout": "rows-float64",
+                        "array": "rows",
+                        "columns": [],
+                        "categories": {},
+                    }
+                },
+            )
+        return cls(p, root)
+
+    @classmethod
+    def open_append(cls, path: str | os.PathLike[str]) -> RunWriter:
+        """Reopen an existing store to continue or resume a run.
+
+        Rows and records written after the last commit (by a killed run) are discarded:
+        writing continues at ``n_records_written``.
+        """
+        from niche3d.io.reader import check_store
+
+        p = Path(path)
+        check_store(p)
+        remove_stale_temp_files(p)
+        root = zarr.open_group(AtomicLocalStore(p), mode="r+", zarr_format=3)
+        return cls(p, root)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_records(self) -> int:
+        """Capacity of the time axis (records the arrays can hold)."""
+        return int(self._attrs["n_records"])
+
+    @property
+    def n_records_written(self) -> int:
+        """Committed records."""
+        return self._n_written
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Names of the stored fields (empty for an occupancy image)."""
+        return tuple(self._field_names)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Lattice shape (z, y, x)."""
+        return self._shape
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    # ------------------------------------------------------------------ records
+    def write_record(
+        self,
+        index: int,
+        t_hours: float,
+        *,
+        fields: Mapping[str, np.ndarray] | None,
+        labels: np.ndarray | None,
+        cells: Mapping[str, np.ndarray],
+        metrics: Mapping[str, float],
+    ) -> None:
+        """Write record ``index`` (time ``t_hours``) and commit it.
+
+        Parameters
+        ----------
+        index
+            Must equal :attr:`n_records_written` (records are written in order) and be
+            below :attr:`n_records` (call :meth:`extend` to grow).
+        t_hours
+            Simulated time of the record in hours; increases strictly from record to record.
+        fields
+            Field name -> (z, y, x) array for every stored field; ``None`` only when the
+            store keeps no fields.
+        labels
+            uint8 (z, y, x) tissue at this record, or ``None`` when unchanged.
+        cells
+            Columns of the cell snapshot (equal-length 1D arrays). Integer ``z, y, x`` are
+            voxel indices (``-1`` = circulating) and are stored as µm voxel centres (NaN
+            when circulating). The writer adds ``record`` and ``t`` (hours).
+        metrics
+            Metric name -> number; stored as one row with ``record`` and ``t``.
+        """
+        index = _check_int("index", index, 0)
+        if index != self._n_written:
+            raise ValueError(
+                f"index must be the next record, {self._n_written} (records are written in order), got {index}"
+            )
+        if index >= self.n_records:
+            raise ValueError(
+                f"index {index} is beyond the store's n_records={self.n_records}; call extend() first"
+            )
+        if not is_finite_number(t_hours):
+            raise ValueError(f"t_hours must be a finite number, got {t_hours!r}")
+        t_hours = float(t_hours)
+        if self._last_t is not None and not t_hours > self._last_t:
+            raise ValueError(
+                f"t_hours must increase from record to record: got {t_hours} after {self._last_t}"
+            )
+        cell_vals, cell_types, n_cells = self._cell_columns(cells)
+        image = self._image_block(fields, cells)
+        if labels is not None:
+            lab = np.asarray(labels)
+            if lab.shape != self._shape or lab.dtype != np.uint8:
+                raise ValueError(
+                    f"labels must be uint8 with shape {self._shape}, got {lab.dtype} {lab.shape}"
+                )
+        else:
+            lab = self._last_labels
+        metric_vals, metric_types = self._metric_columns(metrics)
+
+        # data first ...
+        self._image[index] = image
+        self._tissue[index] = lab
+        rec = np.full(n_cells, index, dtype=np.int64)
+        cell_vals = {"record": rec.astype(np.float64), "t": np.full(n_cells, t_hours), **cell_vals}
+        cell_types = {"record": "int64", "t": "float64", **cell_types}
+        self._append("cells", cell_vals, cell_types, n_cells)
+        metric_vals = {"record": np.array([float(index)]), "t": np.array([t_hours]), **metric_vals}
+        metric_types = {"record": "int64", "t": "float64", **metric_types}
+        self._append("metrics", metric_vals, metric_types, 1)
+        # ... then the commit
+        self._last_labels = lab
+        self._last_t = t_hours
+        self._n_written = index + 1
+        self._commit()
+
+    def append_events(self, events: Mapping[str, np.ndarray]) -> None:
+        """Append event rows (equal-length columns, including ``t_hours``) and commit them.
+
+        Integer ``z, y, x`` columns are voxel indices and are stored as µm voxel centres.
+        The column set is fixed by the first call.
+        """
+        vals, types, n = encode_columns("events", events)
+        if "t_hours" not in vals:
+            raise ValueError(f"events must include a 't_hours' column; got columns {sorted(vals)}")
+        vals, types = self._positions(vals, types, events)
+        self._append("events", vals, types, n)
+        self._commit()
+
+    def set_categories(self, table: str, column: str, names: Sequence[str]) -> None:
+        """Record the code -> name map of an integer column (code ``i`` is ``names[i]``).
+
+        Readers decode the column to a pandas Categorical with these names.
+        """
+        if table not in TABLES:
+            raise ValueError(f"table must be one of {', '.join(TABLES)}, got {table!r}")
+        if not isinstance(column, str) or not column:
+            raise ValueError(f"column must be a non-empty string, got {column!r}")
+        if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"names must be a sequence of non-empty strings, got {names!r}")
+        names = list(names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"names must be unique, got {names!r}")
+        tab = self._tables[table]
+        tab.schema["categories"] = {**tab.schema.get("categories", {}), column: names}
+        tab.save_schema()
+
+    def extend(self, n_more: int) -> None:
+        """Grow the time axis by ``n_more`` records (so a run can be continued)."""
+        n_more = _check_int("n_more", n_more, 1)
+        n = self.n_records + n_more
+        self._image.resize((n, *self._image.shape[1:]))
+        self._tissue.resize((n, *self._tissue.shape[1:]))
+        self._attrs["n_records"] = n
+        self._commit()
+
+    # ------------------------------------------------------------------ checkpoints
+    def write_checkpoint(self, state: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Replace the checkpoint with ``state`` (arrays) and ``meta`` (JSON-able) atomically.
+
+        Both go into one ``.npz`` file written to a temporary name and renamed into place,
+        so a kill at any instant leaves the previous checkpoint or the new one, complete.
+        """
+        position = {
+            "n_records_written": self._n_written,
+            "rows": {t: self._tables[t].n_rows for t in TABLES},
+            "last_t_hours": self._last_t,
+        }
+        _write_checkpoint(self.path, state, meta, position)
+        self._attrs["checkpoint"] = {"record": self._n_written, "written": _now()}
+        self._commit()
+
+    def rewind_to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Roll the store back to the last checkpoint and return its ``(state, meta)``.
+
+        For ``--resume``: records and table rows committed after the checkpoint are
+        dropped (they are rewritten as the simulation replays from the checkpoint), so the
+        store and the restored state agree exactly.
+
+        Raises
+        ------
+        StoreError
+            The store has no checkpoint.
+        """
+        state, meta, pos = _read_checkpoint(self.path)
+        n = int(pos["n_records_written"])
+        if n > self._n_written:
+            raise StoreError(
+                f"{self.path}: checkpoint is at record {n} but only {self._n_written} records are "
+                "committed; the store and its checkpoint disagree"
+            )
+        self._n_written = n
+        for t in TABLES:
+            self._tables[t].n_rows = int(pos["rows"][t])
+        self._last_t = pos["last_t_hours"]
+        self._last_labels = np.asarray(self._tissue[max(n - 1, 0)])
+        self._commit()
+        return state, meta
+
+    # ------------------------------------------------------------------ internals
+    def _commit(self) -> None:
+        a = self._attrs
+        a["n_records_written"] = self._n_written
+        a["rows"] = {t: self._tables[t].n_rows for t in TABLES}
+        a["last_t_hours"] = self._last_t
+        a["updated"] = _now()
+        self._root.update_attributes({"niche3d": a})
+
+    def _image_block(self, fields: Mapping[str, np.ndarray] | None, cells: Mapping[str, np.ndarray]) -> np.ndarray:
+        if self._occupancy:
+            if fields:
+                raise ValueError(
+                    f"this store keeps no fields (created with fields=[]), got fields {sorted(fields)}"
+                )
+            occ = np.zeros((1, *self._shape), dtype=np.uint8)
+            if all(k in cells for k in ("z", "y", "x")):
+                z, y, x = (np.asarray(cells[k]) for k in ("z", "y", "x"))
+                if all(np.issubdtype(a.dtype, np.integer) for a in (z, y, x)):
+                    inside = (z >= 0) & (y >= 0) & (x >= 0)
+                    occ[0, z[inside], y[inside], x[inside]] = 1
+            return occ
+        if fields is None or not isinstance(fields, Mapping):
+            raise ValueError(f"fields must map each stored field {self._field_names} to a (z, y, x) array")
+        missing = [n for n in self._field_names if n not in fields]
+        extra = [n for n in fields if n not in self._field_names]
+        if missing or extra:
+            raise ValueError(
+                f"fields must have exactly the store's fields {self._field_names}; "
+                f"missing {missing}, unknown {extra}"
+            )
+        block = np.empty((len(self._field_names), *self._shape), dtype=np.float32)
+        for i, n in enumerate(self._field_names):
+            a = np.asarray(fields[n])
+            if a.shape != self._shape:
+                raise ValueError(f"field {n!r} must have shape {self._shape}, got {a.shape}")
+            block[i] = a
+        return block
+
+    def _positions(
+        self, vals: dict[str, np.ndarray], types: dict[str, str], src: Mapping[str, Any]
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        for k in ("z", "y", "x"):
+            if k in vals and np.issubdtype(np.dtype(types[k]), np.integer):
+                v = np.asarray(src[k])
+                lim = self._shape["zyx".index(k)]
+                if v.size and (v.max() >= lim):
+                    raise ValueError(f"column {k!r} holds voxel index {int(v.max())} outside 0..{lim - 1}")
+                um = (v.astype(np.float64) + 0.5) * self._voxel
+                um[v < 0] = np.nan
+                vals[k] = um
+                types[k] = "float64"
+        return vals, types
+
+    def _cell_columns(self, cells: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+        vals, types, n = encode_columns("cells", cells)
+        bad = [c for c in _RESERVED_CELL_COLUMNS if c in vals]
+        if bad:
+            raise ValueError(f"cells must not contain the columns {bad}; the writer adds them")
+        vals, types = self._positions(vals, types, cells)
+        return vals, types, n
+
+    def _metric_columns(self, metrics: Mapping[str, float]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        if not isinstance(metrics, Mapping):
+            raise ValueError(f"metrics must be a mapping of name -> number, got {type(metrics).__name__}")
+        for k, v in metrics.items():
+            if np.ndim(v) != 0:
+                raise ValueError(f"metric {k!r} must be a single number, got shape {np.shape(v)}")
+            if k in ("t", "record"):
+                raise ValueError(f"metrics must not contain {k!r}; the writer adds it")
+        vals, types, _ = encode_columns("metrics", metrics, allow_scalars=True)
+        return vals, types
+
+    def _append(self, table: str, vals: dict[str, np.ndarray], types: dict[str, str], n: int) -> None:
+        tab = self._tables[table]
+        cols = tab.schema["columns"]
+        changed = False
+        if not cols:
+            for name in vals:
+                cols.append({"name": name, "dtype": types[name], "unit": column_unit(name)})
+            changed = True
+        else:
+            known = tab.names
+            missing = [c for c in known if c not in vals]
+            extra = [c for c in vals if c not in known]
+            if table != "metrics" and (missing or extra):
+                raise ValueError(
+                    f"{table}: the column set is fixed by the first write {known}; "
+                    f"missing {missing}, unknown {extra}"
+                )
+            for c in cols:
+                if c["name"] in types and _kindof(types[c["name"]]) != _kindof(c["dtype"]):
+                    if table == "metrics":
+                        c["dtype"] = "float64"
+                        changed = True
+                    else:
+                        raise ValueError(
+                            f"{table}: column {c['name']!r} was {c['dtype']} and is now {types[c['name']]}"
+                        )
+            for name in extra:
+                cols.append({"name": name, "dtype": types[name], "unit": column_unit(name)})
+                changed = True
+        if changed:
+            tab.save_schema()
+        if n == 0 and tab.rows is not None:
+            return
+        ncols = len(cols)
+        if tab.rows is None:
+            cap_cols = ncols if table != "metrics" else max(16, 2 * ncols)
+            chunk_rows = max(64, TABLE_CHUNK_BYTES // (8 * cap_cols))
+            shard_rows = chunk_rows * max(1, TABLE_SHARD_BYTES // TABLE_CHUNK_BYTES)
+            tab.rows = _dense(tab.group.create_array(
+                "rows",
+                shape=(max(chunk_rows, n), cap_cols),
+                dtype=np.float64,
+                chunks=(chunk_rows, cap_cols),
+                shards=(shard_rows, cap_cols),
+                fill_value=np.nan,
+                compressors=_COMPRESSOR,
+                dimension_names=["row", "column"],
+            ))
+        rows = tab.rows
+        need_rows = tab.n_rows + n
+        cap_rows, cap_cols = rows.shape
+        if need_rows > cap_rows or ncols > cap_cols:
+            rows.resize((max(need_rows, 2 * cap_rows) if need_rows > cap_rows else cap_rows, max(cap_cols, ncols)))
+        if n == 0:
+            return
+        block = np.full((n, rows.shape[1]), np.nan)
+        for j, c in enumerate(cols):
+            if c["name"] in vals:
+                block[:, j] = vals[c["name"]]
+        rows[tab.n_rows : need_rows, :] = block
+        tab.n_rows = need_rows
+
+
+def _dense(node: Any) -> zarr.Array:
+    """The array with ``write_empty_chunks`` on: every committed record has its data file.
+
+    (zarr skips chunks equal to the fill value by default; the truncation check of the
+    reader relies on every committed shard existing.)
+    """
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"expected a zarr array, found {type(node).__name__}")
+    return node.with_config({"write_empty_chunks": True})
+
+
+def _kindof(dtype: str) -> str:
+    d = np.dtype(dtype)
+    if d == np.bool_:
+        return "bool"
+    return "int" if np.issubdtype(d, np.integer) else "float"
+
+
+def _check_fields(fields: Any) -> list[dict[str, Any]]:
+    if isinstance(fields, str | bytes) or not isinstance(fields, Sequence):
+        raise ValueError(f"fields must be a sequence of (name, unit, (lo, hi)), got {fields!r}")
+    out: list[dict[str, Any]] = []
+    for i, f in enumerate(fields):
+        try:
+            name, unit, window = f
+            lo, hi = window
+        except (TypeError, ValueError):
+            raise ValueError(f"fields[{i}] must be (name, unit, (lo, hi)), got {f!r}") from None
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"fields[{i}] name must be a non-empty string, got {name!r}")
+        if any(o["name"] == name for o in out):
+            raise ValueError(f"fields[{i}] name {name!r} is repeated; field names must be unique")
+        if not isinstance(unit, str):
+            raise ValueError(f"fields[{i}] ({name}) unit must be a string, got {unit!r}")
+        if not (is_finite_number(lo) and is_finite_number(hi) and float(lo) < float(hi)):
+            raise ValueError(f"fields[{i}] ({name}) window must be finite (lo, hi) with lo < hi, got {window!r}")
+        out.append(
+            {
+                "name": name,
+                "unit": unit,
+                "window": [float(lo), float(hi)],
+                "color": FIELD_COLORS[i % len(FIELD_COLORS)],
+            }
+        )
+    return out
+
+
+def _prepare_path(p: Path, *, overwrite: bool) -> None:
+    if p.exists() or p.is_symlink():
+        if not p.is_dir():
+            raise StoreError(f"{p}: exists and is not a directory; choose another path for the run store")
+        if any(p.iterdir()):
+            if not overwrite:
+                raise StoreError(f"{p}: already exists; pass overwrite=True to replace a niche3d run store")
+            if not _is_niche3d_store(p):
+                raise StoreError(
+                    f"{p}: exists and is not a niche3d run store (no 'niche3d' attributes in "
+                    "zarr.json); refusing to delete it even with overwrite=True"
+                )
+            shutil.rmtree(p)
+    p.mkdir(parents=True, exist_ok=True)
+
+
+def _axes(with_c: bool) -> list[dict[str, str]]:
+    ax = [{"name": "t", "type": "time", "unit": "hour"}]
+    if with_c:
+        ax.append({"name": "c", "type": "channel"})
+    ax += [{"name": n, "type": "space", "unit": "micrometer"} for n in ("z", "y", "x")]
+    return ax
+
+
+def _transforms(voxel: float, record_hours: float, with_c: bool) -> list[dict[str, Any]]:
+    scale = [record_hours] + ([1.0] if with_c else []) + [voxel] * 3
+    shift = [0.0] + ([0.0] if with_c else []) + [voxel / 2] * 3
+    return [{"type": "scale", "scale": scale}, {"type": "translation", "translation": shift}]
+
+
+def _image_ome(
+    channels: list[dict[str, Any]], shape: tuple[int, ...], voxel: float, rh: float, *, occupancy: bool
+) -> dict[str, Any]:
+    return {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": "occupancy" if occupancy else "fields",
+                "axes": _axes(True),
+                "datasets": [{"path": "s0", "coordinateTransformations": _transforms(voxel, rh, True)}],
+            }
+        ],
+        "omero": {
+            "channels": [
+                {
+                    "label": ch["name"],
+                    "color": ch["color"],
+                    "active": True,
+                    "coefficient": 1.0,
+                    "family": "linear",
+                    "inverted": False,
+                    "window": {
+                        "start": ch["window"][0],
+                        "end": ch["window"][1],
+                        "min": ch["window"][0],
+                        "max": ch["window"][1],
+                    },
+                }
+                for ch in channels
+            ],
+            "rdefs": {"model": "color", "defaultT": 0, "defaultZ": int(shape[0]) // 2},
+        },
+    }
+
+
+def _label_ome(shape: tuple[int, ...], voxel: float, rh: float) -> dict[str, Any]:
+    codes = sorted(TISSUE_NAMES)
+    return {
+        "version": "0.5",
+        "image-label": {
+            "version": "0.5",
+            "colors": [{"label-value": c, "rgba": _rgba255(TISSUE_COLORS[c])} for c in codes],
+            "properties": [
+                {
+                    "label-value": c,
+                    "name": TISSUE_NAMES[c],
+                    "description": TISSUE_DESCRIPTIONS[TISSUE_NAMES[c]],
+                }
+                for c in codes
+            ],
+            "source": {"image": "../../"},
+        },
+        "multiscales": [
+            {
+                "name": "tissue",
+                "axes": _axes(False),
+                "datasets": [{"path": "s0", "coordinateTransformations": _transforms(voxel, rh, False)}],
+            }
+        ],
+    }
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray) and obj.ndim <= 1 and obj.size <= 4096:
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def _write_checkpoint(
+    store_path: str | os.PathLike[str],
+    state: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+    position: Mapping[str, Any],
+) -> None:
+    """Atomically replace ``<store>/checkpoint/state.npz`` with ``state`` and ``meta``."""
+    import io
+
+    if not isinstance(state, Mapping):
+        raise ValueError(f"state must be a mapping of name -> array, got {type(state).__name__}")
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"meta must be a mapping, got {type(meta).__name__}")
+    arrays: dict[str, np.ndarray] = {}
+    for k, v in state.items():
+        if not isinstance(k, str) or not k or k.startswith("__niche3d"):
+            raise ValueError(f"state keys must be non-empty strings not starting with '__niche3d', got {k!r}")
+        a = np.asarray(v)
+        if a.dtype.hasobject:
+            raise ValueError(f"state[{k!r}] has dtype object; checkpoints hold numeric/bool arrays only")
+        arrays[k] = a
+    try:
+        text = json.dumps(dict(meta), default=_json_default, allow_nan=True)
+    except TypeError as exc:
+        raise ValueError(f"meta must be JSON-serialisable: {exc}") from None
+    arrays[_META_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    arrays[_POS_KEY] = np.frombuffer(json.dumps(dict(position)).encode("utf-8"), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    cdir = Path(store_path) / CHECKPOINT_DIR
+    if not (cdir / "zarr.json").exists():
+        # a zarr group so that listing the root shows no foreign object
+        desc = {
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": {
+                "niche3d_checkpoint": {
+                    "file": CHECKPOINT_FILE,
+                    "format": "numpy .npz; JSON meta in the uint8 entry " + _META_KEY,
+                }
+            },
+        }
+        _atomic.atomic_write_bytes(cdir / "zarr.json", json.dumps(desc, indent=2).encode())
+    _atomic.atomic_write_bytes(cdir / CHECKPOINT_FILE, buf.getbuffer())
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read the checkpoint of the run store at ``path``: (state arrays, meta).
+
+    Raises
+    ------
+    StoreError
+        No checkpoint, or an unreadable one.
+    """
+    state, meta, _ = _read_checkpoint(path)
+    return state, meta
+
+
+def _read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, Any]]:
+    f = Path(path) / CHECKPOINT_DIR / CHECKPOINT_FILE
+    if not f.is_file():
+        raise StoreError(f"{path}: no checkpoint ({CHECKPOINT_DIR}/{CHECKPOINT_FILE} is missing)")
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            for key in (_META_KEY, _POS_KEY):
+                if key not in z.files:
+                    raise StoreError(f"{f}: checkpoint lacks its entry {key!r}; it is damaged")
+            state = {k: z[k] for k in z.files if not k.startswith("__niche3d")}
+            meta = json.loads(bytes(z[_META_KEY]).decode("utf-8"))
+            pos = json.loads(bytes(z[_POS_KEY]).decode("utf-8"))
+    except StoreError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise StoreError(f"{f}: unreadable checkpoint: {exc}") from None
+    return state, meta, pos
