@@ -1,0 +1,83 @@
+"""Regenerate the README screenshots of a real run in napari.
+
+Runs a small real simulation (or opens a given run store), shows it in a hidden napari
+viewer and saves ``docs/img/viewer_2d.png`` (a z slice with tissue, cells and lineage
+tails) and ``docs/img/viewer_3d.png`` (the 3D view).
+
+A real viewer needs OpenGL: on a machine without a screen run it under Xvfb::
+
+    xvfb-run -a -s "-screen 0 1600x1200x24" python tools/make_screenshots.py
+
+Options: ``--store RUN`` to use an existing store, ``--days``, ``--shape Z Y X``, ``--seed``,
+``--out-dir``, ``--size W H``, ``--window`` (whole window with layer list and controls
+instead of the canvas only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def simulate(path: Path, *, days: float, shape: tuple[int, int, int], seed: int) -> Path:
+    """Run the screenshot scenario (built-in homeostasis defaults on a small block)."""
+    from napari_niche3d._sample_data import make_sample_run
+
+    return make_sample_run(
+        path, overwrite=True, run__days=days, domain__shape=list(shape), run__seed=seed,
+        output__interval_hours=6.0,
+    )
+
+
+def save_png(path: Path, img: np.ndarray) -> None:
+    """Write an RGBA uint8 image as PNG (matplotlib's writer, no extra dependency)."""
+    import matplotlib.image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    matplotlib.image.imsave(path, img)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", type=Path, help="an existing run store (default: simulate one)")
+    ap.add_argument("--days", type=float, default=4.0, help="simulated days (default 4)")
+    ap.add_argument("--shape", type=int, nargs=3, default=(32, 64, 64), metavar=("Z", "Y", "X"))
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "img")
+    ap.add_argument("--size", type=int, nargs=2, default=(1400, 900), metavar=("W", "H"))
+    ap.add_argument("--window", action="store_true", help="whole window, not just the canvas")
+    a = ap.parse_args(argv)
+
+    from napari_niche3d._reader import is_run_store
+    from napari_niche3d._screenshot import render_views
+
+    with tempfile.TemporaryDirectory(prefix="niche3d-shots-") as tmp:
+        if a.store is not None:
+            if not is_run_store(a.store):
+                print(f"error: --store {a.store} is not a niche3d run store", file=sys.stderr)
+                return 2
+            store = a.store
+        else:
+            store = simulate(Path(tmp) / "screenshot.zarr", days=a.days, shape=tuple(a.shape), seed=a.seed)
+        shots = render_views(store, size=tuple(a.size), canvas_only=not a.window,
+                             angles=(-20.0, -35.0, -40.0))
+    for key, img in shots.items():
+        lit = float((img[..., :3].max(axis=-1) > 10).mean())
+        if lit < 0.01:
+            print(f"error: the {key} screenshot is black ({lit:.1%} lit pixels)", file=sys.stderr)
+            return 1
+        out = a.out_dir / f"viewer_{key}.png"
+        save_png(out, img)
+        print(f"{out}  {img.shape[1]}x{img.shape[0]}  {lit:.0%} lit pixels")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
