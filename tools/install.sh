@@ -57,6 +57,6 @@ if [ "$want_test" = 1 ]; then
   fi
   uvpip -e ".[test]" -e plugins/napari-niche3d
 else
-  uvpip -e . -e plugins/napari-niche3d
+  uvpip -e . -e plugins/napari-niche3d "napari[pyqt6]>=0.6"
 fi
 echo "install.sh: ready (.venv/bin/niche3d)" >&2
