@@ -218,6 +218,10 @@ def _cmd_geometry(a: argparse.Namespace) -> int:
 
     sc = load_scenario(a.scenario, a.overrides)
     lat = build_lattice(sc.domain.shape, sc.domain.voxel_um, sc.tissue, seed=sc.run.seed)
+    report = getattr(lat, "import_report", None)
+    if report is not None:  # image sources: where the voxel size came from, derived layers
+        for line in report.lines():
+            print(line)
     print(format_geometry_report(geometry_report(lat, sc.tissue)))
     out = Path(a.out) if a.out else _default_out(a.scenario, "-geometry")
     from niche3d._version import code_version

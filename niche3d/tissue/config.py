@@ -36,6 +36,9 @@ class ImageConfig(Section):
     derive_endosteum: bool = param(
         True, unit="-", description="line bone surfaces with endosteum if the image has none"
     )
+    derive_endothelium: bool = param(
+        True, unit="-", description="wrap sinusoid lumens in endothelium if the image has none"
+    )
     derive_stroma: bool = param(
         True, unit="-", description="add perivascular stroma around vessels if the image has none"
     )
@@ -104,6 +107,13 @@ class TissueConfig(Section):
     )
     arteriole_diameter_um: float = param(
         12.0, unit="µm", gt=0.0, le=100.0, description="arteriole outer diameter"
+    )
+    arteriole_bone_distance_um: float = param(
+        25.0,
+        unit="µm",
+        ge=0.0,
+        le=500.0,
+        description="distance from an arteriole's axis to the nearest bone surface",
     )
     stroma_thickness_um: float = param(
         8.0, unit="µm", ge=0.0, le=100.0, description="thickness of the perivascular stromal sheath"
