@@ -93,7 +93,12 @@ class TissueConfig(Section):
         20.0, unit="µm", gt=0.0, le=100.0, description="mean sinusoid lumen diameter"
     )
     sinusoid_spacing_um: float = param(
-        70.0, unit="µm", gt=0.0, le=1000.0, description="mean distance between neighbouring sinusoids"
+        100.0,
+        unit="µm",
+        gt=0.0,
+        le=1000.0,
+        description="expected sinusoid spacing 1/sqrt(length density), reported beside the measured "
+        "value; diameter and vascular_fraction set the network, so this follows from them",
     )
     vascular_fraction: float = param(
         0.12,
