@@ -1,16 +1,362 @@
 """Scenario section ``[cells]``: HSC population, kinetics, motility, adhesion, blood.
 
-Values from shared/BIOLOGY.md sections 4-6; *(calibrate)* values are fitted to the
-section 6 targets.
+Values from shared/BIOLOGY.md sections 4-6; *(calibrate)* values are starting points
+chosen to aim at the section 6 targets (perisinusoidal HSCs, 4-5 % in S/G2/M, ~20 %
+dormant with a ~145-day division interval, active HSCs dividing every ~3 weeks, stable
+HSC number with continuous MPP output), not fitted constants.
+
+Units: rates of slow processes in 1/day, fast ones (adhesion, egress, blood) in 1/h,
+phase durations in hours, speed in µm/min, concentrations in nM. The kernels receive
+everything converted to hours and voxels by :class:`~niche3d.cells.model.CellModel`.
+
+Every signal -> behaviour rule is written out in docs/cells.md; the short form:
+
+* niche score ``S = w_mscf * membrane_scf + w_cxcl12 * theta`` with CXCR4 occupancy
+  ``theta = c / (c + Kd) * (1 - blockade)``; a daughter stays a stem cell with
+  probability ``p_min + (p_max - p_min) * S^n / (S^n + K^n)`` where it lands, times the
+  systemic feedback ``1 + g_f * (1 - pool / set point)`` (clipped to [0, 1]);
+* adhesion score ``s = (w_scf mscf + w_vcam vcam + w_ncad sno) * (1 + w_cxcr4 theta)`` with
+  ``vcam = min(1, (f_endo * endothelium faces + stroma faces + own stroma) / 6)``
+  (contact, with CXCR4 inside-out integrin activation); binding rate
+  ``k_on = k_on0 * s^h / (s^h + K^h)``,
+  unbinding ``k_off = k_off0 * (1 + g_prot * protease + g_block * blockade)``;
+* egress (unbound, touching endothelium) ``k_e = k_e0 / (1 + r_cxcr4 theta + r_vcam vcam
+  + r_scf mscf)``;
+* dormant -> active ``k_act0 * (1 - q_ang1 * ang1) * (1 + g_d * demand)``, active G0 ->
+  dormant ``k_ret0 * (1 + g_ang1 * ang1) * (1 - demand)``, G0 -> G1
+  ``k_entry0 * (1 + g_d * demand) / (1 + q_cxcl12 * theta)``; G1 and S/G2/M last Erlang
+  (gamma, integer shape) times;
+* apoptosis ``k_death0 * (1 + g_opn * opn) * (1 + g_noscf * (1 - scf_support))``.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from niche3d._schema import Section, param
 
-__all__ = ["CellsConfig"]
+__all__ = [
+    "CellsConfig",
+    "MotilityConfig",
+    "AdhesionConfig",
+    "CycleConfig",
+    "FateConfig",
+    "DeathConfig",
+    "BloodConfig",
+    "LineageConfig",
+]
+
+
+class MotilityConfig(Section):
+    """Lattice hops of unbound cells: persistence and CXCR4 chemotaxis."""
+
+    persistence: float = param(
+        0.0,
+        unit="-",
+        ge=0.0,
+        lt=1.0,
+        description="probability that a hop repeats the previous hop direction",
+    )
+    cxcr4_kd_nM: float = param(
+        10.0, unit="nM", gt=0.0, le=1e4, description="CXCL12-CXCR4 dissociation constant"
+    )
+    chemotaxis_gain: float = param(
+        20.0,
+        unit="-",
+        ge=0.0,
+        le=1e6,
+        description="hop bias per unit CXCR4-occupancy difference across one voxel (calibrate)",
+    )
+    gradient_threshold: float = param(
+        0.004,
+        unit="-",
+        ge=0.0,
+        le=1.0,
+        description="occupancy difference across one voxel below which no bias is felt",
+    )
+    mpp_speed_factor: float = param(
+        1.0, unit="-", ge=0.0, le=100.0, description="MPP speed relative to speed_um_min"
+    )
+
+
+class AdhesionConfig(Section):
+    """Bound/unbound switching of HSCs (MPPs do not bind; bound cells do not move)."""
+
+    k_on_per_h: float = param(
+        1.0, unit="1/h", ge=0.0, le=1e3, description="binding rate at saturating adhesive contact (calibrate)"
+    )
+    w_membrane_scf: float = param(
+        1.0, unit="-", ge=0.0, le=100.0, description="weight of membrane SCF contact in binding"
+    )
+    w_vcam1: float = param(
+        1.0, unit="-", ge=0.0, le=100.0, description="weight of VCAM1 contact (weighted endothelium/stroma faces / 6, <= 1)"
+    )
+    endothelial_vcam1_factor: float = param(
+        3.0,
+        unit="-",
+        ge=0.0,
+        le=6.0,
+        description="VCAM1 of an endothelium face relative to a stroma face (calibrate)",
+    )
+    w_ncadherin: float = param(
+        1.0, unit="-", ge=0.0, le=100.0, description="weight of N-cadherin contact (any SNO face)"
+    )
+    w_cxcr4: float = param(
+        0.5,
+        unit="-",
+        ge=0.0,
+        le=100.0,
+        description="integrin activation by CXCR4: binding times (1 + w * occupancy)",
+    )
+    binding_half: float = param(
+        1.0,
+        unit="-",
+        gt=0.0,
+        le=100.0,
+        description="adhesion score of half-maximal binding rate (calibrate)",
+    )
+    binding_hill: float = param(
+        3.0, unit="-", gt=0.0, le=16.0, description="Hill exponent of binding vs adhesion score"
+    )
+    k_off_per_h: float = param(
+        0.02, unit="1/h", ge=0.0, le=1e3, description="unbinding rate without protease or blockade (calibrate)"
+    )
+    protease_gain: float = param(
+        200.0,
+        unit="min",
+        ge=0.0,
+        le=1e6,
+        description="relative rise of unbinding per unit protease activity (1/min)",
+    )
+    blockade_gain: float = param(
+        10.0, unit="-", ge=0.0, le=1e4, description="relative rise of unbinding at full CXCR4 blockade"
+    )
+    vcam1_protease_half: float = param(
+        0.02,
+        unit="1/min",
+        gt=0.0,
+        le=10.0,
+        description="protease activity that halves VCAM1 contact (cleavage)",
+    )
+
+
+class CycleConfig(Section):
+    """Dormancy, activation and the cycle clock of active HSCs."""
+
+    activation_per_day: float = param(
+        1.0 / 120.0,
+        unit="1/day",
+        ge=0.0,
+        le=100.0,
+        description="dormant -> active rate without niche contact or demand (~145-day interval)",
+    )
+    ang1_quiescence: float = param(
+        0.5,
+        unit="-",
+        ge=0.0,
+        le=1.0,
+        description="fractional cut of activation by osteoblast (ANG1) contact",
+    )
+    return_per_day: float = param(
+        1.0 / 200.0,
+        unit="1/day",
+        ge=0.0,
+        le=100.0,
+        description="active G0 -> dormant rate without contact or demand (keeps ~20 % dormant)",
+    )
+    ang1_return_gain: float = param(
+        1.0, unit="-", ge=0.0, le=1e3, description="relative rise of return to dormancy with ANG1 contact"
+    )
+    g0_exit_per_day: float = param(
+        1.0 / 12.8,
+        unit="1/day",
+        ge=0.0,
+        le=100.0,
+        description="active G0 -> G1 rate without demand (with G1 + S/G2/M: ~21-day interval)",
+    )
+    cxcl12_quiescence: float = param(
+        0.0,
+        unit="-",
+        ge=0.0,
+        le=1e3,
+        description="division of the G0 exit rate by (1 + q * CXCR4 occupancy)",
+    )
+    demand_gain: float = param(
+        4.0, unit="-", ge=0.0, le=1e3, description="relative rise of activation and G0 exit at full demand"
+    )
+    g1_mean_hours: float = param(
+        168.0, unit="h", gt=0.0, le=1e5, description="mean G1 duration of an active HSC (calibrate)"
+    )
+    g1_shape: int = param(4, unit="-", ge=1, le=64, description="Erlang shape of the G1 duration")
+    sg2m_mean_hours: float = param(
+        29.0, unit="h", gt=0.0, le=1e4, description="mean S/G2/M duration (calibrate to 4-5 % in S/G2/M)"
+    )
+    sg2m_shape: int = param(8, unit="-", ge=1, le=64, description="Erlang shape of the S/G2/M duration")
+
+
+class FateConfig(Section):
+    """Fate of each daughter from the signals where it lands; division crowding rule."""
+
+    w_membrane_scf: float = param(
+        1.0, unit="-", ge=0.0, le=100.0, description="weight of membrane SCF in the niche score"
+    )
+    w_cxcr4: float = param(
+        1.0, unit="-", ge=0.0, le=100.0, description="weight of CXCR4 occupancy in the niche score"
+    )
+    renew_min: float = param(
+        0.05, unit="-", ge=0.0, le=1.0, description="stem-cell probability of a daughter outside the niche"
+    )
+    renew_max: float = param(
+        0.95, unit="-", ge=0.0, le=1.0, description="stem-cell probability of a daughter deep in the niche"
+    )
+    renew_half: float = param(
+        0.8, unit="-", gt=0.0, le=100.0, description="niche score of half-maximal self-renewal"
+    )
+    renew_hill: float = param(
+        4.0, unit="-", gt=0.0, le=64.0, description="Hill exponent of self-renewal vs niche score"
+    )
+    divisional_asymmetry: float = param(
+        0.0,
+        unit="-",
+        ge=0.0,
+        le=1.0,
+        description="per-division probability of a determinant-driven HSC + MPP outcome",
+    )
+    demand_renewal_gain: float = param(
+        0.2,
+        unit="-",
+        ge=0.0,
+        le=10.0,
+        description="renewal probability times (1 + g * (1 - progenitor pool / set point)), clipped",
+    )
+    crowding: Literal["push", "wait"] = param(
+        "push",
+        unit="-",
+        description="no free neighbour: push one unbound neighbour one voxel on, else wait",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> FateConfig:
+        if self.renew_min > self.renew_max:
+            raise ValueError(
+                f"renew_min = {self.renew_min} must be <= renew_max = {self.renew_max}"
+            )
+        return self
+
+
+class DeathConfig(Section):
+    """Apoptosis of HSCs and MPPs on the lattice."""
+
+    hsc_per_day: float = param(
+        0.002, unit="1/day", ge=0.0, le=100.0, description="baseline HSC apoptosis rate with SCF support"
+    )
+    opn_gain: float = param(
+        1.0, unit="-", ge=0.0, le=1e3, description="relative rise of apoptosis in the OPN zone"
+    )
+    opn_range_um: float = param(
+        20.0, unit="µm", ge=0.0, le=1e3, description="distance from endosteum of the OPN zone"
+    )
+    no_scf_gain: float = param(
+        4.0, unit="-", ge=0.0, le=1e3, description="relative rise of apoptosis without any SCF"
+    )
+    scf_half: float = param(
+        1.0, unit="field unit", gt=0.0, le=1e4, description="soluble SCF of half-maximal support"
+    )
+    mpp_per_day: float = param(
+        0.05, unit="1/day", ge=0.0, le=100.0, description="MPP apoptosis rate on the lattice"
+    )
+    mpp_exit_per_day: float = param(
+        1.0,
+        unit="1/day",
+        ge=0.0,
+        le=1e3,
+        description="rate at which MPPs leave the niche into the lineage compartments",
+    )
+
+
+class BloodConfig(Section):
+    """The well-mixed blood pool: egress, homing, clearance."""
+
+    egress_per_h: float = param(
+        0.02,
+        unit="1/h",
+        ge=0.0,
+        le=1e3,
+        description="transendothelial crossing of an unbound HSC touching endothelium, no retention",
+    )
+    retention_cxcr4: float = param(
+        10.0, unit="-", ge=0.0, le=1e4, description="egress divided by (1 + r * CXCR4 occupancy + ...)"
+    )
+    retention_vcam1: float = param(
+        2.0, unit="-", ge=0.0, le=1e4, description="retention by VCAM1 contact (0..1)"
+    )
+    retention_membrane_scf: float = param(
+        2.0, unit="-", ge=0.0, le=1e4, description="retention by membrane SCF contact"
+    )
+    homing_per_h: float = param(
+        0.5, unit="1/h", ge=0.0, le=1e3, description="rate of lodging attempts of a circulating cell"
+    )
+    homing_half: float = param(
+        0.5,
+        unit="-",
+        gt=0.0,
+        le=1e3,
+        description="adhesion score at the site of half-maximal lodging success",
+    )
+    clearance_per_h: float = param(
+        0.1, unit="1/h", ge=0.0, le=1e3, description="loss of circulating cells (other organs, death)"
+    )
+
+
+class LineageConfig(Section):
+    """Downstream compartment model fed by MPPs that leave the niche."""
+
+    mpp_residence_days: float = param(
+        2.0, unit="day", gt=0.0, le=1e3, description="mean residence in the downstream MPP pool"
+    )
+    mpp_amplification: float = param(
+        8.0, unit="-", ge=1.0, le=1e6, description="cells out per MPP in (transit divisions)"
+    )
+    cmp_fraction: float = param(
+        0.8, unit="-", ge=0.0, le=1.0, description="share of MPP output to CMP (rest to CLP)"
+    )
+    cmp_residence_days: float = param(
+        2.0, unit="day", gt=0.0, le=1e3, description="mean CMP residence"
+    )
+    cmp_amplification: float = param(
+        64.0, unit="-", ge=1.0, le=1e9, description="mature cells out per CMP"
+    )
+    clp_residence_days: float = param(
+        3.0, unit="day", gt=0.0, le=1e3, description="mean CLP residence"
+    )
+    clp_amplification: float = param(
+        32.0, unit="-", ge=1.0, le=1e9, description="mature lymphoid cells out per CLP"
+    )
+    erythroid_share: float = param(
+        0.45, unit="-", ge=0.0, le=1.0, description="share of CMP output that is erythroid"
+    )
+    megakaryocyte_share: float = param(
+        0.15, unit="-", ge=0.0, le=1.0, description="share of CMP output to megakaryocytes/platelets"
+    )
+    reference_mpp_per_hsc_per_day: float = param(
+        0.04,
+        unit="1/day",
+        gt=0.0,
+        le=100.0,
+        description="homeostatic MPP output per initial HSC: the set point of the demand signal",
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> LineageConfig:
+        if self.erythroid_share + self.megakaryocyte_share > 1.0:
+            raise ValueError(
+                f"erythroid_share + megakaryocyte_share = "
+                f"{self.erythroid_share + self.megakaryocyte_share:g} must be <= 1 "
+                "(the rest is granulocyte/monocyte)"
+            )
+        return self
 
 
 class CellsConfig(Section):
@@ -27,4 +373,25 @@ class CellsConfig(Section):
     )
     speed_um_min: float = param(
         1.0, unit="µm/min", ge=0.0, le=100.0, description="random-motility speed of unbound cells (calibrate)"
+    )
+    motility: MotilityConfig = param(
+        None, default_factory=MotilityConfig, unit="-", description="hops, persistence, chemotaxis"
+    )
+    adhesion: AdhesionConfig = param(
+        None, default_factory=AdhesionConfig, unit="-", description="binding and unbinding"
+    )
+    cycle: CycleConfig = param(
+        None, default_factory=CycleConfig, unit="-", description="dormancy, activation, cycle clock"
+    )
+    fate: FateConfig = param(
+        None, default_factory=FateConfig, unit="-", description="daughter fates and crowding"
+    )
+    death: DeathConfig = param(
+        None, default_factory=DeathConfig, unit="-", description="apoptosis and MPP exit"
+    )
+    blood: BloodConfig = param(
+        None, default_factory=BloodConfig, unit="-", description="egress, homing, clearance"
+    )
+    lineage: LineageConfig = param(
+        None, default_factory=LineageConfig, unit="-", description="downstream compartments"
     )

@@ -1,0 +1,859 @@
+"""Numba kernels of the HSC automaton (private; :mod:`niche3d.cells.model` wraps them).
+
+All kernels loop over cells, never over voxels. Parallel kernels write only per-cell
+outputs (or occupancy entries that are provably distinct), serial kernels apply the
+decisions in slot order (= id order), so results do not depend on the thread count.
+
+Directions: 0 -z, 1 +z, 2 -y, 3 +y, 4 -x, 5 +x (axis ``d // 2``, sign ``+1`` for odd d).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from niche3d._jit import jit
+from niche3d.cells.rng import Purpose, hash64, uniform
+
+# purpose numbers as plain module ints (numba freezes globals as constants)
+PU_ASYMMETRY = Purpose.ASYMMETRY
+PU_ASYMMETRY_SIDE = Purpose.ASYMMETRY_SIDE
+PU_BIND = Purpose.BIND
+PU_CYCLE = Purpose.CYCLE
+PU_CYCLE_KIND = Purpose.CYCLE_KIND
+PU_DIRECTION = Purpose.DIRECTION
+PU_ERLANG = Purpose.ERLANG
+PU_EVENT = Purpose.EVENT
+PU_EVENT_KIND = Purpose.EVENT_KIND
+PU_FATE_DAUGHTER = Purpose.FATE_DAUGHTER
+PU_FATE_MOTHER = Purpose.FATE_MOTHER
+PU_HOME_ACCEPT = Purpose.HOME_ACCEPT
+PU_HOME_SITE = Purpose.HOME_SITE
+PU_HOP = Purpose.HOP
+PU_PERSIST = Purpose.PERSIST
+PU_PLACE = Purpose.PLACE
+PU_PRIORITY = Purpose.PRIORITY
+PU_PUSH = Purpose.PUSH
+
+# ---------------------------------------------------------------- states / actions / events
+S_DORMANT = 0
+S_G0 = 1
+S_G1 = 2
+S_SG2M = 3
+S_MPP = 4
+S_CIRC = 5
+S_DEAD = 6
+
+A_NONE = 0
+A_DEATH = 1
+A_EGRESS = 2
+A_DIVIDE = 3
+A_EXIT = 4
+A_HOME = 5
+A_CLEAR = 6
+
+E_BIRTH = 0
+E_DIVISION = 1
+E_STATE = 2
+E_DEATH = 3
+E_EGRESS = 4
+E_HOMING = 5
+E_EXIT = 6
+E_CLEARANCE = 7
+
+# contact bits (per voxel, from the 6 face neighbours' tissue codes)
+C_ENDO = 1  # touches sinusoidal endothelium (egress / homing site)
+C_ANG1 = 2  # touches endosteum or SNO (osteoblast ANG1 quiescence)
+C_SNO = 4  # touches an SNO (N-cadherin)
+C_OPN = 8  # inside the osteopontin zone near the endosteum
+
+# ---------------------------------------------------------------- parameter vector layout
+K_PHOP = 0
+K_PHOP_MPP = 1
+K_PERSIST = 2
+K_KD = 3
+K_CHEMO_GAIN = 4
+K_CHEMO_THR = 5
+K_KON = 6
+K_W_SCF = 7
+K_W_VCAM = 8
+K_W_NCAD = 9
+K_W_CXCR4 = 10
+K_KOFF = 11
+K_OFF_PROT = 12
+K_OFF_BLOCK = 13
+K_VCAM_PROT_HALF = 14
+K_EGRESS = 15
+K_RET_CXCR4 = 16
+K_RET_VCAM = 17
+K_RET_SCF = 18
+K_ACT = 19
+K_ACT_ANG1 = 20
+K_RET = 21
+K_RET_ANG1 = 22
+K_ENTRY = 23
+K_ENTRY_CXCL = 24
+K_DEMAND_GAIN = 25
+K_G1_MEAN = 26
+K_G1_SHAPE = 27
+K_S_MEAN = 28
+K_S_SHAPE = 29
+K_F_W_SCF = 30
+K_F_W_CXCR4 = 31
+K_RENEW_MIN = 32
+K_RENEW_MAX = 33
+K_RENEW_K = 34
+K_RENEW_N = 35
+K_ASYM = 36
+K_PUSH = 37
+K_DEATH = 38
+K_DEATH_OPN = 39
+K_DEATH_NOSCF = 40
+K_SCF_HALF = 41
+K_MPP_DEATH = 42
+K_MPP_EXIT = 43
+K_HOME = 44
+K_HOME_HALF = 45
+K_CLEAR = 46
+K_DEMAND = 47
+K_BLOCK = 48
+K_PROT = 49
+K_CYTO = 50
+K_DT = 51
+K_BIND_HALF = 52
+K_BIND_HILL = 53
+K_FATE_DEMAND = 54
+K_DEVIATION = 55
+N_PAR = 56
+
+_DZ = np.array([-1, 1, 0, 0, 0, 0], dtype=np.int64)
+_DY = np.array([0, 0, -1, 1, 0, 0], dtype=np.int64)
+_DX = np.array([0, 0, 0, 0, -1, 1], dtype=np.int64)
+
+# counters (int64 vector kept by the model)
+N_DIV = 0
+N_DEATH = 1
+N_EGRESS = 2
+N_HOMING = 3
+N_EXIT = 4
+N_CLEAR = 5
+N_WAIT = 6
+N_PUSH = 7
+N_ASYM = 8
+N_HOME_FAIL = 9
+N_ACTIVATION = 10  # dormant -> active G0
+N_RETURN = 11  # active G0 -> dormant
+N_ENTRY = 12  # active G0 -> G1
+N_COUNTERS = 13
+
+
+# ---------------------------------------------------------------- signal helpers
+@jit
+def occupancy(c: float, kd: float, blockade: float) -> float:
+    """Free-receptor CXCR4 occupancy ``c / (c + Kd)`` times the unblocked share."""
+    if c <= 0.0:
+        return 0.0
+    return c / (c + kd) * (1.0 - blockade)
+
+
+@jit
+def adhesion_score(f: int, cxcl: np.ndarray, mscf: np.ndarray, contact: np.ndarray,
+                   vcam: np.ndarray, par: np.ndarray) -> float:
+    """Binding rate over ``k_on0``: contact (membrane SCF, VCAM1, N-cadherin) times CXCR4
+    integrin activation, ``(w_s m + w_v vcam + w_n sno) * (1 + w_c theta)``.
+
+    ``vcam`` is the per-voxel VCAM1 contact in 0..1 (weighted face count / 6).
+    """
+    th = occupancy(cxcl[f], par[K_KD], par[K_BLOCK])
+    vc = vcam[f] / (1.0 + par[K_PROT] / par[K_VCAM_PROT_HALF])
+    nc = 1.0 if (contact[f] & C_SNO) != 0 else 0.0
+    m = mscf[f]
+    if m < 0.0:
+        m = 0.0
+    return (par[K_W_SCF] * m + par[K_W_VCAM] * vc + par[K_W_NCAD] * nc) * (1.0 + par[K_W_CXCR4] * th)
+
+
+@jit
+def binding_hill(s: float, par: np.ndarray) -> float:
+    """Saturating response of binding to the adhesion score: ``s^n / (s^n + K^n)``."""
+    if s <= 0.0:
+        return 0.0
+    sn = s ** par[K_BIND_HILL]
+    return sn / (sn + par[K_BIND_HALF] ** par[K_BIND_HILL])
+
+
+@jit
+def renew_probability(f: int, cxcl: np.ndarray, mscf: np.ndarray, par: np.ndarray) -> float:
+    """Probability that a daughter in voxel ``f`` stays a stem cell.
+
+    Hill function of the niche score there, times ``1 + g * deviation`` (the signed
+    progenitor-pool deviation from its set point), clipped to [0, 1].
+    """
+    th = occupancy(cxcl[f], par[K_KD], par[K_BLOCK])
+    m = mscf[f]
+    if m < 0.0:
+        m = 0.0
+    s = par[K_F_W_SCF] * m + par[K_F_W_CXCR4] * th
+    if s <= 0.0:
+        h = 0.0
+    else:
+        sn = s ** par[K_RENEW_N]
+        h = sn / (sn + par[K_RENEW_K] ** par[K_RENEW_N])
+    p = par[K_RENEW_MIN] + (par[K_RENEW_MAX] - par[K_RENEW_MIN]) * h
+    # systemic feedback: a progenitor pool below its set point (deviation > 0) favours
+    # self-renewal, an excess favours differentiation
+    p *= 1.0 + par[K_FATE_DEMAND] * par[K_DEVIATION]
+    if p < 0.0:
+        p = 0.0
+    elif p > 1.0:
+        p = 1.0
+    return p
+
+
+@jit
+def erlang(seed: int, step: int, cid: int, base: int, mean: float, shape: float) -> float:
+    """Erlang(shape, mean) duration from counter-based uniforms (purposes base + 64 k)."""
+    k = int(shape)
+    s = 0.0
+    for j in range(k):
+        u = uniform(seed, step, cid, base + 64 * (j + 1))
+        s += -math.log1p(-u)
+    return s * mean / k
+
+
+@jit
+def _bias(f: int, z: int, y: int, x: int, nz: int, ny: int, nx: int, cxcl: np.ndarray,
+          par: np.ndarray) -> tuple[float, float, float]:
+    """Hop bias per axis from the central difference of CXCR4 occupancy (clipped to +-1)."""
+    kd = par[K_KD]
+    blk = par[K_BLOCK]
+    gain = par[K_CHEMO_GAIN]
+    thr = par[K_CHEMO_THR]
+    t0 = occupancy(cxcl[f], kd, blk)
+    sx = nx
+    sy = ny * nx
+    # z
+    tp = occupancy(cxcl[f + sy], kd, blk) if z + 1 < nz else t0
+    tm = occupancy(cxcl[f - sy], kd, blk) if z > 0 else t0
+    bz = _clip_bias(0.5 * (tp - tm), gain, thr)
+    tp = occupancy(cxcl[f + sx], kd, blk) if y + 1 < ny else t0
+    tm = occupancy(cxcl[f - sx], kd, blk) if y > 0 else t0
+    by = _clip_bias(0.5 * (tp - tm), gain, thr)
+    tp = occupancy(cxcl[f + 1], kd, blk) if x + 1 < nx else t0
+    tm = occupancy(cxcl[f - 1], kd, blk) if x > 0 else t0
+    bx = _clip_bias(0.5 * (tp - tm), gain, thr)
+    return bz, by, bx
+
+
+@jit
+def _clip_bias(d: float, gain: float, thr: float) -> float:
+    a = abs(d) - thr
+    if a <= 0.0:
+        return 0.0
+    b = gain * a
+    if b > 1.0:
+        b = 1.0
+    return b if d > 0.0 else -b
+
+
+# ---------------------------------------------------------------- motility (3 phases)
+@jit
+def _propose_moves_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
+                       z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
+                       occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nz: int, ny: int,
+                       nx: int, par: np.ndarray, seed: int, step: int, sub: int,
+                       target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
+    target[i] = -1
+    st = state[i]
+    if st > S_MPP or bound[i] != 0:
+        return
+    p = par[K_PHOP_MPP] if st == S_MPP else par[K_PHOP]
+    if p <= 0.0:
+        return
+    cid = ids[i]
+    if uniform(seed, step, cid, PU_HOP + 64 * sub) >= p:
+        return
+    zi = z[i]
+    yi = y[i]
+    xi = x[i]
+    f = (zi * ny + yi) * nx + xi
+    ld = lastdir[i]
+    d = -1
+    q = par[K_PERSIST]
+    if ld >= 0 and q > 0.0 and uniform(seed, step, cid, PU_PERSIST + 64 * sub) < q:
+        d = ld
+    else:
+        bz = 0.0
+        by = 0.0
+        bx = 0.0
+        if par[K_CHEMO_GAIN] > 0.0:
+            bz, by, bx = _bias(f, zi, yi, xi, nz, ny, nx, cxcl, par)
+        u = uniform(seed, step, cid, PU_DIRECTION + 64 * sub) * 6.0
+        # cumulative weights 1 -+ b per direction (sum 6)
+        if u < 1.0 - bz:
+            d = 0
+        elif u < 2.0:
+            d = 1
+        elif u < 3.0 - by:
+            d = 2
+        elif u < 4.0:
+            d = 3
+        elif u < 5.0 - bx:
+            d = 4
+        else:
+            d = 5
+    zz = zi + _DZ[d]
+    yy = yi + _DY[d]
+    xx = xi + _DX[d]
+    if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+        return
+    g = (zz * ny + yy) * nx + xx
+    if enter[g] == 0 or occ[g] >= 0:
+        return
+    target[i] = g
+    tdir[i] = d
+    prio[i] = hash64(seed, step, cid, PU_PRIORITY + 64 * sub)
+
+
+@jit(parallel=True)
+def propose_moves_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
+                      z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
+                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nz: int, ny: int,
+                      nx: int, par: np.ndarray, seed: int, step: int, sub: int,
+                      target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
+    """Phase 1: each unbound cell on the lattice proposes at most one hop to a free voxel."""
+    for i in prange(n):
+        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, nz, ny,
+                           nx, par, seed, step, sub, target, tdir, prio)
+
+
+@jit
+def propose_moves_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
+                      z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
+                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nz: int, ny: int,
+                      nx: int, par: np.ndarray, seed: int, step: int, sub: int,
+                      target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
+    """Serial twin of :func:`propose_moves_par` (same results; no thread start-up cost)."""
+    for i in range(n):
+        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, nz, ny,
+                           nx, par, seed, step, sub, target, tdir, prio)
+
+
+@jit
+def _resolve_moves_one(i: int, n: int, target: np.ndarray, prio: np.ndarray, occ: np.ndarray,
+                       nz: int, ny: int, nx: int, win: np.ndarray) -> None:
+    win[i] = 0
+    t = target[i]
+    if t < 0:
+        return
+    tz = t // (ny * nx)
+    r = t - tz * ny * nx
+    ty = r // nx
+    tx = r - ty * nx
+    ok = 1
+    pi = prio[i]
+    for d in range(6):
+        zz = tz + _DZ[d]
+        yy = ty + _DY[d]
+        xx = tx + _DX[d]
+        if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+            continue
+        j = occ[(zz * ny + yy) * nx + xx]
+        if j < 0 or j == i or target[j] != t:
+            continue
+        pj = prio[j]
+        if pj > pi or (pj == pi and j < i):
+            ok = 0
+            break
+    win[i] = ok
+
+
+@jit(parallel=True)
+def resolve_moves_par(n: int, target: np.ndarray, prio: np.ndarray, occ: np.ndarray, nz: int,
+                      ny: int, nx: int, win: np.ndarray) -> None:
+    """Phase 2: a proposal wins unless a rival for the same voxel has a higher priority.
+
+    Rivals are found among the target's 6 neighbours (read-only), ties broken by lower slot.
+    """
+    for i in prange(n):
+        _resolve_moves_one(i, n, target, prio, occ, nz, ny, nx, win)
+
+
+@jit
+def resolve_moves_ser(n: int, target: np.ndarray, prio: np.ndarray, occ: np.ndarray, nz: int,
+                      ny: int, nx: int, win: np.ndarray) -> None:
+    """Serial twin of :func:`resolve_moves_par` (same results; no thread start-up cost)."""
+
+    for i in range(n):
+        _resolve_moves_one(i, n, target, prio, occ, nz, ny, nx, win)
+
+
+@jit
+def _apply_moves_one(i: int, n: int, target: np.ndarray, tdir: np.ndarray, win: np.ndarray,
+                     occ: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
+                     lastdir: np.ndarray, ny: int, nx: int) -> None:
+    if win[i] == 0:
+        return
+    occ[(z[i] * ny + y[i]) * nx + x[i]] = -1
+    t = target[i]
+    occ[t] = i
+    tz = t // (ny * nx)
+    r = t - tz * ny * nx
+    ty = r // nx
+    z[i] = tz
+    y[i] = ty
+    x[i] = r - ty * nx
+    lastdir[i] = tdir[i]
+
+
+@jit(parallel=True)
+def apply_moves_par(n: int, target: np.ndarray, tdir: np.ndarray, win: np.ndarray,
+                    occ: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
+                    lastdir: np.ndarray, ny: int, nx: int) -> None:
+    """Phase 3: winners move (every written voxel is distinct: old voxels and won targets)."""
+    for i in prange(n):
+        _apply_moves_one(i, n, target, tdir, win, occ, z, y, x, lastdir, ny, nx)
+
+
+@jit
+def apply_moves_ser(n: int, target: np.ndarray, tdir: np.ndarray, win: np.ndarray,
+                    occ: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
+                    lastdir: np.ndarray, ny: int, nx: int) -> None:
+    """Serial twin of :func:`apply_moves_par` (same results; no thread start-up cost)."""
+    for i in range(n):
+        _apply_moves_one(i, n, target, tdir, win, occ, z, y, x, lastdir, ny, nx)
+
+
+# ---------------------------------------------------------------- per-cell rules
+@jit
+def _hazard_time(k: float, b: float, u: float) -> float:
+    """Event time in [0, b) of a constant hazard ``k`` from one uniform, or -1 if none."""
+    if k <= 0.0 or b <= 0.0:
+        return -1.0
+    if u >= -math.expm1(-k * b):
+        return -1.0
+    s = -math.log1p(-u) / k
+    return s if s < b else b
+
+
+@jit
+def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
+                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
+                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
+                    contact: np.ndarray, vcam: np.ndarray, home_sites: np.ndarray, ny: int,
+                    nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
+                    ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray, dt: float,
+                    nsite: int) -> None:
+    act[i] = A_NONE
+    changed[i] = 0
+    ev_time[i] = t0 + dt
+    site[i] = -1
+    st = state[i]
+    cid = ids[i]
+    if st == S_DEAD:
+        return
+    if st == S_CIRC:
+        kh = par[K_HOME] if nsite > 0 else 0.0
+        kc = par[K_CLEAR]
+        kk = kh + kc
+        s = _hazard_time(kk, dt, uniform(seed, step, cid, PU_EVENT))
+        if s < 0.0:
+            return
+        if uniform(seed, step, cid, PU_EVENT_KIND) * kk < kh:
+            j = int(uniform(seed, step, cid, PU_HOME_SITE) * nsite)
+            if j >= nsite:
+                j = nsite - 1
+            g = home_sites[j]
+            sc = adhesion_score(g, cxcl, mscf, contact, vcam, par)
+            if uniform(seed, step, cid, PU_HOME_ACCEPT) < sc / (sc + par[K_HOME_HALF]):
+                act[i] = A_HOME
+                site[i] = g
+        else:
+            act[i] = A_CLEAR
+        return
+    f = (z[i] * ny + y[i]) * nx + x[i]
+    if st == S_MPP:
+        ke = par[K_MPP_EXIT]
+        kd = par[K_MPP_DEATH] + par[K_CYTO]
+        kk = ke + kd
+        s = _hazard_time(kk, dt, uniform(seed, step, cid, PU_EVENT))
+        if s >= 0.0:
+            if uniform(seed, step, cid, PU_EVENT_KIND) * kk < ke:
+                act[i] = A_EXIT
+            else:
+                act[i] = A_DEATH
+        return
+    # ---- HSC on the lattice: adhesion
+    th = occupancy(cxcl[f], par[K_KD], par[K_BLOCK])
+    ub = uniform(seed, step, cid, PU_BIND)
+    if bound[i] != 0:
+        koff = par[K_KOFF] * (1.0 + par[K_OFF_PROT] * par[K_PROT] + par[K_OFF_BLOCK] * par[K_BLOCK])
+        if ub < -math.expm1(-koff * dt):
+            bound[i] = 0
+    else:
+        kon = par[K_KON] * binding_hill(adhesion_score(f, cxcl, mscf, contact, vcam, par), par)
+        if ub < -math.expm1(-kon * dt):
+            bound[i] = 1
+    # ---- apoptosis and egress (competing hazards over the step)
+    cb = contact[f]
+    m = mscf[f]
+    if m < 0.0:
+        m = 0.0
+    sc = scf[f]
+    if sc < 0.0:
+        sc = 0.0
+    support = m + sc / (sc + par[K_SCF_HALF])
+    if support > 1.0:
+        support = 1.0
+    opn = 1.0 if (cb & C_OPN) != 0 else 0.0
+    kd = par[K_DEATH] * (1.0 + par[K_DEATH_OPN] * opn) * (1.0 + par[K_DEATH_NOSCF] * (1.0 - support))
+    if st == S_G1 or st == S_SG2M:
+        kd += par[K_CYTO]
+    ke = 0.0
+    if bound[i] == 0 and (cb & C_ENDO) != 0:
+        ke = par[K_EGRESS] / (1.0 + par[K_RET_CXCR4] * th + par[K_RET_VCAM] * vcam[f]
+                              + par[K_RET_SCF] * m)
+    kk = kd + ke
+    s = _hazard_time(kk, dt, uniform(seed, step, cid, PU_EVENT))
+    if s >= 0.0:
+        if uniform(seed, step, cid, PU_EVENT_KIND) * kk < kd:
+            act[i] = A_DEATH
+        else:
+            act[i] = A_EGRESS
+        return
+    # ---- cycle clock (exact times, one transition per step, remainder carried)
+    b = dt + lag[i]
+    start = t0 - lag[i]
+    ang1 = 1.0 if (cb & C_ANG1) != 0 else 0.0
+    dem = par[K_DEMAND]
+    uc = uniform(seed, step, cid, PU_CYCLE)
+    if st == S_DORMANT:
+        k = par[K_ACT] * (1.0 - par[K_ACT_ANG1] * ang1) * (1.0 + par[K_DEMAND_GAIN] * dem)
+        s = _hazard_time(k, b, uc)
+        if s >= 0.0:
+            state[i] = S_G0
+            changed[i] = 1
+            ev_time[i] = start + s
+            lag[i] = b - s
+        else:
+            lag[i] = 0.0
+    elif st == S_G0:
+        k_entry = par[K_ENTRY] * (1.0 + par[K_DEMAND_GAIN] * dem) / (1.0 + par[K_ENTRY_CXCL] * th)
+        k_ret = par[K_RET] * (1.0 + par[K_RET_ANG1] * ang1) * (1.0 - dem)
+        if k_ret < 0.0:
+            k_ret = 0.0
+        kk = k_entry + k_ret
+        s = _hazard_time(kk, b, uc)
+        if s >= 0.0:
+            if uniform(seed, step, cid, PU_CYCLE_KIND) * kk < k_entry:
+                state[i] = S_G1
+                timer[i] = erlang(seed, step, cid, PU_ERLANG, par[K_G1_MEAN], par[K_G1_SHAPE])
+            else:
+                state[i] = S_DORMANT
+            changed[i] = 1
+            ev_time[i] = start + s
+            lag[i] = b - s
+        else:
+            lag[i] = 0.0
+    elif st == S_G1:
+        if timer[i] <= b:
+            s = timer[i]
+            state[i] = S_SG2M
+            timer[i] = erlang(seed, step, cid, PU_ERLANG, par[K_S_MEAN], par[K_S_SHAPE])
+            changed[i] = 1
+            ev_time[i] = start + s
+            lag[i] = b - s
+        else:
+            timer[i] -= b
+            lag[i] = 0.0
+    elif st == S_SG2M:
+        if timer[i] <= b:
+            s = timer[i]
+            act[i] = A_DIVIDE
+            ev_time[i] = start + s
+            lag[i] = b - s
+            timer[i] = 0.0
+        else:
+            timer[i] -= b
+            lag[i] = 0.0
+
+
+@jit(parallel=True)
+def cell_rules_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
+                   z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
+                   lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
+                   contact: np.ndarray, vcam: np.ndarray, home_sites: np.ndarray, ny: int,
+                   nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
+                   ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray) -> None:
+    """Decide each cell's step: adhesion, death/egress/exit, cycle clock, blood events.
+
+    Writes the cell's own bound flag, state, timer and lag (cycle transitions are taken
+    at exact times inside the step, at most one per step, with the remaining time carried
+    as ``lag``), plus an action code for the serial apply pass.
+    """
+    dt = par[K_DT]
+    nsite = home_sites.shape[0]
+    for i in prange(n):
+        _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
+                        vcam, home_sites, ny, nx, par, seed, step, t0, act, ev_time, changed,
+                        site, dt, nsite)
+
+
+@jit
+def cell_rules_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
+                   z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
+                   lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
+                   contact: np.ndarray, vcam: np.ndarray, home_sites: np.ndarray, ny: int,
+                   nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
+                   ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray) -> None:
+    """Serial twin of :func:`cell_rules_par` (same results; no thread start-up cost)."""
+    dt = par[K_DT]
+    nsite = home_sites.shape[0]
+    for i in range(n):
+        _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
+                        vcam, home_sites, ny, nx, par, seed, step, t0, act, ev_time, changed,
+                        site, dt, nsite)
+
+
+# ---------------------------------------------------------------- serial apply
+@jit
+def _emit(k: int, t: float, kind: int, cell: int, other: int, zz: int, yy: int, xx: int,
+          st: int, oz: int, oy: int, ox: int, ost: int, ev_t: np.ndarray, ev_i8: np.ndarray,
+          ev_cell: np.ndarray, ev_i4: np.ndarray) -> int:
+    ev_t[k] = t
+    ev_i8[k, 0] = kind
+    ev_i8[k, 1] = st
+    ev_i8[k, 2] = ost
+    ev_cell[k, 0] = cell
+    ev_cell[k, 1] = other
+    ev_i4[k, 0] = zz
+    ev_i4[k, 1] = yy
+    ev_i4[k, 2] = xx
+    ev_i4[k, 3] = oz
+    ev_i4[k, 4] = oy
+    ev_i4[k, 5] = ox
+    return k + 1
+
+
+@jit
+def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: np.ndarray,
+                  generation: np.ndarray, divisions: np.ndarray, state: np.ndarray,
+                  prev_state: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
+                  bound: np.ndarray, donor: np.ndarray, timer: np.ndarray, lag: np.ndarray,
+                  lastdir: np.ndarray, birth: np.ndarray, act: np.ndarray,
+                  ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray,
+                  occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
+                  nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int,
+                  t_end: float, ev_t: np.ndarray, ev_i8: np.ndarray, ev_cell: np.ndarray,
+                  ev_i4: np.ndarray, counters: np.ndarray) -> tuple[int, int, int]:
+    """Apply the decisions of :func:`cell_rules_par` in slot order.
+
+    Returns ``(n_total, next_id, n_events)``.
+
+    Removed cells (death, exit, clearance) get state ``S_DEAD`` and are compacted by the
+    caller. Daughters are appended at slot ``n_total`` onwards with fresh ids.
+    """
+    ne = 0
+    push = par[K_PUSH] > 0.5
+    cand = np.empty(6, dtype=np.int64)
+    for i in range(n):
+        a = act[i]
+        st = state[i]
+        cid = ids[i]
+        if a == A_NONE:
+            if changed[i] != 0:
+                if st == S_G0:
+                    counters[N_ACTIVATION] += 1
+                elif st == S_DORMANT:
+                    counters[N_RETURN] += 1
+                elif st == S_G1:
+                    counters[N_ENTRY] += 1
+                ne = _emit(ne, ev_time[i], E_STATE, cid, -1, z[i], y[i], x[i], st, -1, -1, -1, -1,
+                           ev_t, ev_i8, ev_cell, ev_i4)
+            continue
+        if a == A_CLEAR:
+            ne = _emit(ne, t_end, E_CLEARANCE, cid, -1, -1, -1, -1, S_DEAD, -1, -1, -1, -1,
+                       ev_t, ev_i8, ev_cell, ev_i4)
+            state[i] = S_DEAD
+            counters[N_CLEAR] += 1
+            continue
+        if a == A_HOME:
+            g = site[i]
+            if occ[g] >= 0 or enter[g] == 0:
+                counters[N_HOME_FAIL] += 1
+                continue
+            occ[g] = i
+            gz = g // (ny * nx)
+            r = g - gz * ny * nx
+            gy = r // nx
+            z[i] = gz
+            y[i] = gy
+            x[i] = r - gy * nx
+            ns = S_DORMANT if prev_state[i] == S_DORMANT else S_G0
+            state[i] = ns
+            bound[i] = 0
+            timer[i] = 0.0
+            lag[i] = 0.0
+            lastdir[i] = -1
+            ne = _emit(ne, t_end, E_HOMING, cid, -1, z[i], y[i], x[i], ns, -1, -1, -1, -1,
+                       ev_t, ev_i8, ev_cell, ev_i4)
+            counters[N_HOMING] += 1
+            continue
+        f = (z[i] * ny + y[i]) * nx + x[i]
+        if a == A_DEATH:
+            ne = _emit(ne, t_end, E_DEATH, cid, -1, z[i], y[i], x[i], S_DEAD, -1, -1, -1, -1,
+                       ev_t, ev_i8, ev_cell, ev_i4)
+            occ[f] = -1
+            state[i] = S_DEAD
+            counters[N_DEATH] += 1
+            continue
+        if a == A_EXIT:
+            ne = _emit(ne, t_end, E_EXIT, cid, -1, z[i], y[i], x[i], st, -1, -1, -1, -1,
+                       ev_t, ev_i8, ev_cell, ev_i4)
+            occ[f] = -1
+            state[i] = S_DEAD
+            counters[N_EXIT] += 1
+            continue
+        if a == A_EGRESS:
+            ne = _emit(ne, t_end, E_EGRESS, cid, -1, z[i], y[i], x[i], S_CIRC, -1, -1, -1, -1,
+                       ev_t, ev_i8, ev_cell, ev_i4)
+            occ[f] = -1
+            prev_state[i] = S_DORMANT if st == S_DORMANT else S_G0
+            state[i] = S_CIRC
+            z[i] = -1
+            y[i] = -1
+            x[i] = -1
+            bound[i] = 0
+            timer[i] = 0.0
+            lag[i] = 0.0
+            lastdir[i] = -1
+            counters[N_EGRESS] += 1
+            continue
+        # ---- A_DIVIDE: place the daughter in a free face neighbour (or push, or wait)
+        zi = z[i]
+        yi = y[i]
+        xi = x[i]
+        nf = 0
+        for d in range(6):
+            zz = zi + _DZ[d]
+            yy = yi + _DY[d]
+            xx = xi + _DX[d]
+            if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+                continue
+            g = (zz * ny + yy) * nx + xx
+            if enter[g] != 0 and occ[g] < 0:
+                cand[nf] = g
+                nf += 1
+        gd = -1
+        if nf > 0:
+            k = int(uniform(seed, step, cid, PU_PLACE) * nf)
+            if k >= nf:
+                k = nf - 1
+            gd = cand[k]
+        elif push:
+            for d in range(6):
+                zz = zi + _DZ[d]
+                yy = yi + _DY[d]
+                xx = xi + _DX[d]
+                z2 = zz + _DZ[d]
+                y2 = yy + _DY[d]
+                x2 = xx + _DX[d]
+                if z2 < 0 or z2 >= nz or y2 < 0 or y2 >= ny or x2 < 0 or x2 >= nx:
+                    continue
+                g = (zz * ny + yy) * nx + xx
+                g2 = (z2 * ny + y2) * nx + x2
+                j = occ[g]
+                if j >= 0 and bound[j] == 0 and enter[g2] != 0 and occ[g2] < 0:
+                    cand[nf] = d
+                    nf += 1
+            if nf > 0:
+                k = int(uniform(seed, step, cid, PU_PUSH) * nf)
+                if k >= nf:
+                    k = nf - 1
+                d = cand[k]
+                zz = zi + _DZ[d]
+                yy = yi + _DY[d]
+                xx = xi + _DX[d]
+                gd = (zz * ny + yy) * nx + xx
+                j = occ[gd]
+                g2 = ((zz + _DZ[d]) * ny + (yy + _DY[d])) * nx + (xx + _DX[d])
+                occ[g2] = j
+                z[j] = zz + _DZ[d]
+                y[j] = yy + _DY[d]
+                x[j] = xx + _DX[d]
+                occ[gd] = -1
+                counters[N_PUSH] += 1
+        if gd < 0:
+            # wait: retry at the start of the next step
+            timer[i] = 0.0
+            lag[i] = 0.0
+            counters[N_WAIT] += 1
+            continue
+        # fates from the signals where each daughter sits
+        if par[K_ASYM] > 0.0 and uniform(seed, step, cid, PU_ASYMMETRY) < par[K_ASYM]:
+            if uniform(seed, step, cid, PU_ASYMMETRY_SIDE) < 0.5:
+                fm = S_G0
+                fd = S_MPP
+            else:
+                fm = S_MPP
+                fd = S_G0
+        else:
+            pm = renew_probability(f, cxcl, mscf, par)
+            pd = renew_probability(gd, cxcl, mscf, par)
+            fm = S_G0 if uniform(seed, step, cid, PU_FATE_MOTHER) < pm else S_MPP
+            fd = S_G0 if uniform(seed, step, cid, PU_FATE_DAUGHTER) < pd else S_MPP
+        if fm != fd:
+            counters[N_ASYM] += 1
+        k = n_total
+        n_total += 1
+        did = next_id
+        next_id += 1
+        gz = gd // (ny * nx)
+        r = gd - gz * ny * nx
+        gy = r // nx
+        gx = r - gy * nx
+        divisions[i] += 1
+        ids[k] = did
+        parent[k] = cid
+        generation[k] = generation[i] + 1
+        divisions[k] = divisions[i]
+        state[k] = fd
+        prev_state[k] = fd
+        z[k] = gz
+        y[k] = gy
+        x[k] = gx
+        bound[k] = 0
+        donor[k] = donor[i]
+        timer[k] = 0.0
+        lag[k] = lag[i]
+        lastdir[k] = -1
+        birth[k] = ev_time[i]
+        occ[gd] = k
+        state[i] = fm
+        prev_state[i] = fm
+        if fm == S_MPP:
+            bound[i] = 0
+        counters[N_DIV] += 1
+        ne = _emit(ne, ev_time[i], E_DIVISION, cid, did, zi, yi, xi, fm, gz, gy, gx, fd,
+                   ev_t, ev_i8, ev_cell, ev_i4)
+        ne = _emit(ne, ev_time[i], E_BIRTH, did, cid, gz, gy, gx, fd, zi, yi, xi, fm,
+                   ev_t, ev_i8, ev_cell, ev_i4)
+    return n_total, next_id, ne
+
+
+# ---------------------------------------------------------------- seeding helpers
+@jit(parallel=True)
+def voxel_uniforms(seed: int, step: int, voxels: np.ndarray, purpose: int, out: np.ndarray) -> None:
+    """Uniforms keyed by voxel index (initial placement), parallel and order-free."""
+    for i in prange(voxels.shape[0]):
+        out[i] = uniform(seed, step, voxels[i], purpose)
+
+
+@jit
+def draw_erlang(seed: int, step: int, ids: np.ndarray, base: int, mean: float, shape: float,
+                out: np.ndarray) -> None:
+    """Erlang durations for cells ``ids`` (seeding residual phase times)."""
+    for i in range(ids.shape[0]):
+        out[i] = erlang(seed, step, ids[i], base, mean, shape)
