@@ -152,7 +152,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 def _finish(sim: Any, out: Path) -> None:
     m = sim.metrics()
-    keys = [k for k in ("hsc_total", "hsc_dormant", "hsc_cycling_fraction", "mpp_output_total", "blood_pool") if k in m]
+    keys = [k for k in ("hsc_total", "n_dormant", "frac_sg2m", "total_exits", "blood_pool") if k in m]
     summary = ", ".join(f"{k} = {m[k]:.4g}" for k in keys)
     print(f"\ndone: day {sim.t_days:g}; {summary}")
     print(f"run store: {out.resolve()}")
@@ -184,7 +184,7 @@ def _summary(run: Any) -> str:
     ]
     if len(run.metrics):
         last = run.metrics.iloc[-1]
-        keys = [k for k in ("hsc_total", "hsc_dormant", "mpp_output_total", "blood_pool") if k in last]
+        keys = [k for k in ("hsc_total", "n_dormant", "frac_sg2m", "total_exits", "blood_pool") if k in last]
         if keys:
             lines.append("last record " + ", ".join(f"{k} = {last[k]:.4g}" for k in keys))
     if sc.interventions:

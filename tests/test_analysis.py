@@ -18,7 +18,8 @@ def _slab_lattice() -> Lattice:
 
 def test_null_is_share_of_enterable_voxels_within_distance() -> None:
     lat = _slab_lattice()
-    # marrow columns x = 1..19 are 5..95 µm from the wall; within 10 µm: x = 1, 2 -> 2/19
+    # marrow columns x = 1..19 have centres 5..95 µm from the wall voxels' centres, so
+    # 2.5..92.5 µm from the wall surface; within 10 µm: x = 1, 2 -> 2/19
     t = localisation_table(lat, np.zeros((0, 3), int), within_um=10.0)
     assert t.loc["sinusoid", "null"] == pytest.approx(2 / 19)
     assert "endosteum" not in t.index  # no endosteum in this lattice
@@ -32,7 +33,7 @@ def test_observed_share_interval_and_enrichment() -> None:
     assert row.n == 4 and row.observed == pytest.approx(0.75)
     assert row.enrichment == pytest.approx(0.75 / (2 / 19))
     assert row.ci_low < 0.75 < row.ci_high
-    assert row.median_um == pytest.approx(7.5)
+    assert row.median_um == pytest.approx(5.0)  # surfaces at 2.5, 2.5, 7.5, 47.5 µm
     # exact binomial: P(X >= 3 | n=4, p=2/19) doubled-ish two-sided -> small
     assert row.p_value < 0.05
 

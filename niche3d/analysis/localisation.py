@@ -4,6 +4,11 @@ Nearly every marrow voxel is near some vessel or stromal cell, so a localisation
 ("85 % of HSCs within 10 µm of a sinusoid") means something only beside the same
 statistic for randomly placed cells. For uniform placement on the enterable voxels the
 null is exact: it is the share of enterable voxels within the distance, no sampling.
+
+Distances are from a cell's centre to the *surface* of the nearest voxel of the
+compartment (centre-to-centre distance minus half a voxel), as imaging measures the
+distance from an HSC to a vessel wall: at 8 µm voxels a cell in any of the 26 voxels
+around an endothelial voxel is within 10 µm of the sinusoid, one two voxels away is not.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ def localisation_table(
     positions
         (n, 3) integer voxel indices (z, y, x) of the cells (circulating cells excluded).
     within_um
-        Distance threshold in µm, one for all compartments or one per compartment name.
+        Distance threshold in µm (cell centre to compartment surface), one for all
+        compartments or one per compartment name.
     confidence
         Level of the Wilson interval on the observed share.
 
@@ -71,6 +77,7 @@ def localisation_table(
         d = lattice.distance_um(*tissues)
         if not np.isfinite(d).any():
             continue
+        d = np.maximum(d - 0.5 * lattice.voxel_um, 0.0)
         thr = within_um[name] if isinstance(within_um, dict) else within_um
         if not thr > 0:
             raise ValueError(f"within_um for {name} must be > 0, got {thr}")
