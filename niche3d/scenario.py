@@ -288,22 +288,32 @@ def _model_at(loc: tuple[Any, ...]) -> Any:
     return model
 
 
+_KINDS = {"knockout", "amd3100", "gcsf", "5fu", "transplant"}
+
+
+def _intervention_models() -> dict[str, type[BaseModel]]:
+    from niche3d.interventions.config import AMD3100, GCSF, FiveFU, Knockout, Transplant
+
+    models: tuple[type[BaseModel], ...] = (Knockout, AMD3100, GCSF, FiveFU, Transplant)
+    return {m.model_fields["kind"].default: m for m in models}
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors(include_url=False):
         loc = tuple(err.get("loc", ()))
         # drop pydantic's union tags ("gcsf") and function-wrapper names from the path
-        clean = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in {"knockout", "amd3100", "gcsf"}))]
+        clean = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _KINDS))]
         path = ".".join(clean) or "(top level)"
         value = err.get("input")
         etype = err.get("type", "")
         if etype == "extra_forbidden":
-            parent = _model_at(tuple(p for p in loc[:-1] if not (isinstance(p, str) and p in {"knockout", "amd3100", "gcsf"})))
-            allowed = _allowed_keys(parent)
-            if parent is None:
-                # union member: find the model by the last string in loc before key
-                allowed = None
             key = str(loc[-1])
+            tags = [p for p in loc[:-1] if isinstance(p, str) and p in _KINDS]
+            if tags:  # inside an [[interventions]] table: the member model is named by its kind
+                allowed = _allowed_keys(_intervention_models()[tags[-1]])
+            else:
+                allowed = _allowed_keys(_model_at(tuple(loc[:-1])))
             if allowed:
                 lines.append(_unknown_key_message(path, key, allowed))
             else:
@@ -368,10 +378,7 @@ def scenario_reference(fmt: Literal["markdown", "text"] = "markdown") -> str:
             rows.append((key, _short(default), unit, rng, f.description or ""))
 
     walk(Scenario, "")
-    from niche3d.interventions.config import AMD3100, GCSF, Knockout
-
-    for model in (Knockout, AMD3100, GCSF):
-        kind = model.model_fields["kind"].default
+    for kind, model in _intervention_models().items():
         walk(model, f"interventions[kind={kind}].")
     if fmt == "text":
         w = max(len(r[0]) for r in rows)

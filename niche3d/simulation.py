@@ -202,6 +202,7 @@ class Simulation:
             m[f"{name}_mean"] = float(np.mean(self.fields[name][marrow], dtype=np.float64))
         m["protease_per_min"] = self.effects.protease
         m["cxcr4_blockade"] = self.effects.cxcr4_blockade
+        m["cytotoxic_per_h"] = self.effects.cytotoxic
         return m
 
     def cancel(self) -> None:
@@ -268,6 +269,8 @@ class Simulation:
         changed = self._apply_effects()
         if changed or self.step_index - self._last_solve_step >= self._steps_per_solve:
             self._solve()
+        for tp in self.schedule.transplants_in(self.t_hours, self.t_hours + self.dt_hours):
+            self.cells.add_circulating(tp.cells, donor=True, state=tp.state, t_hours=self.t_hours)
         self.cells.step(self.step_index, self.t_hours, self._signals(), self._modifiers())
         self.step_index += 1
         if self.writer is not None and self.step_index % self._steps_per_record == 0:
@@ -287,7 +290,7 @@ class Simulation:
 
     def _modifiers(self) -> Modifiers:
         e = self.effects
-        return Modifiers(cxcr4_blockade=e.cxcr4_blockade, protease=e.protease)
+        return Modifiers(cxcr4_blockade=e.cxcr4_blockade, protease=e.protease, cytotoxic=e.cytotoxic)
 
     def _apply_effects(self, force: bool = False) -> bool:
         return self._set_effects(self.t_hours, force)

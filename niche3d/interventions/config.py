@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from niche3d._schema import Section, check_tissue_table, param
 
-__all__ = ["Knockout", "AMD3100", "GCSF", "Intervention"]
+__all__ = ["Knockout", "AMD3100", "GCSF", "FiveFU", "Transplant", "Intervention"]
 
 
 class Knockout(Section):
@@ -82,5 +82,44 @@ class GCSF(Section):
     )
 
 
-Intervention = Annotated[Knockout | AMD3100 | GCSF, Field(discriminator="kind")]
+class FiveFU(Section):
+    """5-fluorouracil: a cytotoxic that kills cycling cells; quiescent HSCs survive.
+
+    The kill hazard of cycling cells (active G1 and S/G2/M HSCs, MPPs, progenitor
+    compartments) is ``k(t) = peak_kill_per_h * sum_i 2^(-(t - t_i)/h)``.
+    """
+
+    kind: Literal["5fu"] = "5fu"
+    dose_days: list[float] = param(
+        None, default_factory=lambda: [0.0], unit="day", description="times of the injections"
+    )
+    peak_kill_per_h: float = param(
+        0.5, unit="1/h", gt=0.0, le=100.0, description="death hazard of cycling cells right after a dose"
+    )
+    half_life_hours: float = param(
+        6.0, unit="h", gt=0.0, le=240.0, description="decay of the cytotoxic effect (calibrate)"
+    )
+
+    @field_validator("dose_days")
+    @classmethod
+    def _doses(cls, v: list[float]) -> list[float]:
+        if not v or any(d < 0 for d in v):
+            raise ValueError(f"dose_days {v} must be a non-empty list of days >= 0")
+        return sorted(v)
+
+
+class Transplant(Section):
+    """Intravenous injection of donor HSCs into the blood pool; they home by the blood rules."""
+
+    kind: Literal["transplant"] = "transplant"
+    day: float = param(0.0, unit="day", ge=0.0, description="time of the injection")
+    cells: int = param(100, unit="-", ge=1, le=10_000_000, description="number of donor HSCs injected")
+    state: Literal["active_g0", "dormant"] = param(
+        "active_g0", unit="-", description="state the donor cells take when they lodge"
+    )
+
+
+Intervention = Annotated[
+    Knockout | AMD3100 | GCSF | FiveFU | Transplant, Field(discriminator="kind")
+]
 

@@ -15,6 +15,10 @@ G-CSF
     Protease activity ``a(t) = p * sum_i 2^(-(t - t_i)/h)`` (1/min) over daily doses,
     and osteoblast CXCL12 production scaled by ``prod_i (1 - drop * 2^(-(t - t_i)/h))``:
     each dose cuts production by ``drop``, recovering with the same half-life.
+5-FU
+    Death hazard of cycling cells ``k(t) = peak * sum_i 2^(-(t - t_i)/h)`` (1/h).
+Transplant
+    A discrete event: donor HSCs enter the blood pool during the step containing ``day``.
 Knockout
     From ``start_day``, production of the named signal in each listed tissue is multiplied
     by the given factor (0 = deleted).
@@ -26,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from niche3d.interventions.config import AMD3100, GCSF, Intervention, Knockout
+from niche3d.interventions.config import AMD3100, GCSF, FiveFU, Intervention, Knockout, Transplant
 
 __all__ = ["Effects", "InterventionSchedule"]
 
@@ -43,6 +47,8 @@ class Effects:
     """neutrophil protease activity, 1/min."""
     cxcr4_blockade: float = 0.0
     """share of CXCR4 blocked, 0..1."""
+    cytotoxic: float = 0.0
+    """death hazard of cycling cells, 1/h (5-FU)."""
     active: tuple[str, ...] = ()
     """labels of the interventions acting now (for the timeline)."""
 
@@ -52,10 +58,13 @@ class Effects:
         def near(a: float, b: float) -> bool:
             return abs(a - b) <= rtol * max(abs(a), abs(b), 1e-3)
 
-        if not near(self.protease, other.protease) or not near(
-            self.cxcr4_blockade, other.cxcr4_blockade
+        for a, b in (
+            (self.protease, other.protease),
+            (self.cxcr4_blockade, other.cxcr4_blockade),
+            (self.cytotoxic, other.cytotoxic),
         ):
-            return False
+            if not near(a, b):
+                return False
         keys = set(self.source_scale) | set(other.source_scale)
         for k in keys:
             a, b = self.source_scale.get(k, {}), other.source_scale.get(k, {})
@@ -96,6 +105,7 @@ class InterventionSchedule:
         protease = 0.0
         conc = 0.0
         peak = 0.0
+        cytotoxic = 0.0
         active: list[str] = []
 
         def mul(target: str, tissue: str, f: float) -> None:
@@ -119,6 +129,15 @@ class InterventionSchedule:
                     peak = max(peak, iv.peak_blockade)
                     if c > 0.01:
                         active.append("amd3100")
+            elif isinstance(iv, FiveFU):
+                level = sum(
+                    2.0 ** (-(t_hours - d * 24.0) / iv.half_life_hours)
+                    for d in iv.dose_days
+                    if t_hours >= d * 24.0
+                )
+                cytotoxic += iv.peak_kill_per_h * level
+                if level > 0.01:
+                    active.append("5fu")
             elif isinstance(iv, GCSF):
                 level = 0.0
                 keep = 1.0
@@ -142,8 +161,17 @@ class InterventionSchedule:
             source_scale=scale,
             protease=protease,
             cxcr4_blockade=blockade if math.isfinite(blockade) else 1.0,
+            cytotoxic=cytotoxic,
             active=tuple(active),
         )
+
+    def transplants_in(self, t0_hours: float, t1_hours: float) -> list[Transplant]:
+        """Transplants whose time falls in ``[t0, t1)`` (hours), in scenario order."""
+        return [
+            iv
+            for iv in self.interventions
+            if isinstance(iv, Transplant) and t0_hours <= iv.day * 24.0 < t1_hours
+        ]
 
     def event_times_hours(self) -> list[float]:
         """Times at which an effect jumps (doses, knockout starts), sorted."""
@@ -151,8 +179,10 @@ class InterventionSchedule:
         for iv in self.interventions:
             if isinstance(iv, Knockout):
                 times.add(iv.start_day * 24.0)
-            elif isinstance(iv, AMD3100):
+            elif isinstance(iv, AMD3100 | FiveFU):
                 times.update(d * 24.0 for d in iv.dose_days)
+            elif isinstance(iv, Transplant):
+                times.add(iv.day * 24.0)
             elif isinstance(iv, GCSF):
                 times.update((iv.start_day + k) * 24.0 for k in range(iv.doses))
         return sorted(times)
