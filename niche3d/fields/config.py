@@ -125,6 +125,13 @@ class MembraneSCFConfig(Section):
         description="relative membrane SCF per expressing tissue (0 = knockout)",
     )
 
+    protease_half_activity_per_min: float = param(
+        0.02,
+        unit="1/min",
+        gt=0.0,
+        description="protease activity that cleaves half of membrane SCF: factor 1/(1 + a/a_half)",
+    )
+
     @field_validator("expression")
     @classmethod
     def _expr(cls, v: dict[str, float]) -> dict[str, float]:
@@ -145,4 +152,7 @@ class FieldsConfig(Section):
     )
     tolerance: float = param(
         1e-5, unit="-", gt=0.0, lt=1.0, description="relative residual at which a solve stops"
+    )
+    max_cycles: int = param(
+        100, unit="-", ge=1, le=10000, description="multigrid V-cycles at most per field and solve"
     )

@@ -1,0 +1,332 @@
+"""Benchmark of the quasi-steady field solver against scipy CG and pyamg, same process.
+
+For each lattice size it measures, in one run:
+
+* one plain 7-point float32 stencil sweep (numba, parallel): the memory-bandwidth unit;
+* our cold solve (zero start) and warm re-solve (after a 1 % change of the stromal
+  CXCL12 source) to a relative residual of 1e-6, in seconds and in sweep equivalents;
+* scipy.sparse.linalg.cg and pyamg smoothed aggregation (setup + CG-accelerated solve)
+  on exactly the same linear system (assembled as a sparse matrix), to the same
+  relative residual; and the ratios.
+
+Tissue comes from the procedural generator (``--tissue generator``, the default) or a
+simple synthetic marrow (``--tissue synthetic``); the CXCL12 decay length is ~19 voxels
+at the default 8 µm voxel. Results go to ``benchmarks/results/bench_fields.json``.
+
+Run::
+
+    python benchmarks/bench_fields.py --sizes 128 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import scipy
+import scipy.sparse as sp
+from scipy.sparse.linalg import cg
+
+import niche3d.fields
+from niche3d.fields import FieldSet, OperatorSpec
+from niche3d.fields import _kernels as K
+from niche3d.fields.config import FieldsConfig
+from niche3d.tissue.codes import Tissue
+from niche3d.tissue.lattice import Lattice
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def synthetic_lattice(n: int, seed: int, voxel_um: float) -> Lattice:
+    """Smoothed-noise trabecular bone (~15 %), endosteum on its surface, random stroma
+    and endothelium voxels: a stand-in with realistic volume fractions."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    shape = (n, n, n)
+    g = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), n / 32)
+    lab = np.full(shape, Tissue.MARROW, np.uint8)
+    bone = g > np.quantile(g, 0.85)
+    lab[bone] = Tissue.BONE
+    surf = ndimage.binary_dilation(bone) & ~bone
+    lab[surf] = Tissue.ENDOSTEUM
+    r = rng.random(shape)
+    lab[(r < 0.03) & ~bone & ~surf] = Tissue.STROMA
+    lab[(r > 0.97) & ~bone & ~surf] = Tissue.ENDOTHELIUM
+    return Lattice(lab, voxel_um)
+
+
+def make_lattice(n: int, kind: str, seed: int, voxel_um: float) -> Lattice:
+    if kind == "synthetic":
+        return synthetic_lattice(n, seed, voxel_um)
+    from niche3d.tissue import TissueConfig, build_lattice
+
+    return build_lattice((n, n, n), voxel_um, TissueConfig(), seed)
+
+
+def assemble(op: OperatorSpec) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The same finite-volume system as a scipy CSR matrix over the active voxels."""
+    lab = op.labels
+    n = lab.size
+    act = op.diffusion[lab] > 0
+    newid = np.full(n, -1, np.int64)
+    newid[act.ravel()] = np.arange(int(act.sum()))
+    idx = newid.reshape(lab.shape)
+    Dv = op.diffusion[lab]
+    k = op.decay[lab] + op.uptake * op.cell
+    diag = k.astype(np.float64)
+    b = op.secretion[lab].astype(np.float64)
+    rows, cols, vals = [], [], []
+    for axis in range(3):
+        sl_a = [slice(None)] * 3
+        sl_b = [slice(None)] * 3
+        sl_a[axis] = slice(None, -1)
+        sl_b[axis] = slice(1, None)
+        da, db = Dv[tuple(sl_a)], Dv[tuple(sl_b)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where((da > 0) & (db > 0), 2 * da * db / (da + db), 0.0)
+        diag[tuple(sl_a)] += w
+        diag[tuple(sl_b)] += w
+        m = w > 0
+        ia, ib, wv = idx[tuple(sl_a)][m], idx[tuple(sl_b)][m], w[m]
+        rows += [ia, ib]
+        cols += [ib, ia]
+        vals += [-wv, -wv]
+        del da, db, w, m
+    a = act.ravel()
+    na = int(a.sum())
+    rows.append(np.arange(na))
+    cols.append(np.arange(na))
+    vals.append(diag.ravel()[a])
+    A = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(na, na)
+    )
+    return A, b.ravel()[a]
+
+
+def sweep_time(shape: tuple[int, int, int], repeats: int = 10) -> float:
+    u = np.random.default_rng(0).random(shape, dtype=np.float32)
+    v = np.zeros_like(u)
+    part = np.zeros(shape[0])
+    K.stencil_sweep(u, v, part)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        K.stencil_sweep(u, v, part)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def bench_size(n: int, args: argparse.Namespace) -> dict:
+    rng = np.random.default_rng(args.seed)
+    t = time.perf_counter()
+    lat = make_lattice(n, args.tissue, args.seed, args.voxel_um)
+    t_lat = time.perf_counter() - t
+    cfg = FieldsConfig(
+        diffusible={"cxcl12": FieldsConfig().diffusible["cxcl12"]}, tolerance=args.tol
+    )
+    field_cfg = cfg.diffusible["cxcl12"]
+    D_vox = field_cfg.diffusion_um2_s["marrow"] * 60 / lat.voxel_um**2
+    L_vox = float(np.sqrt(D_vox / field_cfg.decay_per_min["marrow"]))
+    enterable = np.flatnonzero(lat.enterable.ravel())
+    cells = np.sort(rng.choice(enterable, int(0.02 * enterable.size), replace=False))
+    out: dict = {
+        "n": n,
+        "voxels": lat.size,
+        "tissue": args.tissue,
+        "tissue_fractions": {k: round(v, 4) for k, v in lat.fractions().items() if v > 0},
+        "lattice_seconds": t_lat,
+        "decay_length_voxels": L_vox,
+        "cells": int(cells.size),
+        "tolerance": args.tol,
+    }
+    ts = sweep_time(lat.shape)
+    out["sweep_seconds"] = ts
+    print(f"[{n}^3] sweep {ts * 1e3:.2f} ms, decay length {L_vox:.1f} voxels", flush=True)
+
+    fs = FieldSet(lat, cfg)
+    fs.solve(cells)  # compile + warm the caches once
+    colds, warms, cyc_c, cyc_w = [], [], [], []
+    for rep in range(args.repeats):
+        st = fs.state_dict()
+        for key in st:
+            if key.startswith("field"):
+                st[key][...] = 0.0
+        fs.set_source_scale("cxcl12", "stroma", 1.0)
+        fs.load_state_dict(st)
+        t = time.perf_counter()
+        r = fs.solve(cells)
+        colds.append(time.perf_counter() - t)
+        cyc_c.append(r.cycles["cxcl12"])
+        assert r.all_converged, r
+        fs.set_source_scale("cxcl12", "stroma", 1.01 if rep % 2 == 0 else 1.0)
+        t = time.perf_counter()
+        r = fs.solve(cells)
+        warms.append(time.perf_counter() - t)
+        cyc_w.append(r.cycles["cxcl12"])
+        assert r.all_converged, r
+    out["ours"] = {
+        "cold_seconds": float(np.median(colds)),
+        "cold_cycles": int(np.median(cyc_c)),
+        "warm_seconds": float(np.median(warms)),
+        "warm_cycles": int(np.median(cyc_w)),
+        "cold_sweeps": float(np.median(colds)) / ts,
+        "warm_sweeps": float(np.median(warms)) / ts,
+        "residual": fs.residual("cxcl12"),
+        "bytes_per_voxel_beyond_field": (fs.nbytes - fs["cxcl12"].nbytes) / lat.size,
+    }
+    o = out["ours"]
+    print(
+        f"[{n}^3] ours: cold {o['cold_seconds']:.3f} s ({o['cold_cycles']} cycles, "
+        f"{o['cold_sweeps']:.0f} sweeps), warm {o['warm_seconds']:.3f} s "
+        f"({o['warm_cycles']} cycles, {o['warm_sweeps']:.0f} sweeps)",
+        flush=True,
+    )
+
+    if n > args.baseline_max:
+        print(f"[{n}^3] baselines skipped (--baseline-max {args.baseline_max})", flush=True)
+        return out
+    fs.set_source_scale("cxcl12", "stroma", 1.0)
+    op = fs._op(fs._fields["cxcl12"])  # the exact operator we solved
+    t = time.perf_counter()
+    A, b = assemble(op)
+    out["assemble_seconds"] = time.perf_counter() - t
+    bn = np.linalg.norm(b)
+    ours_x = (fs._fields["cxcl12"].hi.astype(np.float64) + fs._fields["cxcl12"].lo).ravel()[
+        op.diffusion[op.labels].ravel() > 0
+    ]
+
+    it = [0]
+
+    def count(_x: np.ndarray) -> None:
+        it[0] += 1
+
+    t = time.perf_counter()
+    x_cg, info = cg(A, b, rtol=args.tol, maxiter=20000, callback=count)
+    t_cg = time.perf_counter() - t
+    out["scipy_cg"] = {
+        "seconds": t_cg,
+        "iterations": it[0],
+        "info": int(info),
+        "residual": float(np.linalg.norm(b - A @ x_cg) / bn),
+        "max_rel_diff_vs_ours": float(np.max(np.abs(x_cg - ours_x)) / np.max(np.abs(x_cg))),
+    }
+    print(f"[{n}^3] scipy CG {t_cg:.2f} s, {it[0]} iterations", flush=True)
+    del x_cg
+
+    import pyamg
+
+    t = time.perf_counter()
+    ml = pyamg.smoothed_aggregation_solver(A, symmetry="symmetric")
+    t_setup = time.perf_counter() - t
+    res: list[float] = []
+    t = time.perf_counter()
+    x_amg = ml.solve(b, tol=args.tol, accel="cg", residuals=res, maxiter=500)
+    t_solve = time.perf_counter() - t
+    out["pyamg"] = {
+        "setup_seconds": t_setup,
+        "solve_seconds": t_solve,
+        "iterations": len(res) - 1,
+        "residual": float(np.linalg.norm(b - A @ x_amg) / bn),
+        "operator_complexity": float(ml.operator_complexity()),
+    }
+    print(f"[{n}^3] pyamg setup {t_setup:.2f} s + solve {t_solve:.2f} s", flush=True)
+    del ml, x_amg, A
+    cold = out["ours"]["cold_seconds"]
+    out["ratios"] = {
+        "scipy_cg_over_ours_cold": t_cg / cold,
+        "pyamg_total_over_ours_cold": (t_setup + t_solve) / cold,
+        "pyamg_solve_only_over_ours_cold": t_solve / cold,
+    }
+    r = out["ratios"]
+    print(
+        f"[{n}^3] ratios: scipy CG / ours {r['scipy_cg_over_ours_cold']:.1f}x, "
+        f"pyamg (setup+solve) / ours {r['pyamg_total_over_ours_cold']:.1f}x",
+        flush=True,
+    )
+    return out
+
+
+def memory_check(args: argparse.Namespace) -> dict:
+    """A 256 x 512 x 512 (z, y, x) lattice with the two default fields: peak RSS."""
+    shape = (256, 512, 512)
+    from scipy import ndimage
+
+    rng = np.random.default_rng(args.seed)
+    g = ndimage.zoom(rng.standard_normal((32, 64, 64)).astype(np.float32), 8, order=1)
+    lab = np.full(shape, Tissue.MARROW, np.uint8)
+    lab[g > 1.0] = Tissue.BONE
+    lab[(g > 0.9) & (g <= 1.0)] = Tissue.ENDOSTEUM
+    lab[(g < -1.8)] = Tissue.STROMA
+    del g
+    lat = Lattice(lab, args.voxel_um)
+    fs = FieldSet(lat, FieldsConfig(tolerance=args.tol))
+    t = time.perf_counter()
+    rep = fs.solve()
+    dt = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out = {
+        "shape": list(shape),
+        "fields": list(fs.names),
+        "solve_seconds": dt,
+        "cycles": rep.cycles,
+        "converged": rep.all_converged,
+        "fieldset_bytes": fs.nbytes,
+        "peak_rss_bytes": int(peak),
+    }
+    print(f"[memory] 512x512x256, 2 fields: solve {dt:.1f} s, FieldSet {fs.nbytes / 1e9:.2f} GB, "
+          f"peak RSS {peak / 1e9:.2f} GB", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    ap.add_argument("--tissue", choices=["generator", "synthetic"], default="generator")
+    ap.add_argument("--voxel-um", type=float, default=8.0)
+    ap.add_argument("--tol", type=float, default=1e-6)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--baseline-max", type=int, default=256,
+                    help="skip scipy/pyamg above this size (memory)")
+    ap.add_argument("--memory-check", action="store_true",
+                    help="also solve two fields on a 512 x 512 x 256 lattice (memory)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "bench_fields.json")
+    args = ap.parse_args()
+    if args.memory_check:
+        # the memory check runs first so that its peak RSS is its own
+        mem = memory_check(args)
+    result = {
+        "benchmark": "fields",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "numba_threads": numba.get_num_threads(),
+            "load_average_at_start": os.getloadavg(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "numba": numba.__version__,
+        },
+        "niche3d_fields": niche3d.fields.__name__,
+        "sizes": [],
+    }
+    if args.memory_check:
+        result["memory_check"] = mem
+    for n in args.sizes:
+        result["sizes"].append(bench_size(n, args))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2))
+    result["machine"]["load_average_at_end"] = os.getloadavg()
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,619 @@
+"""Numba kernels of the field solver (private; the public wrapper is :mod:`niche3d.fields`).
+
+Discretisation (cell-centred finite volumes, voxel edge 1, time in minutes)::
+
+    sum_faces w_f (c_i - c_j) + k_i c_i = S_i
+
+with face coefficient ``w_f`` = harmonic mean of the two voxel diffusivities (0 when one
+side is impermeable). A fixed-value face adds ``2 D_i`` to the diagonal and ``2 D_i g`` to
+the right-hand side (the face is half a voxel from the centre); a periodic face couples to
+the voxel on the opposite side; a no-flux face adds nothing.
+
+Level 0 (the lattice) never stores coefficients: they are looked up per voxel from the
+tissue labels (``H[16 * a + b]`` face table, ``klut`` / ``slut`` per tissue), the cell
+occupancy mask and the optional protease map. The solution is stored as a float32 pair
+``hi + lo`` (double-float) so that residuals reach 1e-6 and below while the field the
+simulation reads (``hi``) stays float32. Coarse levels store face coefficients ``ax`` (shape
+``(nz, ny, nx + 1)``, face ``i`` between cells ``i - 1`` and ``i``; faces 0 and ``n`` are the
+domain faces), ``ay``, ``az``, the reaction ``kr`` (``-1`` marks an inactive cell), the
+correction ``e`` and right-hand side ``rhs``, all float32.
+
+Boundary kinds per face (array ``bk`` in the order zmin, zmax, ymin, ymax, xmin, xmax):
+0 no-flux, 1 fixed value (``bv``), 2 periodic.
+
+Every parallel loop writes only to its own z-plane, and every reduction goes through
+per-plane partial sums that the caller adds serially, so results are bit-identical for any
+thread count. Red-black Gauss-Seidel updates the last z-plane after the others so that a
+periodic wrap with an odd plane count is also order-independent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from niche3d._jit import jit
+
+NOFLUX = 0
+VALUE = 1
+PERIODIC = 2
+
+
+# --------------------------------------------------------------------------- level 0
+@jit
+def _val(hi: np.ndarray, lo: np.ndarray, z: int, y: int, x: int) -> float:
+    return np.float64(hi[z, y, x]) + np.float64(lo[z, y, x])
+
+
+@jit
+def _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx):  # type: ignore[no-untyped-def]
+    """Return (sum of face coefficients, sum coef * neighbour value incl. fixed values)."""
+    row = np.int64(lab[z, y, x]) * 16
+    sc = 0.0
+    acc = 0.0
+    # x
+    if x > 0:
+        w = H[row + lab[z, y, x - 1]]
+        sc += w
+        acc += w * _val(hi, lo, z, y, x - 1)
+    elif bk[4] == PERIODIC:
+        w = H[row + lab[z, y, nx - 1]]
+        sc += w
+        acc += w * _val(hi, lo, z, y, nx - 1)
+    elif bk[4] == VALUE:
+        w = D2[row // 16]
+        sc += w
+        acc += w * bv[4]
+    if x < nx - 1:
+        w = H[row + lab[z, y, x + 1]]
+        sc += w
+        acc += w * _val(hi, lo, z, y, x + 1)
+    elif bk[5] == PERIODIC:
+        w = H[row + lab[z, y, 0]]
+        sc += w
+        acc += w * _val(hi, lo, z, y, 0)
+    elif bk[5] == VALUE:
+        w = D2[row // 16]
+        sc += w
+        acc += w * bv[5]
+    # y
+    if y > 0:
+        w = H[row + lab[z, y - 1, x]]
+        sc += w
+        acc += w * _val(hi, lo, z, y - 1, x)
+    elif bk[2] == PERIODIC:
+        w = H[row + lab[z, ny - 1, x]]
+        sc += w
+        acc += w * _val(hi, lo, z, ny - 1, x)
+    elif bk[2] == VALUE:
+        w = D2[row // 16]
+        sc += w
+        acc += w * bv[2]
+    if y < ny - 1:
+        w = H[row + lab[z, y + 1, x]]
+        sc += w
+        acc += w * _val(hi, lo, z, y + 1, x)
+    elif bk[3] == PERIODIC:
+        w = H[row + lab[z, 0, x]]
+        sc += w
+        acc += w * _val(hi, lo, z, 0, x)
+    elif bk[3] == VALUE:
+        w = D2[row // 16]
+        sc += w
+        acc += w * bv[3]
+    # z
+    if z > 0:
+        w = H[row + lab[z - 1, y, x]]
+        sc += w
+        acc += w * _val(hi, lo, z - 1, y, x)
+    elif bk[0] == PERIODIC:
+        w = H[row + lab[nz - 1, y, x]]
+        sc += w
+        acc += w * _val(hi, lo, nz - 1, y, x)
+    elif bk[0] == VALUE:
+        w = D2[row // 16]
+        sc += w
+        acc += w * bv[0]
+    if z < nz - 1:
+        w = H[row + lab[z + 1, y, x]]
+        sc += w
+        acc += w * _val(hi, lo, z + 1, y, x)
+    elif bk[1] == PERIODIC:
+        w = H[row + lab[0, y, x]]
+        sc += w
+        acc += w * _val(hi, lo, 0, y, x)
+    elif bk[1] == VALUE:
+        w = D2[row // 16]
+        sc += w
+        acc += w * bv[1]
+    return sc, acc
+
+
+@jit
+def _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt, z, y, x):  # type: ignore[no-untyped-def]
+    """Reaction coefficient and source of one voxel (all terms in 1/min, unit/min)."""
+    t = lab[z, y, x]
+    k = klut[t] + uptake * cell[z, y, x] + inv_dt
+    s = slut[t]
+    if hasprot:
+        k += psens * prot[z, y, x]
+    if inv_dt > 0.0:
+        s += inv_dt * old[z, y, x]
+    return k, s
+
+
+@jit
+def _fine_gs_plane(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
+                   psens, old, inv_dt, colour, z):  # type: ignore[no-untyped-def]
+    # The interior of each row is written out inline: numba does not inline calls to
+    # other jitted functions, and a call per voxel costs ~3x the arithmetic.
+    nz, ny, nx = lab.shape
+    zin = 0 < z < nz - 1
+    for y in range(ny):
+        x0 = (z + y + colour) & 1
+        if zin and 0 < y < ny - 1:
+            for x in range(2 - x0 if x0 == 0 else 1, nx - 1, 2):
+                t = lab[z, y, x]
+                if act[t] == 0:
+                    continue
+                row = np.int64(t) * 16
+                w0 = H[row + lab[z, y, x - 1]]
+                w1 = H[row + lab[z, y, x + 1]]
+                w2 = H[row + lab[z, y - 1, x]]
+                w3 = H[row + lab[z, y + 1, x]]
+                w4 = H[row + lab[z - 1, y, x]]
+                w5 = H[row + lab[z + 1, y, x]]
+                acc = (w0 * (np.float64(hi[z, y, x - 1]) + np.float64(lo[z, y, x - 1]))
+                       + w1 * (np.float64(hi[z, y, x + 1]) + np.float64(lo[z, y, x + 1]))
+                       + w2 * (np.float64(hi[z, y - 1, x]) + np.float64(lo[z, y - 1, x]))
+                       + w3 * (np.float64(hi[z, y + 1, x]) + np.float64(lo[z, y + 1, x]))
+                       + w4 * (np.float64(hi[z - 1, y, x]) + np.float64(lo[z - 1, y, x]))
+                       + w5 * (np.float64(hi[z + 1, y, x]) + np.float64(lo[z + 1, y, x])))
+                k = klut[t] + uptake * cell[z, y, x] + inv_dt
+                src = slut[t]
+                if hasprot:
+                    k += psens * prot[z, y, x]
+                if inv_dt > 0.0:
+                    src += inv_dt * old[z, y, x]
+                d = k + w0 + w1 + w2 + w3 + w4 + w5
+                if d > 0.0:
+                    v = (src + acc) / d
+                    h = np.float32(v)
+                    hi[z, y, x] = h
+                    lo[z, y, x] = np.float32(v - np.float64(h))
+            xs = (0, nx - 1) if nx > 1 else (0, 0)
+            for j in range(2 if nx > 1 else 1):
+                x = xs[j]
+                if (x & 1) != x0:
+                    continue
+                _fine_gs_point(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake,
+                               prot, hasprot, psens, old, inv_dt, z, y, x)
+        else:
+            for x in range(x0, nx, 2):
+                _fine_gs_point(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake,
+                               prot, hasprot, psens, old, inv_dt, z, y, x)
+
+
+@jit
+def _fine_gs_point(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
+                   psens, old, inv_dt, z, y, x):  # type: ignore[no-untyped-def]
+    """Gauss-Seidel update of one voxel on the lattice boundary (general path)."""
+    nz, ny, nx = lab.shape
+    if act[lab[z, y, x]] == 0:
+        return
+    sc, acc = _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx)
+    k, s = _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt, z, y, x)
+    d = k + sc
+    if d > 0.0:
+        v = (s + acc) / d
+        h = np.float32(v)
+        hi[z, y, x] = h
+        lo[z, y, x] = np.float32(v - np.float64(h))
+
+
+@jit
+def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
+                  psens, old, inv_dt, z, y, buf, Y, fx):  # type: ignore[no-untyped-def]
+    """Residuals along one row: added to buf[Y, x // fx] (if fx > 0); returns sum r²."""
+    nz, ny, nx = lab.shape
+    acc2 = 0.0
+    inner = 0 < z < nz - 1 and 0 < y < ny - 1
+    for x in range(nx):
+        t = lab[z, y, x]
+        if act[t] == 0:
+            continue
+        if inner and 0 < x < nx - 1:
+            row = np.int64(t) * 16
+            w0 = H[row + lab[z, y, x - 1]]
+            w1 = H[row + lab[z, y, x + 1]]
+            w2 = H[row + lab[z, y - 1, x]]
+            w3 = H[row + lab[z, y + 1, x]]
+            w4 = H[row + lab[z - 1, y, x]]
+            w5 = H[row + lab[z + 1, y, x]]
+            acc = (w0 * (np.float64(hi[z, y, x - 1]) + np.float64(lo[z, y, x - 1]))
+                   + w1 * (np.float64(hi[z, y, x + 1]) + np.float64(lo[z, y, x + 1]))
+                   + w2 * (np.float64(hi[z, y - 1, x]) + np.float64(lo[z, y - 1, x]))
+                   + w3 * (np.float64(hi[z, y + 1, x]) + np.float64(lo[z, y + 1, x]))
+                   + w4 * (np.float64(hi[z - 1, y, x]) + np.float64(lo[z - 1, y, x]))
+                   + w5 * (np.float64(hi[z + 1, y, x]) + np.float64(lo[z + 1, y, x])))
+            sc = w0 + w1 + w2 + w3 + w4 + w5
+            k = klut[t] + uptake * cell[z, y, x] + inv_dt
+            src = slut[t]
+            if hasprot:
+                k += psens * prot[z, y, x]
+            if inv_dt > 0.0:
+                src += inv_dt * old[z, y, x]
+        else:
+            sc, acc = _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx)
+            k, src = _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt,
+                              z, y, x)
+        r = src + acc - (k + sc) * (np.float64(hi[z, y, x]) + np.float64(lo[z, y, x]))
+        acc2 += r * r
+        if fx == 2:
+            buf[Y, x >> 1] += r
+        elif fx == 1:
+            buf[Y, x] += r
+    return acc2
+
+
+@jit(parallel=True)
+def fine_gs(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot, psens,
+            old, inv_dt, colour):  # type: ignore[no-untyped-def]
+    """One red (colour 0) or black (colour 1) Gauss-Seidel half-sweep on level 0."""
+    nz = lab.shape[0]
+    for z in prange(nz - 1):
+        _fine_gs_plane(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot,
+                       hasprot, psens, old, inv_dt, colour, z)
+    _fine_gs_plane(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
+                   psens, old, inv_dt, colour, nz - 1)
+
+
+@jit(parallel=True)
+def fine_residual_restrict(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot,
+                           hasprot, psens, old, inv_dt, fz, fy, fx, rhs_c, part):  # type: ignore[no-untyped-def]
+    """Residual of level 0 summed into the coarse rhs; per-coarse-plane sums of r² in part."""
+    nz, ny, nx = lab.shape
+    NZ, NY, NX = rhs_c.shape
+    for Z in prange(NZ):
+        buf = np.zeros((NY, NX), dtype=np.float64)
+        acc2 = 0.0
+        for z in range(Z * fz, min(Z * fz + fz, nz)):
+            for y in range(ny):
+                acc2 += _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell,
+                                      uptake, prot, hasprot, psens, old, inv_dt, z, y, buf,
+                                      y // fy, fx)
+        for Y in range(NY):
+            for X in range(NX):
+                rhs_c[Z, Y, X] = buf[Y, X]
+        part[Z] = acc2
+
+
+@jit(parallel=True)
+def fine_residual_norm(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot,
+                       hasprot, psens, old, inv_dt, part):  # type: ignore[no-untyped-def]
+    """Per-plane sums of r² on level 0 (part has length nz)."""
+    nz, ny, nx = lab.shape
+    for z in prange(nz):
+        buf = np.zeros((1, 1), dtype=np.float64)
+        acc2 = 0.0
+        for y in range(ny):
+            acc2 += _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake,
+                                  prot, hasprot, psens, old, inv_dt, z, y, buf, 0, 0)
+        part[z] = acc2
+
+
+@jit(parallel=True)
+def fine_rhs_norm(lab, act, D2, slut, bk, bv, old, inv_dt, part):  # type: ignore[no-untyped-def]
+    """Per-plane sums of b² where b = source + fixed-value boundary terms (+ old / dt)."""
+    nz, ny, nx = lab.shape
+    for z in prange(nz):
+        acc2 = 0.0
+        for y in range(ny):
+            for x in range(nx):
+                t = lab[z, y, x]
+                if act[t] == 0:
+                    continue
+                b = slut[t]
+                if inv_dt > 0.0:
+                    b += inv_dt * old[z, y, x]
+                w = D2[t]
+                if x == 0 and bk[4] == VALUE:
+                    b += w * bv[4]
+                if x == nx - 1 and bk[5] == VALUE:
+                    b += w * bv[5]
+                if y == 0 and bk[2] == VALUE:
+                    b += w * bv[2]
+                if y == ny - 1 and bk[3] == VALUE:
+                    b += w * bv[3]
+                if z == 0 and bk[0] == VALUE:
+                    b += w * bv[0]
+                if z == nz - 1 and bk[1] == VALUE:
+                    b += w * bv[1]
+                acc2 += b * b
+        part[z] = acc2
+
+
+@jit(parallel=True)
+def fine_prolong_add(lab, hi, lo, act, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-def]
+    """hi + lo += P E: piecewise-constant prolongation (each voxel takes its parent's
+    correction), halved per axis for a voxel next to a fixed-value face (the correction
+    goes linearly to 0 at that face)."""
+    nz, ny, nx = lab.shape
+    for z in prange(nz):
+        Z = iz[z]
+        a = sz[z]
+        for y in range(ny):
+            Y = iy[y]
+            b = a * sy[y]
+            for x in range(nx):
+                if act[lab[z, y, x]] == 0:
+                    continue
+                e = b * sx[x] * np.float64(E[Z, Y, ix[x]])
+                v = np.float64(hi[z, y, x]) + np.float64(lo[z, y, x]) + e
+                h = np.float32(v)
+                hi[z, y, x] = h
+                lo[z, y, x] = np.float32(v - np.float64(h))
+
+
+@jit
+def _fine_face_x(lab, H, D2, bk, z, y, x, nx):  # type: ignore[no-untyped-def]
+    """Coefficient of level-0 face x (between voxels x - 1 and x), x in 0..nx."""
+    if 0 < x < nx:
+        return H[np.int64(lab[z, y, x - 1]) * 16 + lab[z, y, x]]
+    t = lab[z, y, 0] if x == 0 else lab[z, y, nx - 1]
+    kind = bk[4] if x == 0 else bk[5]
+    if kind == PERIODIC:
+        return H[np.int64(lab[z, y, nx - 1]) * 16 + lab[z, y, 0]]
+    if kind == VALUE:
+        return D2[t]
+    return 0.0
+
+
+@jit
+def _fine_face_y(lab, H, D2, bk, z, y, x, ny):  # type: ignore[no-untyped-def]
+    if 0 < y < ny:
+        return H[np.int64(lab[z, y - 1, x]) * 16 + lab[z, y, x]]
+    t = lab[z, 0, x] if y == 0 else lab[z, ny - 1, x]
+    kind = bk[2] if y == 0 else bk[3]
+    if kind == PERIODIC:
+        return H[np.int64(lab[z, ny - 1, x]) * 16 + lab[z, 0, x]]
+    if kind == VALUE:
+        return D2[t]
+    return 0.0
+
+
+@jit
+def _fine_face_z(lab, H, D2, bk, z, y, x, nz):  # type: ignore[no-untyped-def]
+    if 0 < z < nz:
+        return H[np.int64(lab[z - 1, y, x]) * 16 + lab[z, y, x]]
+    t = lab[0, y, x] if z == 0 else lab[nz - 1, y, x]
+    kind = bk[0] if z == 0 else bk[1]
+    if kind == PERIODIC:
+        return H[np.int64(lab[nz - 1, y, x]) * 16 + lab[0, y, x]]
+    if kind == VALUE:
+        return D2[t]
+    return 0.0
+
+
+@jit(parallel=True)
+def build_from_fine(lab, act, H, D2, klut, bk, cell, uptake, prot, hasprot, psens, inv_dt,
+                    fz, fy, fx, ax, ay, az, kr):  # type: ignore[no-untyped-def]
+    """Coarse level 1 from the lattice: summed reaction, face sums divided by the factor."""
+    nz, ny, nx = lab.shape
+    NZ, NY, NX = kr.shape
+    for Z in prange(NZ):
+        bk_ = np.zeros((NY, NX), dtype=np.float64)
+        bx = np.zeros((NY, NX + 1), dtype=np.float64)
+        by = np.zeros((NY + 1, NX), dtype=np.float64)
+        cnt = np.zeros((NY, NX), dtype=np.int32)
+        for z in range(Z * fz, min(Z * fz + fz, nz)):
+            for y in range(ny):
+                Y = y // fy
+                yface = y == Y * fy and y > 0
+                for x in range(nx):
+                    X = x // fx
+                    t = lab[z, y, x]
+                    if act[t] != 0:
+                        cnt[Y, X] += 1
+                        k = klut[t] + uptake * cell[z, y, x] + inv_dt
+                        if hasprot:
+                            k += psens * prot[z, y, x]
+                        bk_[Y, X] += k
+                    if x == X * fx and x > 0:
+                        bx[Y, X] += H[np.int64(lab[z, y, x - 1]) * 16 + t]
+                    if yface:
+                        by[Y, X] += H[np.int64(lab[z, y - 1, x]) * 16 + t]
+                # domain faces of the row
+                bx[Y, 0] += _fine_face_x(lab, H, D2, bk, z, y, 0, nx)
+                bx[Y, NX] += _fine_face_x(lab, H, D2, bk, z, y, nx, nx)
+            for x in range(nx):
+                by[0, x // fx] += _fine_face_y(lab, H, D2, bk, z, 0, x, ny)
+                by[NY, x // fx] += _fine_face_y(lab, H, D2, bk, z, ny, x, ny)
+        for Y in range(NY):
+            for X in range(NX):
+                kr[Z, Y, X] = bk_[Y, X] if cnt[Y, X] > 0 else -1.0
+            for X in range(NX + 1):
+                ax[Z, Y, X] = bx[Y, X] / fx
+        for Y in range(NY + 1):
+            for X in range(NX):
+                ay[Z, Y, X] = by[Y, X] / fy
+    for Z in prange(NZ + 1):
+        bz = np.zeros((NY, NX), dtype=np.float64)
+        z = min(Z * fz, nz)
+        if 0 < z < nz:
+            for y in range(ny):
+                Y = y // fy
+                for x in range(nx):
+                    bz[Y, x // fx] += H[np.int64(lab[z - 1, y, x]) * 16 + lab[z, y, x]]
+        else:
+            for y in range(ny):
+                Y = y // fy
+                for x in range(nx):
+                    bz[Y, x // fx] += _fine_face_z(lab, H, D2, bk, z, y, x, nz)
+        for Y in range(NY):
+            for X in range(NX):
+                az[Z, Y, X] = bz[Y, X] / fz
+
+
+# --------------------------------------------------------------------------- coarse levels
+@jit
+def _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, z):  # type: ignore[no-untyped-def]
+    nz, ny, nx = kr.shape
+    zm = z - 1 if z > 0 else (nz - 1 if pz else -1)
+    zp = z + 1 if z < nz - 1 else (0 if pz else -1)
+    for y in range(ny):
+        ym = y - 1 if y > 0 else (ny - 1 if py else -1)
+        yp = y + 1 if y < ny - 1 else (0 if py else -1)
+        for x in range((z + y + colour) & 1, nx, 2):
+            k = kr[z, y, x]
+            if k < 0.0:
+                continue
+            xm = x - 1 if x > 0 else (nx - 1 if px else -1)
+            xp = x + 1 if x < nx - 1 else (0 if px else -1)
+            wxm = np.float64(ax[z, y, x])
+            wxp = np.float64(ax[z, y, x + 1])
+            wym = np.float64(ay[z, y, x])
+            wyp = np.float64(ay[z, y + 1, x])
+            wzm = np.float64(az[z, y, x])
+            wzp = np.float64(az[z + 1, y, x])
+            acc = rhs[z, y, x] + 0.0
+            if xm >= 0:
+                acc += wxm * e[z, y, xm]
+            if xp >= 0:
+                acc += wxp * e[z, y, xp]
+            if ym >= 0:
+                acc += wym * e[z, ym, x]
+            if yp >= 0:
+                acc += wyp * e[z, yp, x]
+            if zm >= 0:
+                acc += wzm * e[zm, y, x]
+            if zp >= 0:
+                acc += wzp * e[zp, y, x]
+            d = k + wxm + wxp + wym + wyp + wzm + wzp
+            if d > 0.0:
+                e[z, y, x] = acc / d
+
+
+@jit(parallel=True)
+def coarse_gs(ax, ay, az, kr, e, rhs, px, py, pz, colour):  # type: ignore[no-untyped-def]
+    """Red or black Gauss-Seidel half-sweep on a coarse level."""
+    nz = kr.shape[0]
+    for z in prange(nz - 1):
+        _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, z)
+    _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, nz - 1)
+
+
+@jit(parallel=True)
+def coarse_residual_restrict(ax, ay, az, kr, e, rhs, px, py, pz, fz, fy, fx, rhs_c):  # type: ignore[no-untyped-def]
+    nz, ny, nx = kr.shape
+    NZ, NY, NX = rhs_c.shape
+    for Z in prange(NZ):
+        buf = np.zeros((NY, NX), dtype=np.float64)
+        for z in range(Z * fz, min(Z * fz + fz, nz)):
+            zm = z - 1 if z > 0 else (nz - 1 if pz else -1)
+            zp = z + 1 if z < nz - 1 else (0 if pz else -1)
+            for y in range(ny):
+                Y = y // fy
+                ym = y - 1 if y > 0 else (ny - 1 if py else -1)
+                yp = y + 1 if y < ny - 1 else (0 if py else -1)
+                for x in range(nx):
+                    k = kr[z, y, x]
+                    if k < 0.0:
+                        continue
+                    xm = x - 1 if x > 0 else (nx - 1 if px else -1)
+                    xp = x + 1 if x < nx - 1 else (0 if px else -1)
+                    wxm = np.float64(ax[z, y, x])
+                    wxp = np.float64(ax[z, y, x + 1])
+                    wym = np.float64(ay[z, y, x])
+                    wyp = np.float64(ay[z, y + 1, x])
+                    wzm = np.float64(az[z, y, x])
+                    wzp = np.float64(az[z + 1, y, x])
+                    acc = rhs[z, y, x] - (k + wxm + wxp + wym + wyp + wzm + wzp) * e[z, y, x]
+                    if xm >= 0:
+                        acc += wxm * e[z, y, xm]
+                    if xp >= 0:
+                        acc += wxp * e[z, y, xp]
+                    if ym >= 0:
+                        acc += wym * e[z, ym, x]
+                    if yp >= 0:
+                        acc += wyp * e[z, yp, x]
+                    if zm >= 0:
+                        acc += wzm * e[zm, y, x]
+                    if zp >= 0:
+                        acc += wzp * e[zp, y, x]
+                    buf[Y, x // fx] += acc
+        for Y in range(NY):
+            for X in range(NX):
+                rhs_c[Z, Y, X] = buf[Y, X]
+
+
+@jit(parallel=True)
+def coarse_prolong_add(kr, e, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-def]
+    """e += P E on a coarse level (same rule as :func:`fine_prolong_add`)."""
+    nz, ny, nx = kr.shape
+    for z in prange(nz):
+        Z = iz[z]
+        a = sz[z]
+        for y in range(ny):
+            Y = iy[y]
+            b = a * sy[y]
+            for x in range(nx):
+                if kr[z, y, x] < 0.0:
+                    continue
+                e[z, y, x] += b * sx[x] * E[Z, Y, ix[x]]
+
+
+@jit(parallel=True)
+def build_from_coarse(ax, ay, az, kr, fz, fy, fx, AX, AY, AZ, KR):  # type: ignore[no-untyped-def]
+    """Coarse level l + 1 from level l (same rule as :func:`build_from_fine`)."""
+    nz, ny, nx = kr.shape
+    NZ, NY, NX = KR.shape
+    for Z in prange(NZ):
+        KR[Z, :, :] = 0.0
+        AX[Z, :, :] = 0.0
+        AY[Z, :, :] = 0.0
+        cnt = np.zeros((NY, NX), dtype=np.int32)
+        for z in range(Z * fz, min(Z * fz + fz, nz)):
+            for y in range(ny):
+                Y = y // fy
+                for x in range(nx):
+                    X = x // fx
+                    k = kr[z, y, x]
+                    if k >= 0.0:
+                        cnt[Y, X] += 1
+                        KR[Z, Y, X] += k
+                    if x == X * fx:
+                        AX[Z, Y, X] += ax[z, y, x] / fx
+                    if y == Y * fy:
+                        AY[Z, Y, X] += ay[z, y, x] / fy
+                AX[Z, Y, NX] += ax[z, y, nx] / fx
+            for x in range(nx):
+                AY[Z, NY, x // fx] += ay[z, ny, x] / fy
+        for Y in range(NY):
+            for X in range(NX):
+                if cnt[Y, X] == 0:
+                    KR[Z, Y, X] = -1.0
+    for Z in prange(NZ + 1):
+        AZ[Z, :, :] = 0.0
+        z = min(Z * fz, nz)
+        for y in range(ny):
+            Y = y // fy
+            for x in range(nx):
+                AZ[Z, Y, x // fx] += az[z, y, x] / fz
+
+
+# --------------------------------------------------------------------------- reference unit
+@jit(parallel=True)
+def stencil_sweep(u, v, part):  # type: ignore[no-untyped-def]
+    """One plain 7-point Laplacian sweep v = 6u - sum(neighbours) (float32, interior): the
+    memory-bandwidth unit that benchmarks divide by. part receives per-plane sums."""
+    nz, ny, nx = u.shape
+    for z in prange(1, nz - 1):
+        s = 0.0
+        for y in range(1, ny - 1):
+            for x in range(1, nx - 1):
+                w = (6.0 * u[z, y, x] - u[z, y, x - 1] - u[z, y, x + 1] - u[z, y - 1, x]
+                     - u[z, y + 1, x] - u[z - 1, y, x] - u[z + 1, y, x])
+                v[z, y, x] = w
+                s += w
+        part[z] = s

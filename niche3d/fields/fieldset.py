@@ -1,0 +1,546 @@
+"""The chemical world of a run: diffusible fields and the membrane SCF contact map.
+
+:class:`FieldSet` turns the ``[fields]`` scenario section into per-tissue tables in kernel
+units (voxel, minute), owns one float32 solution per field and solves
+
+    -div(D grad c) + (k_tissue + uptake * cell + sensitivity * protease [+ 1/dt]) c
+        = S_tissue * scale_tissue [+ c_old / dt]
+
+quasi-steadily (warm-started multigrid) or as one backward-Euler step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from niche3d.fields._kernels import NOFLUX, PERIODIC, VALUE
+from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
+from niche3d.fields.multigrid import Multigrid, OperatorSpec
+from niche3d.tissue.codes import TISSUE_NAMES, tissue_code
+from niche3d.tissue.lattice import Lattice
+
+__all__ = ["FieldSet", "SolveReport", "MEMBRANE_SCF"]
+
+#: name of the non-diffusing membrane SCF map (a valid ``target`` of set_source_scale).
+MEMBRANE_SCF = "membrane_scf"
+
+_NCODES = 16
+_KIND = {"noflux": NOFLUX, "value": VALUE, "periodic": PERIODIC}
+
+
+@dataclass(frozen=True)
+class SolveReport:
+    """What one :meth:`FieldSet.solve` did.
+
+    Attributes
+    ----------
+    mode
+        ``"steady"`` (quasi-steady solve) or ``"implicit"`` (one backward-Euler step).
+    dt_minutes
+        Step length for ``"implicit"``, None for ``"steady"``.
+    cycles
+        Multigrid V-cycles per field (0 when the warm start already met the tolerance).
+    initial_residual, residual
+        Relative residual ||b - A c|| / ||b|| per field before and after the solve.
+    converged
+        Per field, whether ``residual <= tolerance`` was reached within ``max_cycles``.
+    seconds
+        Wall time of the whole solve.
+    """
+
+    mode: str
+    dt_minutes: float | None
+    cycles: dict[str, int] = field(default_factory=dict)
+    initial_residual: dict[str, float] = field(default_factory=dict)
+    residual: dict[str, float] = field(default_factory=dict)
+    converged: dict[str, bool] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def all_converged(self) -> bool:
+        """True when every field met the tolerance."""
+        return all(self.converged.values())
+
+
+def _table(values: dict[str, float], default: float) -> np.ndarray:
+    out = np.full(_NCODES, float(default), np.float64)
+    for name, v in values.items():
+        out[tissue_code(name)] = float(v)
+    return out
+
+
+class _Field:
+    """Per-field tables, solution and multigrid hierarchy (kernel units)."""
+
+    def __init__(self, name: str, cfg: FieldConfig, lattice: Lattice) -> None:
+        self.name = name
+        self.cfg = cfg
+        conv = 60.0 / lattice.voxel_um**2  # µm²/s -> voxel²/min
+        if "marrow" not in cfg.diffusion_um2_s:
+            raise ValueError(
+                f"fields.diffusible.{name}.diffusion_um2_s = {cfg.diffusion_um2_s!r} must give "
+                "'marrow' (the value of every tissue not listed)"
+            )
+        if "marrow" not in cfg.decay_per_min:
+            raise ValueError(
+                f"fields.diffusible.{name}.decay_per_min = {cfg.decay_per_min!r} must give "
+                "'marrow' (the value of every tissue not listed)"
+            )
+        self.diffusion = _table(cfg.diffusion_um2_s, cfg.diffusion_um2_s["marrow"]) * conv
+        self.diffusion[tissue_code("bone")] = 0.0
+        self.diffusion[len(TISSUE_NAMES):] = 0.0
+        self.decay = _table(cfg.decay_per_min, cfg.decay_per_min["marrow"])
+        self.secretion = _table(cfg.secretion_per_min, 0.0)
+        self.scale = np.ones(_NCODES, np.float64)
+        self.bkind = np.zeros(6, np.int64)
+        self.bvalue = np.zeros(6, np.float64)
+        for i, face in enumerate(FACES):
+            b = cfg.boundary.get(face)
+            if b is not None:
+                self.bkind[i] = _KIND[b.kind]
+                self.bvalue[i] = b.value if b.kind == "value" else 0.0
+        periodic = tuple(bool(self.bkind[2 * a] == PERIODIC) for a in range(3))
+        value_faces = tuple(bool(k == VALUE) for k in self.bkind)
+        self.mg = Multigrid(lattice.shape, periodic, value_faces)  # type: ignore[arg-type]
+        self.hi = np.zeros(lattice.shape, np.float32)
+        self.lo = np.zeros(lattice.shape, np.float32)
+        self.dirty = True
+        self.built_inv_dt = -1.0
+
+
+class FieldSet:
+    """All signals of a run on one lattice.
+
+    Parameters
+    ----------
+    lattice
+        The tissue lattice (labels and voxel size).
+    config
+        The scenario's ``fields`` section.
+
+    Notes
+    -----
+    Units: diffusion is given in µm²/s and converted once to voxel²/min; decay, uptake and
+    protease activity are 1/min; secretion is field unit per minute per voxel. Tissues
+    whose diffusion is 0 (bone always) are impermeable and masked: their concentration is
+    0 and no flux crosses their faces.
+
+    Membrane SCF (:attr:`membrane_scf`) is, at each voxel, the mean of the membrane SCF
+    expression of its six face neighbours (expression per source tissue from
+    ``config.membrane_scf.expression`` times the knockout scale of that tissue; a
+    neighbour outside the lattice contributes 0), multiplied by the cleavage factor
+    ``1 / (1 + a / a_half)`` of the protease activity ``a`` at the voxel. A voxel whose six
+    neighbours all express at level 1 reads 1.0.
+    """
+
+    def __init__(self, lattice: Lattice, config: FieldsConfig) -> None:
+        if not isinstance(lattice, Lattice):
+            raise ValueError(f"lattice must be a niche3d Lattice, got {type(lattice).__name__}")
+        if not isinstance(config, FieldsConfig):
+            raise ValueError(f"config must be a FieldsConfig, got {type(config).__name__}")
+        self.lattice = lattice
+        self.config = config
+        for name in config.diffusible:
+            if name == MEMBRANE_SCF:
+                raise ValueError(
+                    f"diffusible field name {name!r} is reserved for the membrane SCF map"
+                )
+        self._fields: dict[str, _Field] = {
+            name: _Field(name, cfg, lattice) for name, cfg in config.diffusible.items()
+        }
+        for f in self._fields.values():
+            self._check_solvable(f)
+        self._cell = np.zeros(lattice.shape, np.uint8)
+        self._cells_key: np.ndarray = np.zeros(0, np.int64)
+        self._protease: float | np.ndarray = 0.0
+        mcfg = config.membrane_scf
+        self._mexpr = _table(mcfg.expression, 0.0)
+        self._mscale = np.ones(_NCODES, np.float64)
+        self._membrane: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Diffusible field names in config order."""
+        return tuple(self._fields)
+
+    @property
+    def units(self) -> dict[str, str]:
+        """Concentration unit per diffusible field (and ``membrane_scf``: relative, "1")."""
+        out = {n: f.cfg.units for n, f in self._fields.items()}
+        out[MEMBRANE_SCF] = "1"
+        return out
+
+    @property
+    def windows(self) -> dict[str, tuple[float, float]]:
+        """Fixed display window per field (and ``membrane_scf``: 0 to max expression)."""
+        out = {n: (float(f.cfg.window[0]), float(f.cfg.window[1])) for n, f in self._fields.items()}
+        top = float(max(self._mexpr.max(), 1e-12))
+        out[MEMBRANE_SCF] = (0.0, top)
+        return out
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """Current concentration of a diffusible field, float32 (z, y, x), field units."""
+        if name == MEMBRANE_SCF:
+            return self.membrane_scf
+        return self._field(name).hi
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._fields or name == MEMBRANE_SCF
+
+    def _field(self, name: str) -> _Field:
+        try:
+            return self._fields[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown field {name!r}; allowed: {', '.join(self._fields) or '(none)'}"
+            ) from None
+
+    # ------------------------------------------------------------------ membrane SCF
+    @property
+    def membrane_scf(self) -> np.ndarray:
+        """Contact map of membrane SCF, float32 (z, y, x), 0..max expression (see Notes)."""
+        if self._membrane is None:
+            self._membrane = self._compute_membrane()
+        return self._membrane
+
+    def _compute_membrane(self) -> np.ndarray:
+        lut = (self._mexpr * self._mscale).astype(np.float32)
+        e = lut[self.lattice.labels]
+        s = np.zeros(e.shape, np.float32)
+        s[1:] += e[:-1]
+        s[:-1] += e[1:]
+        s[:, 1:] += e[:, :-1]
+        s[:, :-1] += e[:, 1:]
+        s[:, :, 1:] += e[:, :, :-1]
+        s[:, :, :-1] += e[:, :, 1:]
+        s *= np.float32(1.0 / 6.0)
+        a_half = self.config.membrane_scf.protease_half_activity_per_min
+        a = self._protease
+        if isinstance(a, np.ndarray):
+            s *= (1.0 / (1.0 + a / np.float32(a_half))).astype(np.float32)
+        elif a > 0:
+            s *= np.float32(1.0 / (1.0 + a / a_half))
+        return s
+
+    # ------------------------------------------------------------------ controls
+    def set_source_scale(self, target: str, tissue: str, factor: float) -> None:
+        """Scale the production of ``target`` by ``tissue`` (1 = scenario value, 0 = knockout).
+
+        Parameters
+        ----------
+        target
+            A diffusible field name or ``"membrane_scf"``.
+        tissue
+            Source tissue name (e.g. ``"stroma"``, ``"endosteum"``).
+        factor
+            Multiplier >= 0 of the scenario's secretion (or expression) of that tissue;
+            factors are absolute, not cumulative.
+        """
+        if target != MEMBRANE_SCF and target not in self._fields:
+            raise ValueError(
+                f"target {target!r} is not a field; allowed: "
+                f"{', '.join((*self._fields, MEMBRANE_SCF))}"
+            )
+        code = tissue_code(tissue)
+        try:
+            f = float(factor)
+        except (TypeError, ValueError):
+            raise ValueError(f"factor must be a number >= 0, got {factor!r}") from None
+        if not (math.isfinite(f) and f >= 0.0):
+            raise ValueError(f"factor must be a finite number >= 0, got {factor!r}")
+        if target == MEMBRANE_SCF:
+            self._mscale[code] = f
+            self._membrane = None
+        else:
+            self._fields[target].scale[code] = f
+
+    def source_scale(self, target: str, tissue: str) -> float:
+        """Current factor set by :meth:`set_source_scale` (1.0 by default)."""
+        code = tissue_code(tissue)
+        if target == MEMBRANE_SCF:
+            return float(self._mscale[code])
+        return float(self._field(target).scale[code])
+
+    def set_protease(self, activity: float | np.ndarray) -> None:
+        """Set protease activity (1/min): extra decay ``activity * protease_sensitivity``.
+
+        Parameters
+        ----------
+        activity
+            A scalar >= 0 for the whole lattice or a float array of the lattice shape
+            (z, y, x) with values >= 0. It also cleaves membrane SCF by the factor
+            ``1 / (1 + activity / protease_half_activity_per_min)``.
+        """
+        if isinstance(activity, np.ndarray):
+            a = np.asarray(activity)
+            if a.shape != self.lattice.shape:
+                raise ValueError(
+                    f"activity map has shape {a.shape}; expected the lattice shape "
+                    f"{self.lattice.shape} or a scalar"
+                )
+            if a.dtype.kind not in "fiu":
+                raise ValueError(f"activity map must be numeric, got dtype {a.dtype}")
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            if not np.all(np.isfinite(a)) or a.min() < 0:
+                raise ValueError("activity map must be finite and >= 0 everywhere")
+            new: float | np.ndarray = a
+        else:
+            try:
+                v = float(activity)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"activity must be a number >= 0 or an array of the lattice shape, "
+                    f"got {activity!r}"
+                ) from None
+            if not (math.isfinite(v) and v >= 0.0):
+                raise ValueError(f"activity must be a finite number >= 0, got {activity!r}")
+            new = v
+        self._protease = new
+        self._membrane = None
+        for f in self._fields.values():
+            f.dirty = True
+
+    @property
+    def protease(self) -> float | np.ndarray:
+        """Current protease activity (scalar or per-voxel float32 map), 1/min."""
+        return self._protease
+
+    # ------------------------------------------------------------------ operator
+    def _op(self, f: _Field, old: np.ndarray | None = None, inv_dt: float = 0.0) -> OperatorSpec:
+        decay = f.decay.copy()
+        prot_map = None
+        if isinstance(self._protease, np.ndarray):
+            prot_map = self._protease
+        else:
+            decay += self._protease * f.cfg.protease_sensitivity
+        return OperatorSpec(
+            labels=self.lattice.labels,
+            diffusion=f.diffusion,
+            decay=decay,
+            secretion=f.secretion * f.scale,
+            bkind=f.bkind,
+            bvalue=f.bvalue,
+            cell=self._cell,
+            uptake=f.cfg.uptake_per_min,
+            protease=prot_map,
+            psens=f.cfg.protease_sensitivity,
+            old=old,
+            inv_dt=inv_dt,
+        )
+
+    def _check_solvable(self, f: _Field) -> None:
+        """Every permeable region needs a sink (decay > 0 somewhere or a fixed-value face)."""
+        labels = self.lattice.labels
+        present = np.unique(labels)
+        if all(f.decay[t] > 0 or f.diffusion[t] == 0 for t in present):
+            return
+        active = f.diffusion[labels] > 0
+        comp, n = ndimage.label(active)
+        sink = np.zeros(n + 1, bool)
+        sink[np.unique(comp[(f.decay[labels] > 0) & active])] = True
+        for i in range(6):
+            if f.bkind[i] == VALUE:
+                axis = i // 2
+                sl = np.take(comp, [0 if i % 2 == 0 else comp.shape[axis] - 1], axis=axis)
+                sink[np.unique(sl)] = True
+        sink[0] = True
+        if not sink.all():
+            raise ValueError(
+                f"field {f.name!r}: a permeable region has no decay and touches no fixed-value "
+                "face, so the steady problem has no unique solution; give decay_per_min > 0 "
+                "for every permeable tissue or a boundary of kind 'value'"
+            )
+
+    def _set_cells(self, cell_voxels: np.ndarray | None) -> None:
+        if cell_voxels is None:
+            idx = np.zeros(0, np.int64)
+        else:
+            arr = np.asarray(cell_voxels)
+            if arr.ndim != 1:
+                raise ValueError(
+                    f"cell_voxels must be a 1D array of flat voxel indices, got shape {arr.shape}"
+                )
+            if arr.size and arr.dtype.kind not in "iu":
+                raise ValueError(f"cell_voxels must be integers, got dtype {arr.dtype}")
+            idx = np.unique(arr.astype(np.int64))
+            if idx.size and (idx[0] < 0 or idx[-1] >= self.lattice.size):
+                bad = idx[0] if idx[0] < 0 else idx[-1]
+                raise ValueError(
+                    f"cell_voxels contains {int(bad)}; allowed flat indices are "
+                    f"0..{self.lattice.size - 1}"
+                )
+        if np.array_equal(idx, self._cells_key):
+            return
+        flat = self._cell.reshape(-1)
+        flat[self._cells_key] = 0
+        flat[idx] = 1
+        self._cells_key = idx
+        for f in self._fields.values():
+            f.dirty = True
+
+    # ------------------------------------------------------------------ solve
+    def solve(
+        self, cell_voxels: np.ndarray | None = None, *, dt_minutes: float | None = None
+    ) -> SolveReport:
+        """Solve every diffusible field, warm-started from the current solution.
+
+        Parameters
+        ----------
+        cell_voxels
+            int64 flat indices (into ``lattice.labels.ravel()``) of voxels holding a cell;
+            each such voxel adds the field's ``uptake_per_min`` to the decay there (a voxel
+            listed twice counts once). None = no cells.
+        dt_minutes
+            None for the quasi-steady solve; a positive number for one backward-Euler step
+            of that length (``(c_new - c_old) / dt = div(D grad c_new) - k c_new + S``).
+
+        Returns
+        -------
+        SolveReport
+            Cycles and relative residuals per field.
+        """
+        t0 = time.perf_counter()
+        inv_dt = 0.0
+        if dt_minutes is not None:
+            try:
+                dt = float(dt_minutes)
+            except (TypeError, ValueError):
+                raise ValueError(f"dt_minutes must be None or a number > 0, got {dt_minutes!r}") from None
+            if not (math.isfinite(dt) and dt > 0):
+                raise ValueError(f"dt_minutes must be None or a finite number > 0, got {dt_minutes!r}")
+            inv_dt = 1.0 / dt
+        self._set_cells(cell_voxels)
+        tol = self.config.tolerance
+        rep = SolveReport(mode="implicit" if inv_dt > 0 else "steady",
+                          dt_minutes=None if inv_dt == 0 else float(dt_minutes))  # type: ignore[arg-type]
+        for name, f in self._fields.items():
+            old = None
+            if inv_dt > 0:
+                old = (f.hi.astype(np.float64) + f.lo).astype(np.float32)
+            op = self._op(f, old, inv_dt)
+            rebuild = f.dirty or f.built_inv_dt != inv_dt
+            cycles, r0, r = f.mg.solve(
+                op, f.hi, f.lo, tol=tol, max_cycles=self.config.max_cycles, rebuild=rebuild
+            )
+            f.dirty = False
+            f.built_inv_dt = inv_dt
+            rep.cycles[name] = cycles
+            rep.initial_residual[name] = r0
+            rep.residual[name] = r
+            rep.converged[name] = bool(r <= tol)
+        object.__setattr__(rep, "seconds", time.perf_counter() - t0)
+        return rep
+
+    def residual(self, name: str) -> float:
+        """Relative steady-state residual ||b - A c|| / ||b|| of the current solution."""
+        f = self._field(name)
+        op = self._op(f)
+        b = f.mg.rhs_norm(op)
+        r = f.mg.residual_norm(op, f.hi, f.lo)
+        return r / b if b > 0 else r
+
+    def mass_balance(self, name: str) -> dict[str, float]:
+        """Steady-state budget of a field over the lattice (field unit · voxel / min).
+
+        Returns
+        -------
+        dict
+            ``secretion`` (total production), ``decay`` (tissue decay + protease),
+            ``uptake`` (by cells), ``boundary_out`` (net outflow through fixed-value
+            faces) and ``imbalance`` = (secretion - decay - uptake - boundary_out) /
+            secretion (0 when secretion is 0). At a converged steady solution the
+            imbalance is of the order of the solver tolerance.
+        """
+        f = self._field(name)
+        lab = self.lattice.labels
+        c = f.hi.astype(np.float64) + f.lo
+        active = f.diffusion[lab] > 0
+        op = self._op(f)
+        S = (op.secretion[lab] * active).sum()
+        kmap = op.decay[lab]
+        if op.protease is not None:
+            kmap = kmap + op.psens * op.protease
+        dec = (kmap * c * active).sum()
+        upt = (f.cfg.uptake_per_min * self._cell * c * active).sum()
+        out = 0.0
+        D = f.diffusion[lab]
+        for i in range(6):
+            if f.bkind[i] != VALUE:
+                continue
+            axis = i // 2
+            j = 0 if i % 2 == 0 else lab.shape[axis] - 1
+            cs = np.take(c, j, axis=axis)
+            ds = np.take(D, j, axis=axis)
+            out += (2.0 * ds * (cs - f.bvalue[i])).sum()
+        imb = (S - dec - upt - out) / S if S > 0 else 0.0
+        return {"secretion": float(S), "decay": float(dec), "uptake": float(upt),
+                "boundary_out": float(out), "imbalance": float(imb)}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Arrays that restore solutions, source scales and protease exactly.
+
+        Keys: ``field.<name>`` and ``field_lo.<name>`` (float32 solution pair),
+        ``scale.<name>`` and ``scale.membrane_scf`` (float64, per tissue code),
+        ``protease`` (float32; 0-d for a uniform activity).
+        """
+        out: dict[str, np.ndarray] = {}
+        for name, f in self._fields.items():
+            out[f"field.{name}"] = f.hi.copy()
+            out[f"field_lo.{name}"] = f.lo.copy()
+            out[f"scale.{name}"] = f.scale.copy()
+        out[f"scale.{MEMBRANE_SCF}"] = self._mscale.copy()
+        p = self._protease
+        out["protease"] = p.copy() if isinstance(p, np.ndarray) else np.array(p, np.float64)
+        return out
+
+    def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state_dict` returned (keys and shapes are checked)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"state must be a dict of arrays, got {type(d).__name__}")
+        need = [f"field.{n}" for n in self._fields] + [f"field_lo.{n}" for n in self._fields]
+        need += [f"scale.{n}" for n in self._fields] + [f"scale.{MEMBRANE_SCF}", "protease"]
+        missing = [k for k in need if k not in d]
+        if missing:
+            raise ValueError(f"state is missing keys {missing}; expected {need}")
+        for name in self._fields:
+            for key in (f"field.{name}", f"field_lo.{name}"):
+                if np.shape(d[key]) != self.lattice.shape:
+                    raise ValueError(
+                        f"state[{key!r}] has shape {np.shape(d[key])}, expected {self.lattice.shape}"
+                    )
+            for key in (f"scale.{name}",):
+                if np.shape(d[key]) != (_NCODES,):
+                    raise ValueError(f"state[{key!r}] has shape {np.shape(d[key])}, expected (16,)")
+        if np.shape(d[f"scale.{MEMBRANE_SCF}"]) != (_NCODES,):
+            raise ValueError(f"state['scale.{MEMBRANE_SCF}'] must have shape (16,)")
+        p = np.asarray(d["protease"])
+        self.set_protease(p.astype(np.float32) if p.ndim else float(p))
+        for name, f in self._fields.items():
+            f.hi[...] = np.asarray(d[f"field.{name}"], np.float32)
+            f.lo[...] = np.asarray(d[f"field_lo.{name}"], np.float32)
+            f.scale[...] = np.asarray(d[f"scale.{name}"], np.float64)
+            f.dirty = True
+        self._mscale[...] = np.asarray(d[f"scale.{MEMBRANE_SCF}"], np.float64)
+        self._membrane = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by solutions, multigrid hierarchies, cell mask and protease map."""
+        n = self._cell.nbytes
+        if isinstance(self._protease, np.ndarray):
+            n += self._protease.nbytes
+        for f in self._fields.values():
+            n += f.hi.nbytes + f.lo.nbytes + f.mg.nbytes
+        if self._membrane is not None:
+            n += self._membrane.nbytes
+        return n
+
+    def __repr__(self) -> str:
+        return f"FieldSet({', '.join(self.names)} on {self.lattice!r})"

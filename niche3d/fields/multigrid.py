@@ -1,0 +1,455 @@
+"""Geometric multigrid for ``-div(D grad c) + k c = S`` on the tissue lattice.
+
+The lattice level (level 0) is matrix-free: coefficients come from the tissue labels
+through small per-tissue tables (see :mod:`niche3d.fields._kernels`), so a field costs its
+float32 solution ``hi`` plus one float32 compensation array ``lo`` (the pair holds the
+solution in double-float precision). Coarse levels are built by summing the reaction over
+each 2x2x2 block and summing face coefficients over each block face divided by the
+coarsening factor (the cell-centred rediscretisation), so a face that is closed by bone on
+the fine level stays closed on every coarser level. Transfers: restriction sums the
+residual of the children; prolongation is piecewise constant (halved next to a
+fixed-value face). Piecewise-constant prolongation converged as fast as an operator-aware
+trilinear one on trabecular-bone test lattices (8 vs 9 V-cycles to 1e-6) at a fraction of
+the memory traffic. Smoother: red-black Gauss-Seidel. Cycle: V(2, 2);
+the residual norm is computed in the same pass as the restriction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
+from scipy import ndimage
+
+from niche3d.fields import _kernels as K
+
+__all__ = ["OperatorSpec", "Multigrid"]
+
+_SERIAL_BELOW = 32**3  # coarse levels smaller than this run on one thread
+_DIRECT_MAX = 4096  # the coarsest level is solved by a sparse LU
+_POCKET_MAX = 4096  # closed permeable pockets up to this size are solved directly
+
+
+@dataclass
+class OperatorSpec:
+    """Level-0 operator of one field in kernel units (voxel, minute).
+
+    Attributes
+    ----------
+    labels
+        uint8 tissue codes (z, y, x).
+    diffusion
+        (16,) diffusivity per tissue code, voxel²/min (0 = impermeable, voxel masked).
+    decay
+        (16,) decay per tissue code, 1/min (scalar protease already added).
+    secretion
+        (16,) secretion per tissue code, field unit/min (source scales already applied).
+    bkind, bvalue
+        (6,) boundary kinds (0 no-flux, 1 value, 2 periodic) and values, face order
+        zmin, zmax, ymin, ymax, xmin, xmax.
+    cell
+        uint8 occupancy mask (z, y, x); 1 adds ``uptake`` to k.
+    uptake
+        1/min.
+    protease, psens
+        per-voxel float32 activity map (or None) and the field's sensitivity.
+    old, inv_dt
+        previous solution and 1/dt for a backward-Euler step (None / 0 for steady).
+    """
+
+    labels: np.ndarray
+    diffusion: np.ndarray
+    decay: np.ndarray
+    secretion: np.ndarray
+    bkind: np.ndarray
+    bvalue: np.ndarray
+    cell: np.ndarray
+    uptake: float = 0.0
+    protease: np.ndarray | None = None
+    psens: float = 0.0
+    old: np.ndarray | None = None
+    inv_dt: float = 0.0
+    _dummy: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1), np.float32))
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(active flag per code, harmonic face table H[16 a + b], 2 D per code)."""
+        d = np.asarray(self.diffusion, dtype=np.float64)
+        act = (d > 0).astype(np.uint8)
+        da = d[:, None]
+        db = d[None, :]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = np.where((da > 0) & (db > 0), 2.0 * da * db / (da + db), 0.0)
+        return act, np.ascontiguousarray(h.ravel()), 2.0 * d
+
+    def tail(self) -> tuple:
+        """Argument tail shared by the level-0 kernels."""
+        act, H, D2 = self.tables()
+        prot = self.protease if self.protease is not None else self._dummy
+        old = self.old if self.old is not None else self._dummy
+        return (
+            act,
+            H,
+            D2,
+            np.ascontiguousarray(self.decay, dtype=np.float64),
+            np.ascontiguousarray(self.secretion, dtype=np.float64),
+            np.ascontiguousarray(self.bkind, dtype=np.int64),
+            np.ascontiguousarray(self.bvalue, dtype=np.float64),
+            self.cell,
+            float(self.uptake),
+            prot,
+            self.protease is not None,
+            float(self.psens),
+            old,
+            float(self.inv_dt),
+        )
+
+
+def _prolong_tables(
+    n: int, f: int, value_lo: bool = False, value_hi: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per fine index along one axis: the parent coarse index and the prolongation scale
+    (0.5 for the child next to a fixed-value face when the axis is coarsened, else 1)."""
+    i = np.arange(n, dtype=np.int64) // f
+    s = np.ones(n, np.float64)
+    if f > 1:
+        if value_lo:
+            s[0] = 0.5
+        if value_hi:
+            s[n - 1] = 0.5
+    return i, s
+
+
+class _Level:
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        nz, ny, nx = shape
+        self.shape = shape
+        self.ax = np.zeros((nz, ny, nx + 1), np.float32)
+        self.ay = np.zeros((nz, ny + 1, nx), np.float32)
+        self.az = np.zeros((nz + 1, ny, nx), np.float32)
+        self.kr = np.zeros(shape, np.float32)
+        self.e = np.zeros(shape, np.float32)
+        self.rhs = np.zeros(shape, np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.ax, self.ay, self.az, self.kr, self.e, self.rhs))
+
+
+class Multigrid:
+    """Multigrid hierarchy for one field on one lattice shape.
+
+    Parameters
+    ----------
+    shape
+        Lattice shape (z, y, x).
+    periodic
+        Periodic flag per axis (z, y, x).
+    value_faces
+        Fixed-value flag per face (zmin, zmax, ymin, ymax, xmin, xmax).
+    pre, post
+        Red-black Gauss-Seidel sweeps before and after the coarse correction.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        periodic: tuple[bool, bool, bool],
+        value_faces: tuple[bool, bool, bool, bool, bool, bool] = (False,) * 6,
+        *,
+        pre: int = 2,
+        post: int = 2,
+    ) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.periodic = tuple(bool(p) for p in periodic)
+        self.pre = int(pre)
+        self.post = int(post)
+        self.factors: list[tuple[int, int, int]] = []  # factor from level l to l + 1
+        self.levels: list[_Level] = []  # coarse levels 1..L
+        self.tables: list[tuple[np.ndarray, ...]] = []  # interpolation l+1 -> l
+        s = self.shape
+        while True:
+            # coarsen all axes together (point smoothing fails on the anisotropic cells
+            # that semi-coarsening makes); only when one axis is exhausted and the level
+            # is still too big for a direct solve, coarsen the remaining axes alone
+            if all(n >= 4 for n in s):
+                f = (2, 2, 2)
+            elif s[0] * s[1] * s[2] > _DIRECT_MAX:
+                f = tuple(2 if n >= 4 else 1 for n in s)
+            else:
+                break
+            if f == (1, 1, 1):
+                break
+            c = tuple((n + fa - 1) // fa for n, fa in zip(s, f, strict=True))
+            tabs: tuple[np.ndarray, ...] = ()
+            for a, (n, fa) in enumerate(zip(s, f, strict=True)):
+                tabs += _prolong_tables(n, fa, value_faces[2 * a], value_faces[2 * a + 1])
+            self.factors.append(f)  # type: ignore[arg-type]
+            self.levels.append(_Level(c))  # type: ignore[arg-type]
+            self.tables.append(tabs)
+            s = c
+        if not self.levels:
+            # too small to coarsen: one level-1 copy of the lattice, solved directly
+            tabs = ()
+            for n in self.shape:
+                tabs += _prolong_tables(n, 1)
+            self.factors.append((1, 1, 1))
+            self.levels.append(_Level(self.shape))  # type: ignore[arg-type]
+            self.tables.append(tabs)
+        self._lu: tuple | None = None
+        self._iso_key: tuple | None = None
+        self.isolated = np.zeros(0, np.int64)  # flat indices of small closed pockets
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the coarse levels."""
+        return sum(lv.nbytes for lv in self.levels)
+
+    # ------------------------------------------------------------------ operator
+    def build(self, op: OperatorSpec) -> None:
+        """(Re)build the coarse-level coefficients from the level-0 operator."""
+        t = op.tail()
+        act, H, D2, klut, _slut, bk, _bv, cell, upt, prot, hasprot, psens, _old, inv_dt = t
+        fz, fy, fx = self.factors[0]
+        L1 = self.levels[0]
+        K.build_from_fine(op.labels, act, H, D2, klut, bk, cell, upt, prot, hasprot, psens,
+                          inv_dt, fz, fy, fx, L1.ax, L1.ay, L1.az, L1.kr)
+        self._lu = None
+        for lv in range(1, len(self.levels)):
+            a = self.levels[lv - 1]
+            b = self.levels[lv]
+            fz, fy, fx = self.factors[lv]
+            K.build_from_coarse(a.ax, a.ay, a.az, a.kr, fz, fy, fx, b.ax, b.ay, b.az, b.kr)
+
+    # ------------------------------------------------------------------ norms
+    def rhs_norm(self, op: OperatorSpec) -> float:
+        """||b||_2 over active voxels (sources, fixed-value terms, old / dt)."""
+        t = op.tail()
+        act, _H, D2, _k, slut, bk, bv, _c, _u, _p, _hp, _ps, old, inv_dt = t
+        part = np.zeros(self.shape[0], np.float64)
+        K.fine_rhs_norm(op.labels, act, D2, slut, bk, bv, old, inv_dt, part)
+        return float(np.sqrt(_serial_sum(part)))
+
+    def residual_norm(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray) -> float:
+        """||b - A c||_2 over active voxels for c = hi + lo."""
+        part = np.zeros(self.shape[0], np.float64)
+        K.fine_residual_norm(op.labels, hi, lo, *op.tail(), part)
+        return float(np.sqrt(_serial_sum(part)))
+
+    # ------------------------------------------------------------------ cycles
+    def _coarse_cycle(self, lv: int) -> None:
+        L = self.levels[lv]
+        if L.kr.size < _SERIAL_BELOW and numba.get_num_threads() > 1:
+            # small levels: thread start-up costs more than the work
+            nt = numba.get_num_threads()
+            numba.set_num_threads(1)
+            try:
+                self._coarse_cycle_body(lv, L)
+            finally:
+                numba.set_num_threads(nt)
+            return
+        self._coarse_cycle_body(lv, L)
+
+    def _coarse_cycle_body(self, lv: int, L: _Level) -> None:
+        px, py, pz = self.periodic[2], self.periodic[1], self.periodic[0]
+        if lv == len(self.levels) - 1:
+            if self._lu is None:
+                self._lu = _factor_coarsest(L, self.periodic)
+            lu, _, active = self._lu
+            rhs = L.rhs.ravel().astype(np.float64)[active]
+            sol = np.zeros(L.kr.size, np.float64)
+            if rhs.size:
+                sol[active] = lu.solve(rhs)
+            L.e[...] = sol.reshape(L.shape).astype(np.float32)
+            return
+        for _ in range(self.pre):
+            K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, 0)
+            K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, 1)
+        N = self.levels[lv + 1]
+        fz, fy, fx = self.factors[lv + 1]
+        K.coarse_residual_restrict(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, fz, fy, fx,
+                                   N.rhs)
+        N.e[...] = 0.0
+        self._coarse_cycle(lv + 1)
+        K.coarse_prolong_add(L.kr, L.e, N.e, *self.tables[lv + 1])
+        for _ in range(self.post):
+            K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, 1)
+            K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, 0)
+
+    # ------------------------------------------------------------------ closed pockets
+    def _find_isolated(self, op: OperatorSpec) -> None:
+        """Find small permeable regions closed off by bone (and by no-flux faces).
+
+        Coarse cells straddle the bone around such a pocket, so the coarse correction
+        cannot represent the pocket's own smooth mode and Gauss-Seidel alone removes it
+        at ~0.3 % per sweep. The pockets are decoupled from the rest, so they are solved
+        exactly (sparse LU) and excluded from the coarse correction instead.
+        """
+        key = (id(op.labels), op.labels.shape, np.asarray(op.diffusion).tobytes())
+        if key == self._iso_key:
+            return
+        self._iso_key = key
+        active = np.asarray(op.diffusion)[op.labels] > 0
+        comp, n = ndimage.label(active)
+        if n <= 1:
+            self.isolated = np.zeros(0, np.int64)
+            return
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)
+        small = sizes <= _POCKET_MAX
+        small[0] = False
+        small[int(np.argmax(sizes[1:])) + 1] = False
+        for axis in range(3):
+            if self.periodic[axis]:  # may connect across the wrap: leave to multigrid
+                small[np.unique(np.take(comp, [0, comp.shape[axis] - 1], axis=axis))] = False
+        self.isolated = np.flatnonzero(small[comp].ravel()).astype(np.int64)
+
+    def _solve_isolated(self, op: OperatorSpec) -> tuple[np.ndarray, np.ndarray]:
+        """Exact solution on the closed pockets, split into float32 hi + lo."""
+        iso = self.isolated
+        lab = op.labels
+        nz, ny, nx = lab.shape
+        act, H, D2 = op.tables()
+        labf = lab.reshape(-1)
+        t = labf[iso].astype(np.int64)
+        diag = np.asarray(op.decay, np.float64)[t] + op.uptake * op.cell.reshape(-1)[iso]
+        diag = diag + op.inv_dt
+        if op.protease is not None:
+            diag = diag + op.psens * op.protease.reshape(-1)[iso].astype(np.float64)
+        b = np.asarray(op.secretion, np.float64)[t]
+        if op.old is not None and op.inv_dt > 0:
+            b = b + op.inv_dt * op.old.reshape(-1)[iso].astype(np.float64)
+        z, rem = np.divmod(iso, ny * nx)
+        y, x = np.divmod(rem, nx)
+        rows, cols, vals = [], [], []
+        for axis, (coord, n, stride) in enumerate(((z, nz, ny * nx), (y, ny, nx), (x, nx, 1))):
+            for side, step in ((0, -1), (1, 1)):
+                inside = (coord + step >= 0) & (coord + step < n)
+                nb = iso + step * stride
+                w = np.zeros(iso.size)
+                w[inside] = H[t[inside] * 16 + labf[nb[inside]]]
+                diag = diag + w
+                m = inside & (w > 0)
+                pos = np.searchsorted(iso, nb[m])
+                rows.append(np.flatnonzero(m))
+                cols.append(pos)
+                vals.append(-w[m])
+                face = 2 * axis + side
+                if op.bkind[face] == 1:  # fixed value (periodic pockets are excluded)
+                    edge = ~inside
+                    diag = diag + np.where(edge, D2[t], 0.0)
+                    b = b + np.where(edge, D2[t] * op.bvalue[face], 0.0)
+        m = iso.size
+        rows.append(np.arange(m))
+        cols.append(np.arange(m))
+        vals.append(diag)
+        A = scipy.sparse.csc_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
+        )
+        v = scipy.sparse.linalg.spsolve(A, b) if m > 1 else b / diag
+        v = np.atleast_1d(np.asarray(v, np.float64))
+        h = v.astype(np.float32)
+        return h, (v - h).astype(np.float32)
+
+    def solve(
+        self,
+        op: OperatorSpec,
+        hi: np.ndarray,
+        lo: np.ndarray,
+        *,
+        tol: float,
+        max_cycles: int,
+        bnorm: float | None = None,
+        rebuild: bool = True,
+    ) -> tuple[int, float, float]:
+        """V-cycles on ``hi + lo`` (in place) until ||r|| <= tol ||b||.
+
+        Returns
+        -------
+        cycles, initial relative residual, final relative residual
+        """
+        if rebuild:
+            self.build(op)
+        t = op.tail()
+        lab = op.labels
+        if bnorm is None:
+            bnorm = self.rhs_norm(op)
+        if bnorm == 0.0:
+            hi[...] = 0.0
+            lo[...] = 0.0
+            return 0, 0.0, 0.0
+        r0 = self.residual_norm(op, hi, lo) / bnorm
+        if r0 <= tol:
+            return 0, r0, r0
+        self._find_isolated(op)
+        iso = self.isolated
+        if iso.size:
+            iso_hi, iso_lo = self._solve_isolated(op)
+            hi.reshape(-1)[iso] = iso_hi
+            lo.reshape(-1)[iso] = iso_lo
+        rel = r0
+        cycles = 0
+        L1 = self.levels[0]
+        fz, fy, fx = self.factors[0]
+        part = np.zeros(L1.shape[0], np.float64)
+        while cycles < max_cycles:
+            for _ in range(self.pre):
+                K.fine_gs(lab, hi, lo, *t, 0)
+                K.fine_gs(lab, hi, lo, *t, 1)
+            K.fine_residual_restrict(lab, hi, lo, *t, fz, fy, fx, L1.rhs, part)
+            rel = float(np.sqrt(_serial_sum(part))) / bnorm
+            if rel <= tol:
+                break
+            cycles += 1
+            L1.e[...] = 0.0
+            self._coarse_cycle(0)
+            K.fine_prolong_add(lab, hi, lo, t[0], L1.e, *self.tables[0])
+            if iso.size:  # closed pockets keep their exact solution
+                hi.reshape(-1)[iso] = iso_hi
+                lo.reshape(-1)[iso] = iso_lo
+            for _ in range(self.post):
+                K.fine_gs(lab, hi, lo, *t, 1)
+                K.fine_gs(lab, hi, lo, *t, 0)
+        else:
+            rel = self.residual_norm(op, hi, lo) / bnorm
+        return cycles, r0, rel
+
+
+def _serial_sum(part: np.ndarray) -> float:
+    """Sum in a fixed order (independent of thread count)."""
+    s = 0.0
+    for v in part.tolist():
+        s += v
+    return s
+
+
+def _factor_coarsest(L: _Level, periodic: tuple[bool, bool, bool]) -> tuple:
+    """Sparse LU of the coarsest level: an exact coarse solve."""
+    idx = np.arange(L.kr.size).reshape(L.shape)
+    kr = L.kr.astype(np.float64)
+    diag = np.where(kr >= 0, kr, 0.0)
+    rows, cols, vals = [], [], []
+    for axis, a in ((2, L.ax), (1, L.ay), (0, L.az)):
+        m = L.shape[axis]
+        w = np.moveaxis(a.astype(np.float64), axis, 0)
+        ii = np.moveaxis(idx, axis, 0)
+        diag = diag + np.moveaxis(w[:-1] + w[1:], 0, axis)
+        links = [(ii[:-1], ii[1:], w[1:-1])]
+        if periodic[axis]:
+            links.append((ii[m - 1 :], ii[:1], w[:1]))
+        for i, j, ww in links:
+            i, j, ww = i.ravel(), j.ravel(), ww.ravel()
+            rows += [i, j]
+            cols += [j, i]
+            vals += [-ww, -ww]
+    n = L.kr.size
+    rows.append(np.arange(n))
+    cols.append(np.arange(n))
+    vals.append(diag.ravel())
+    A = scipy.sparse.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    active = (kr.ravel() >= 0) & (diag.ravel() > 0)
+    A = A[active][:, active].tocsc()
+    return scipy.sparse.linalg.splu(A), None, active

@@ -1,0 +1,320 @@
+"""Field solver verification: analytic solutions, convergence order, mass balance,
+impermeable bone, agreement with a direct sparse solve and thread-count independence."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.sparse.linalg import spsolve
+
+from niche3d.fields import FieldSet, Multigrid, OperatorSpec
+from niche3d.fields.config import BoundaryConfig, FieldConfig, FieldsConfig
+from niche3d.tissue.codes import Tissue
+from niche3d.tissue.lattice import Lattice
+
+FACES = ("zmin", "zmax", "ymin", "ymax", "xmin", "xmax")
+
+
+# --------------------------------------------------------------------------- reference
+def assemble(op: OperatorSpec) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
+    """Slow reference: the same finite-volume system as a scipy sparse matrix."""
+    lab = op.labels
+    idx = np.arange(lab.size).reshape(lab.shape)
+    Dv = op.diffusion[lab]
+    act = Dv > 0
+    k = op.decay[lab] + op.uptake * op.cell + op.inv_dt
+    if op.protease is not None:
+        k = k + op.psens * op.protease.astype(np.float64)
+    b = op.secretion[lab].astype(float)
+    if op.old is not None:
+        b = b + op.inv_dt * op.old.astype(np.float64)
+    diag = k.astype(float).ravel().copy()
+    b = b.ravel().copy()
+    rows, cols, vals = [], [], []
+    for axis in range(3):
+        a = np.moveaxis(idx, axis, 0)
+        d = np.moveaxis(Dv, axis, 0)
+        pairs = [(a[:-1], a[1:], d[:-1], d[1:])]
+        if op.bkind[2 * axis] == 2:
+            pairs.append((a[-1:], a[:1], d[-1:], d[:1]))
+        for i, j, di, dj in pairs:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                w = np.where((di > 0) & (dj > 0), 2 * di * dj / (di + dj), 0.0)
+            i, j, w = i.ravel(), j.ravel(), w.ravel()
+            rows += [i, j]
+            cols += [j, i]
+            vals += [-w, -w]
+            np.add.at(diag, i, w)
+            np.add.at(diag, j, w)
+        for side in (0, 1):
+            f = 2 * axis + side
+            if op.bkind[f] == 1:
+                ii = np.take(idx, [0 if side == 0 else lab.shape[axis] - 1], axis=axis).ravel()
+                w = 2 * Dv.ravel()[ii]
+                np.add.at(diag, ii, w)
+                np.add.at(b, ii, w * op.bvalue[f])
+    n = lab.size
+    rows.append(np.arange(n))
+    cols.append(np.arange(n))
+    vals.append(diag)
+    A = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    a = act.ravel()
+    return A[a][:, a].tocsc(), b[a], a
+
+
+def tables(d_marrow: float = 1.0, k: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    D = np.zeros(16)
+    D[:9] = d_marrow
+    D[Tissue.BONE] = 0.0
+    K = np.zeros(16)
+    K[:9] = k
+    return D, K
+
+
+def solve_mg(op: OperatorSpec, tol: float = 1e-10) -> np.ndarray:
+    per = tuple(bool(op.bkind[2 * a] == 2) for a in range(3))
+    val = tuple(bool(k == 1) for k in op.bkind)
+    mg = Multigrid(op.labels.shape, per, val)  # type: ignore[arg-type]
+    hi = np.zeros(op.labels.shape, np.float32)
+    lo = np.zeros_like(hi)
+    cycles, _r0, r = mg.solve(op, hi, lo, tol=tol, max_cycles=200)
+    assert r <= tol, (cycles, r)
+    return hi.astype(np.float64) + lo
+
+
+def random_op(shape: tuple[int, int, int], seed: int, bkind, bvalue, protease=False) -> OperatorSpec:
+    rng = np.random.default_rng(seed)
+    lab = np.full(shape, Tissue.MARROW, np.uint8)
+    lab[rng.random(shape) < 0.05] = Tissue.STROMA
+    lab[rng.random(shape) < 0.03] = Tissue.ENDOTHELIUM
+    lab[rng.random(shape) < 0.15] = Tissue.BONE
+    lab[:, shape[1] // 2, :] = Tissue.BONE  # a wall with a hole
+    lab[: shape[0] // 2, shape[1] // 2, : shape[2] // 2] = Tissue.MARROW
+    D, K = tables(1.0, 1 / 150)
+    D[Tissue.STROMA] = 0.4
+    D[Tissue.ENDOTHELIUM] = 2.5
+    K[Tissue.ENDOTHELIUM] = 0.05
+    S = np.zeros(16)
+    S[Tissue.STROMA] = 1.0
+    S[Tissue.ENDOTHELIUM] = 0.3
+    cell = (rng.random(shape) < 0.02).astype(np.uint8)
+    prot = rng.random(shape).astype(np.float32) * 0.01 if protease else None
+    return OperatorSpec(lab, D, K, S, np.asarray(bkind), np.asarray(bvalue, float), cell,
+                        uptake=0.1, protease=prot, psens=2.0)
+
+
+# --------------------------------------------------------------------------- direct solve
+@pytest.mark.parametrize(
+    "shape,bkind,bvalue,protease",
+    [
+        ((16, 16, 16), [0, 0, 0, 0, 0, 0], [0] * 6, False),
+        ((13, 18, 15), [1, 1, 2, 2, 0, 1], [0, 2.0, 0, 0, 0, 0.5], True),
+        ((15, 12, 17), [2, 2, 0, 1, 2, 2], [0, 0, 0, 3.0, 0, 0], False),
+    ],
+)
+def test_multigrid_matches_direct_sparse_solve(shape, bkind, bvalue, protease) -> None:
+    op = random_op(shape, 3, bkind, bvalue, protease)
+    c = solve_mg(op)
+    A, b, act = assemble(op)
+    x = spsolve(A, b)
+    assert np.max(np.abs(c.ravel()[act] - x)) <= 1e-8 * np.max(np.abs(x))
+    assert np.all(c.ravel()[~act] == 0.0)  # bone is masked
+
+
+def test_backward_euler_step_matches_direct_solve() -> None:
+    op = random_op((14, 14, 14), 5, [1, 0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0, 0])
+    rng = np.random.default_rng(9)
+    op.old = (rng.random(op.labels.shape) * 5).astype(np.float32)
+    op.inv_dt = 1 / 7.5
+    c = solve_mg(op)
+    A, b, act = assemble(op)
+    x = spsolve(A, b)
+    assert np.max(np.abs(c.ravel()[act] - x)) <= 1e-8 * np.max(np.abs(x))
+
+
+# --------------------------------------------------------------------------- analytic
+def _point_source_errors(m: int) -> np.ndarray:
+    """Relative error of c against Q exp(-r/L) / (4 pi D r) at r = 1.5, 2, 2.5, 3 L
+    (along the three axes) for a point source with L = m voxels in a +-6 L box."""
+    n = 12 * m
+    L = float(m)
+    lab = np.full((n, n, n), Tissue.MARROW, np.uint8)
+    c0 = n // 2
+    lab[c0, c0, c0] = Tissue.STROMA
+    D, K = tables(1.0, 1 / L**2)
+    Q = 1.0
+    S = np.zeros(16)
+    S[Tissue.STROMA] = Q
+    op = OperatorSpec(lab, D, K, S, np.zeros(6, np.int64), np.zeros(6), np.zeros_like(lab))
+    c = solve_mg(op, 1e-11)
+    # total production is balanced by decay (no-flux box)
+    assert (K[Tissue.MARROW] * c).sum() == pytest.approx(Q, rel=1e-8)
+    errs = []
+    for rr in (1.5, 2.0, 2.5, 3.0):
+        r = int(rr * m)
+        exact = Q * np.exp(-r / L) / (4 * np.pi * 1.0 * r)
+        vals = (c[c0, c0, c0 + r], c[c0 - r, c0, c0], c[c0, c0 + r, c0])
+        errs.append(max(abs(v - exact) / exact for v in vals))
+    return np.array(errs)
+
+
+def test_point_source_with_decay_matches_greens_function() -> None:
+    coarse = _point_source_errors(2)  # h = L / 2
+    fine = _point_source_errors(4)  # h = L / 4
+    assert np.all(fine < 0.03)  # within 3 % at 1.5-3 decay lengths with h = L/4
+    ratio = coarse / fine
+    assert np.all((ratio > 3.5) & (ratio < 5.5)), ratio  # error falls as h² (factor 4)
+
+
+def _slab(n: int, axis: int, length: float = 1.0, lam: float = 0.25) -> float:
+    """Max error of the fixed-value slab (g0 at min face, g1 at max face) on n voxels."""
+    shape = [4, 4, 4]
+    shape[axis] = n
+    lab = np.full(shape, Tissue.MARROW, np.uint8)
+    h = length / n
+    D_phys = 1.0
+    k_phys = D_phys / lam**2
+    D, K = tables(D_phys / h**2, k_phys)  # voxel units: D / h²
+    bk = np.zeros(6, np.int64)
+    bv = np.zeros(6)
+    g0, g1 = 2.0, 0.5
+    bk[2 * axis] = bk[2 * axis + 1] = 1
+    bv[2 * axis], bv[2 * axis + 1] = g0, g1
+    op = OperatorSpec(lab, D, K, np.zeros(16), bk, bv, np.zeros_like(lab))
+    c = solve_mg(op, 1e-12)
+    x = (np.arange(n) + 0.5) * h
+    exact = (g0 * np.sinh((length - x) / lam) + g1 * np.sinh(x / lam)) / np.sinh(length / lam)
+    prof = np.moveaxis(c, axis, 0)
+    assert np.ptp(prof, axis=(1, 2)).max() < 1e-9  # 1D profile
+    return float(np.max(np.abs(prof[:, 0, 0] - exact)))
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_slab_fixed_values_matches_1d_profile(axis: int) -> None:
+    # second-order bound: |error| <= 0.5 (h / lambda)² max(g) with h = 1/64, lambda = 1/4
+    assert _slab(64, axis) < 0.5 * (4 / 64) ** 2 * 2.0
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_second_order_convergence_under_refinement(axis: int) -> None:
+    errs = [_slab(n, axis) for n in (32, 64, 128, 256)]
+    orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert np.all((orders > 1.9) & (orders < 2.1)), orders
+
+
+# --------------------------------------------------------------------------- FieldSet level
+def _fieldset(lab: np.ndarray, **field_kw) -> FieldSet:
+    cfg = FieldConfig(**field_kw)
+    return FieldSet(Lattice(lab, 10.0), FieldsConfig(diffusible={"c": cfg}, tolerance=1e-10))
+
+
+def test_mass_balance_secretion_equals_decay_uptake_and_boundary_flux() -> None:
+    rng = np.random.default_rng(11)
+    shape = (20, 24, 22)
+    lab = np.full(shape, Tissue.MARROW, np.uint8)
+    lab[rng.random(shape) < 0.04] = Tissue.STROMA
+    lab[rng.random(shape) < 0.1] = Tissue.BONE
+    fs = _fieldset(
+        lab,
+        diffusion_um2_s={"marrow": 20.0, "bone": 0.0},
+        decay_per_min={"marrow": 0.02, "stroma": 0.05},
+        secretion_per_min={"stroma": 3.0},
+        uptake_per_min=0.2,
+        boundary={"xmin": BoundaryConfig(kind="value", value=1.0),
+                  "zmax": BoundaryConfig(kind="value", value=0.0),
+                  "ymin": BoundaryConfig(kind="periodic"),
+                  "ymax": BoundaryConfig(kind="periodic")},
+    )
+    fs.set_protease(0.01)
+    cells = rng.choice(lab.size, 300, replace=False)
+    rep = fs.solve(cells)
+    assert rep.all_converged
+    mb = fs.mass_balance("c")
+    assert mb["uptake"] > 0 and mb["decay"] > 0 and mb["boundary_out"] != 0
+    assert abs(mb["imbalance"]) < 1e-6
+    total = mb["decay"] + mb["uptake"] + mb["boundary_out"]
+    assert total == pytest.approx(mb["secretion"], rel=1e-6)
+
+
+def test_bone_wall_is_impermeable() -> None:
+    shape = (16, 16, 32)
+    lab = np.full(shape, Tissue.MARROW, np.uint8)
+    lab[:, :, 15:17] = Tissue.BONE
+    lab[4:8, 4:8, 4:8] = Tissue.STROMA
+    kw = dict(
+        diffusion_um2_s={"marrow": 20.0, "bone": 0.0},
+        decay_per_min={"marrow": 0.01},
+        secretion_per_min={"stroma": 1.0},
+    )
+    fs = _fieldset(lab, **kw)
+    assert fs.solve().all_converged
+    c = fs["c"]
+    assert np.all(c[:, :, 15:] == 0.0)  # nothing crosses the wall, bone itself is 0
+    assert c[:, :, :15].min() > 0
+    # the left side equals a domain that ends at the wall (no-flux face)
+    fs2 = _fieldset(np.ascontiguousarray(lab[:, :, :15]), **kw)
+    fs2.solve()
+    np.testing.assert_allclose(c[:, :, :15], fs2["c"], rtol=1e-6)
+
+
+def test_solution_is_bit_identical_for_any_thread_count() -> None:
+    rng = np.random.default_rng(4)
+    shape = (17, 20, 19)  # odd periodic z exercises the red-black seam
+    lab = np.full(shape, Tissue.MARROW, np.uint8)
+    lab[rng.random(shape) < 0.05] = Tissue.STROMA
+    lab[rng.random(shape) < 0.1] = Tissue.BONE
+    kw = dict(
+        decay_per_min={"marrow": 0.01},
+        secretion_per_min={"stroma": 1.0},
+        boundary={"zmin": BoundaryConfig(kind="periodic"),
+                  "zmax": BoundaryConfig(kind="periodic"),
+                  "xmax": BoundaryConfig(kind="value", value=2.0)},
+    )
+    cells = rng.choice(lab.size, 200, replace=False)
+    prot = (rng.random(shape) * 0.01).astype(np.float32)
+    out = []
+    before = numba.get_num_threads()
+    try:
+        for nt in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(nt)
+            fs = _fieldset(lab, **kw)
+            fs.set_protease(prot)
+            fs.solve(cells)
+            fs.solve(cells[:150], dt_minutes=5.0)
+            st = fs.state_dict()
+            out.append((st["field.c"], st["field_lo.c"]))
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(out[0][0], out[1][0])
+    assert np.array_equal(out[0][1], out[1][1])
+
+
+def test_closed_pocket_in_bone_is_solved_exactly_and_fast() -> None:
+    """A two-voxel marrow pocket sealed by bone: c1 = S (k + w) / (k (k + 2w)),
+    c2 = S w / (k (k + 2w)); without special handling the coarse correction stalls it."""
+    shape = (16, 16, 16)
+    lab = np.full(shape, Tissue.MARROW, np.uint8)
+    lab[5:8, 5:8, 5:9] = Tissue.BONE
+    lab[6, 6, 6] = Tissue.STROMA  # the source, inside the pocket
+    lab[6, 6, 7] = Tissue.MARROW
+    lab[12, 12, 12] = Tissue.STROMA  # and one in the open marrow
+    D, K = tables(1.0, 1 / 400)
+    S = np.zeros(16)
+    S[Tissue.STROMA] = 1.0
+    op = OperatorSpec(lab, D, K, S, np.zeros(6, np.int64), np.zeros(6), np.zeros_like(lab))
+    mg = Multigrid(shape, (False, False, False))
+    hi = np.zeros(shape, np.float32)
+    lo = np.zeros_like(hi)
+    cycles, _r0, r = mg.solve(op, hi, lo, tol=1e-10, max_cycles=40)
+    assert r <= 1e-10 and cycles <= 20
+    c = hi.astype(np.float64) + lo
+    k, w = 1 / 400, 1.0
+    assert c[6, 6, 6] == pytest.approx((k + w) / (k * (k + 2 * w)), rel=1e-12)
+    assert c[6, 6, 7] == pytest.approx(w / (k * (k + 2 * w)), rel=1e-12)
+    A, b, act = assemble(op)
+    x = spsolve(A, b)
+    assert np.max(np.abs(c.ravel()[act] - x)) <= 1e-8 * np.max(np.abs(x))
