@@ -4,9 +4,6 @@ downstream lineage compartments, counter-based random numbers.
 See docs/cells.md for every rule, parameter and unit.
 """
 
-# niche3d._schema imports niche3d.tissue.codes, whose package __init__ imports
-# niche3d._schema again: importing the tissue package first breaks that cycle.
-import niche3d.tissue  # noqa: F401  (isort: skip)
 from niche3d.cells.config import CellsConfig
 from niche3d.cells.model import (
     EVENT_NAMES,
