@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-# Qt without a screen for widget tests; the GUI tests get Xvfb from pytest-xvfb.
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# No Qt platform is forced here: pytest-xvfb gives the session a display, and the
+# plugin's tests choose offscreen themselves only when no display can exist.
 
 REPO = Path(__file__).resolve().parent.parent
 
