@@ -13,7 +13,7 @@ from niche3d.fields.config import (
     MembraneSCFConfig,
 )
 from niche3d.fields.fieldset import MEMBRANE_SCF, FieldSet, SolveReport
-from niche3d.fields.multigrid import Multigrid, OperatorSpec
+from niche3d.fields.multigrid2 import Multigrid, OperatorSpec
 
 __all__ = [
     "FieldSet",

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from niche3d.fields._kernels import NOFLUX, PERIODIC, VALUE
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
-from niche3d.fields.multigrid import Multigrid, OperatorSpec
+from niche3d.fields.multigrid2 import Multigrid, OperatorSpec
 from niche3d.tissue.codes import TISSUE_NAMES, tissue_code
 from niche3d.tissue.lattice import Lattice
 

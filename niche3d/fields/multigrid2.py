@@ -8,14 +8,25 @@ each 2x2x2 block and summing face coefficients over each block face divided by t
 coarsening factor (the cell-centred rediscretisation), so a face that is closed by bone on
 the fine level stays closed on every coarser level. Transfers: restriction sums the
 residual of the children; prolongation is piecewise constant (halved next to a
-fixed-value face). Piecewise-constant prolongation converged as fast as an operator-aware
-trilinear one on trabecular-bone test lattices (8 vs 9 V-cycles to 1e-6) at a fraction of
-the memory traffic. Smoother: red-black Gauss-Seidel. Cycle: V(2, 2);
-the residual norm is computed in the same pass as the restriction.
+fixed-value face). Smoother: red-black Gauss-Seidel. Cycle: V(2, 2); the residual norm is
+computed in the same pass as the restriction.
+
+Two kinds of marrow are out of reach of the coarse levels and are solved exactly:
+
+* closed pockets (permeable regions sealed by bone), once per solve;
+* **fjords**: permeable voxels farther than ``fjord_depth`` voxels (default 1) from the
+  bulk of the marrow, i.e. everything that the largest component of the permeable mask
+  eroded ``fjord_depth`` times, dilated back, does not cover (1-voxel channels, chambers
+  behind 1-voxel necks). A coarse cell straddles the bone around such a region, so its
+  smooth error is invisible to the coarse correction and Gauss-Seidel removes it slowly.
+  After every V-cycle the fjords get an exact block Gauss-Seidel step: a sparse LU solve
+  of the fjord rows with the surrounding values fixed. On the procedural marrow they are
+  0.3-0.5 % of the voxels and halve the cycle count (128^3: 17 -> 9 cycles to 1e-6).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numba
@@ -31,6 +42,8 @@ __all__ = ["OperatorSpec", "Multigrid"]
 _SERIAL_BELOW = 32**3  # coarse levels smaller than this run on one thread
 _DIRECT_MAX = 4096  # the coarsest level is solved by a sparse LU
 _POCKET_MAX = 4096  # closed permeable pockets up to this size are solved directly
+_FULL_REBUILD_EVERY = 64  # incremental cell updates between full rebuilds
+_FJORD_MAX = 50000  # fjord pieces up to this size get an exact block solve
 
 
 @dataclass
@@ -151,6 +164,10 @@ class Multigrid:
         Fixed-value flag per face (zmin, zmax, ymin, ymax, xmin, xmax).
     pre, post
         Red-black Gauss-Seidel sweeps before and after the coarse correction.
+    fjord_depth
+        Erosion depth (voxels) that defines the fjords: permeable voxels farther than this
+        from the bulk of the marrow (see :meth:`_find_fjords`) get an exact block
+        Gauss-Seidel solve after every cycle. 0 disables it.
     """
 
     def __init__(
@@ -161,7 +178,14 @@ class Multigrid:
         *,
         pre: int = 2,
         post: int = 2,
+        fjord_depth: int = 1,
     ) -> None:
+        if isinstance(fjord_depth, bool) or not isinstance(fjord_depth, (int, np.integer)) \
+                or fjord_depth < 0:
+            raise ValueError(
+                f"fjord_depth must be an integer >= 0 (0 disables the fjord block solve), "
+                f"got {fjord_depth!r}"
+            )
         self.shape = tuple(int(s) for s in shape)
         self.periodic = tuple(bool(p) for p in periodic)
         self.pre = int(pre)
@@ -198,18 +222,50 @@ class Multigrid:
             self.factors.append((1, 1, 1))
             self.levels.append(_Level(self.shape))  # type: ignore[arg-type]
             self.tables.append(tabs)
+        self.fjord_depth = int(fjord_depth)
+        self.fjords = np.zeros(0, np.int64)  # flat indices of the fjord voxels
+        self._fjord_lu: tuple | None = None
+        self._fjord_key: tuple | None = None
+        self._build_key: tuple | None = None
+        self._cells = np.zeros(0, np.int64)  # occupied voxels at the last build
+        self._incremental = 0
         self._lu: tuple | None = None
         self._iso_key: tuple | None = None
         self.isolated = np.zeros(0, np.int64)  # flat indices of small closed pockets
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the coarse levels."""
-        return sum(lv.nbytes for lv in self.levels)
+        """Bytes held by the coarse levels and the fjord block solve (indices, coupling
+        matrix, right-hand side and the L and U factors)."""
+        n = sum(lv.nbytes for lv in self.levels) + self.fjords.nbytes + self._cells.nbytes
+        if self._fjord_lu is not None:
+            lu, b, W, ext, data = self._fjord_lu
+            n += b.nbytes + ext.nbytes + data.nbytes
+            n += W.data.nbytes + W.indices.nbytes + W.indptr.nbytes
+            n += (lu.L.nnz + lu.U.nnz) * 12 + lu.perm_r.nbytes + lu.perm_c.nbytes
+        return n
 
     # ------------------------------------------------------------------ operator
     def build(self, op: OperatorSpec) -> None:
-        """(Re)build the coarse-level coefficients from the level-0 operator."""
+        """(Re)build the coarse-level coefficients from the level-0 operator.
+
+        When only the cell occupancy changed since the last build (same labels, tables,
+        uptake, boundary kinds, dt, no protease map), only the reaction sums of the coarse
+        cells above the changed voxels are updated (``+-uptake`` per voxel on every level);
+        every ``_FULL_REBUILD_EVERY``-th update is a full rebuild, which bounds the float32
+        rounding drift of the sums.
+        """
+        key = (
+            id(op.labels), op.labels.shape, zlib.adler32(np.ascontiguousarray(op.labels)),
+            np.asarray(op.diffusion, np.float64).tobytes(),
+            np.asarray(op.decay, np.float64).tobytes(), float(op.uptake), float(op.psens),
+            float(op.inv_dt), np.asarray(op.bkind, np.int64).tobytes(), op.protease is None,
+        )
+        cells = np.flatnonzero(op.cell.reshape(-1))
+        if (key == self._build_key and op.protease is None
+                and self._incremental < _FULL_REBUILD_EVERY):
+            self._update_cells(op, cells)
+            return
         t = op.tail()
         act, H, D2, klut, _slut, bk, _bv, cell, upt, prot, hasprot, psens, _old, inv_dt = t
         fz, fy, fx = self.factors[0]
@@ -222,6 +278,35 @@ class Multigrid:
             b = self.levels[lv]
             fz, fy, fx = self.factors[lv]
             K.build_from_coarse(a.ax, a.ay, a.az, a.kr, fz, fy, fx, b.ax, b.ay, b.az, b.kr)
+        self._build_key = key
+        self._cells = cells
+        self._incremental = 0
+
+    def _update_cells(self, op: OperatorSpec, cells: np.ndarray) -> None:
+        """Add +-uptake to the coarse reaction sums above voxels whose occupancy changed."""
+        changed = np.setxor1d(cells, self._cells, assume_unique=True)
+        self._cells = cells
+        if changed.size == 0 or op.uptake == 0.0:
+            return
+        act = np.asarray(op.diffusion)[op.labels.reshape(-1)[changed]] > 0
+        changed = changed[act]
+        if changed.size == 0:
+            return
+        delta = np.where(np.isin(changed, cells, assume_unique=True), op.uptake, -op.uptake)
+        nz, ny, nx = self.shape
+        z, rem = np.divmod(changed, ny * nx)
+        y, x = np.divmod(rem, nx)
+        for f, L in zip(self.factors, self.levels, strict=True):
+            z, y, x = z // f[0], y // f[1], x // f[2]
+            _, cy, cx = L.shape
+            flat = (z * cy + y) * cx + x
+            kr = L.kr.reshape(-1)
+            acc = np.zeros(kr.size, np.float64)
+            np.add.at(acc, flat, delta)
+            touched = np.unique(flat)
+            kr[touched] = (kr[touched].astype(np.float64) + acc[touched]).astype(np.float32)
+        self._lu = None
+        self._incremental += 1
 
     # ------------------------------------------------------------------ norms
     def rhs_norm(self, op: OperatorSpec) -> float:
@@ -352,6 +437,110 @@ class Multigrid:
         h = v.astype(np.float32)
         return h, (v - h).astype(np.float32)
 
+    def _local_system(self, op: OperatorSpec, idx: np.ndarray) -> tuple:
+        """Rows ``idx`` (sorted flat indices) of the level-0 system, split into the block
+        ``A_II`` (csc), the right-hand side ``b_I`` and the coupling to voxels outside
+        ``idx``: ``A_II c_I = b_I + W c_ext`` with ``W`` (csr, rows of idx) over the
+        compact column list ``ext`` (flat indices)."""
+        lab = op.labels
+        nz, ny, nx = lab.shape
+        _act, H, D2 = op.tables()
+        labf = lab.reshape(-1)
+        t = labf[idx].astype(np.int64)
+        diag = np.asarray(op.decay, np.float64)[t] + op.uptake * op.cell.reshape(-1)[idx]
+        diag = diag + op.inv_dt
+        if op.protease is not None:
+            diag = diag + op.psens * op.protease.reshape(-1)[idx].astype(np.float64)
+        b = np.asarray(op.secretion, np.float64)[t]
+        if op.old is not None and op.inv_dt > 0:
+            b = b + op.inv_dt * op.old.reshape(-1)[idx].astype(np.float64)
+        z, rem = np.divmod(idx, ny * nx)
+        y, x = np.divmod(rem, nx)
+        m = idx.size
+        rows, cols, vals = [np.arange(m)], [np.arange(m)], []
+        erows, ecols, evals = [], [], []
+        for axis, (coord, n) in enumerate(((z, nz), (y, ny), (x, nx))):
+            for side, step in ((0, -1), (1, 1)):
+                face = 2 * axis + side
+                nc = coord + step
+                inside = (nc >= 0) & (nc < n)
+                if op.bkind[face] == 2:
+                    nc = nc % n
+                    inside = np.ones(m, bool)
+                nzyx = [z, y, x]
+                nzyx[axis] = np.where(inside, nc, 0)
+                nb = (nzyx[0] * ny + nzyx[1]) * nx + nzyx[2]
+                w = np.where(inside, H[t * 16 + labf[nb]], 0.0)
+                diag = diag + w
+                if op.bkind[face] == 1:
+                    edge = ~inside
+                    diag = diag + np.where(edge, D2[t], 0.0)
+                    b = b + np.where(edge, D2[t] * op.bvalue[face], 0.0)
+                mk = inside & (w > 0)
+                pos = np.searchsorted(idx, nb)
+                pos_c = np.minimum(pos, m - 1)
+                internal = mk & (idx[pos_c] == nb)
+                external = mk & ~internal
+                rows.append(np.flatnonzero(internal))
+                cols.append(pos_c[internal])
+                vals.append(-w[internal])
+                erows.append(np.flatnonzero(external))
+                ecols.append(nb[external])
+                evals.append(w[external])
+        vals.insert(0, diag)
+        A = scipy.sparse.csc_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
+        )
+        er = np.concatenate(erows)
+        ec = np.concatenate(ecols)
+        ext, ecc = np.unique(ec, return_inverse=True)
+        W = scipy.sparse.csr_matrix((np.concatenate(evals), (er, ecc)), shape=(m, ext.size))
+        return A, b, W, ext.astype(np.int64)
+
+    def _find_fjords(self, op: OperatorSpec) -> None:
+        """Marrow the coarse levels cannot represent: permeable voxels farther than
+        ``fjord_depth`` voxels from the bulk of the marrow (the largest component of the
+        permeable mask eroded ``fjord_depth`` times, dilated back), in connected pieces of
+        at most ``_FJORD_MAX`` voxels; closed pockets excluded."""
+        self.fjords = np.zeros(0, np.int64)
+        self._fjord_lu = None
+        dep = self.fjord_depth
+        if dep <= 0:
+            return
+        active = np.asarray(op.diffusion)[op.labels] > 0
+        # outside the lattice counts as permeable: a domain face is no neck
+        er = ndimage.binary_erosion(active, iterations=dep, border_value=1)
+        comp, n = ndimage.label(er)
+        if n == 0:
+            return
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        core = ndimage.binary_dilation(comp == int(np.argmax(sizes)), iterations=dep) & active
+        F = active & ~core
+        del core, er, comp
+        if self.isolated.size:
+            F.reshape(-1)[self.isolated] = False
+        c2, n2 = ndimage.label(F)
+        if n2 == 0:
+            return
+        s2 = np.bincount(c2.ravel(), minlength=n2 + 1)
+        keep = s2 <= _FJORD_MAX
+        keep[0] = False
+        self.fjords = np.flatnonzero(keep[c2].ravel()).astype(np.int64)
+
+    def _fjord_solve(self, hi: np.ndarray, lo: np.ndarray) -> None:
+        """Block Gauss-Seidel step on the fjords: exact solve given the values around."""
+        if self._fjord_lu is None:
+            return
+        lu, b, W, ext, _ = self._fjord_lu
+        hf = hi.reshape(-1)
+        lf = lo.reshape(-1)
+        xe = hf[ext].astype(np.float64) + lf[ext]
+        v = lu.solve(b + W @ xe)
+        h = v.astype(np.float32)
+        hf[self.fjords] = h
+        lf[self.fjords] = (v - h).astype(np.float32)
+
     def solve(
         self,
         op: OperatorSpec,
@@ -388,6 +577,18 @@ class Multigrid:
             iso_hi, iso_lo = self._solve_isolated(op)
             hi.reshape(-1)[iso] = iso_hi
             lo.reshape(-1)[iso] = iso_lo
+        fkey = (self._iso_key, self.fjord_depth)
+        if fkey != self._fjord_key:
+            self._fjord_key = fkey
+            self._find_fjords(op)
+        if self.fjords.size:
+            # the block changes only with the reaction inside the fjords (cells, protease,
+            # dt); the right-hand side with every solve (sources, c_old / dt)
+            A, b, W, ext = self._local_system(op, self.fjords)
+            if self._fjord_lu is None or not np.array_equal(self._fjord_lu[4], A.data):
+                self._fjord_lu = (scipy.sparse.linalg.splu(A), b, W, ext, A.data)
+            else:
+                self._fjord_lu = (self._fjord_lu[0], b, W, ext, A.data)
         rel = r0
         cycles = 0
         L1 = self.levels[0]
@@ -411,6 +612,7 @@ class Multigrid:
             for _ in range(self.post):
                 K.fine_gs(lab, hi, lo, *t, 1)
                 K.fine_gs(lab, hi, lo, *t, 0)
+            self._fjord_solve(hi, lo)
         else:
             rel = self.residual_norm(op, hi, lo) / bnorm
         return cycles, r0, rel
