@@ -155,9 +155,16 @@ def _finish(sim: Any, out: Path) -> None:
     keys = [k for k in ("hsc_total", "n_dormant", "frac_sg2m", "total_exits", "blood_pool") if k in m]
     summary = ", ".join(f"{k} = {m[k]:.4g}" for k in keys)
     print(f"\ndone: day {sim.t_days:g}; {summary}")
+    exe = _invoked_as()
     print(f"run store: {out.resolve()}")
-    print(f"look at it:  niche3d info {out}    |    niche3d view {out}")
+    print(f"look at it:  {exe} info {out}    |    {exe} view {out}")
     print(f"in Python:   import niche3d; run = niche3d.open_run({str(out)!r})")
+
+
+def _invoked_as() -> str:
+    """The command as the user typed it (``.venv/bin/niche3d``), for copy-paste hints."""
+    arg0 = sys.argv[0] if sys.argv else ""
+    return arg0 if Path(arg0).name == "niche3d" else "niche3d"
 
 
 def _cmd_info(a: argparse.Namespace) -> int:

@@ -351,6 +351,8 @@ class Simulation:
             "effects_t_hours": self._effects_t,
         }
         self.writer.write_checkpoint(state, meta)
+        # the resumed run starts from a fresh solver hierarchy: so must this one
+        self.fields.reset_solver_state()
 
     def _load_state(self, state: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         cells = {k.removeprefix("cells/"): v for k, v in state.items() if k.startswith("cells/")}

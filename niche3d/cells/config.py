@@ -1,9 +1,11 @@
 """Scenario section ``[cells]``: HSC population, kinetics, motility, adhesion, blood.
 
-Values from shared/BIOLOGY.md sections 4-6; *(calibrate)* values are starting points
-chosen to aim at the section 6 targets (perisinusoidal HSCs, 4-5 % in S/G2/M, ~20 %
-dormant with a ~145-day division interval, active HSCs dividing every ~3 weeks, stable
-HSC number with continuous MPP output), not fitted constants.
+Values from shared/BIOLOGY.md sections 4-6. Parameters marked *(calibrated)* were set
+so that the default homeostasis scenario reproduces the section 6 targets 1-4
+(perisinusoidal HSCs, dormant HSCs at the endosteum, 4-5 % in S/G2/M, ~20 % dormant with
+a ~145-day division interval, active HSCs dividing every 1-5 weeks, stable HSC number
+with continuous MPP output); docs/calibration.md gives the run, the reason for each value
+and what is not met. *(calibrate)* marks values that no target constrains yet.
 
 Units: rates of slow processes in 1/day, fast ones (adhesion, egress, blood) in 1/h,
 phase durations in hours, speed in µm/min, concentrations in nM. The kernels receive
@@ -111,17 +113,35 @@ class AdhesionConfig(Section):
         description="integrin activation by CXCR4: binding times (1 + w * occupancy)",
     )
     binding_half: float = param(
-        1.0,
+        1.2,
         unit="-",
         gt=0.0,
         le=100.0,
-        description="adhesion score of half-maximal binding rate (calibrate)",
+        description=(
+            "adhesion score of half-maximal binding rate (calibrated: above the ~0.3-0.5 of a "
+            "lone stromal cell's contact, below the ~1.3-2 of perisinusoidal stroma + "
+            "endothelium, so binding needs the perivascular niche)"
+        ),
     )
     binding_hill: float = param(
-        3.0, unit="-", gt=0.0, le=16.0, description="Hill exponent of binding vs adhesion score"
+        6.0,
+        unit="-",
+        gt=0.0,
+        le=16.0,
+        description=(
+            "Hill exponent of binding vs adhesion score (calibrated: avidity of multivalent "
+            "integrin/Kit clustering; weak scattered contact binds ~500x slower than niche contact)"
+        ),
     )
     k_off_per_h: float = param(
-        0.02, unit="1/h", ge=0.0, le=1e3, description="unbinding rate without protease or blockade (calibrate)"
+        0.015,
+        unit="1/h",
+        ge=0.0,
+        le=1e3,
+        description=(
+            "unbinding rate without protease or blockade (calibrated: ~3-day bound residence; "
+            "native HSCs are largely sessile at steady state, Christodoulou 2020)"
+        ),
     )
     protease_gain: float = param(
         200.0,
@@ -146,18 +166,25 @@ class CycleConfig(Section):
     """Dormancy, activation and the cycle clock of active HSCs."""
 
     activation_per_day: float = param(
-        1.0 / 120.0,
+        1.0 / 180.0,
         unit="1/day",
         ge=0.0,
         le=100.0,
-        description="dormant -> active rate without niche contact or demand (~145-day interval)",
+        description=(
+            "dormant -> active rate without niche contact or demand (calibrated: with the "
+            "demand fluctuations of a homeostatic block the realised dormant residence is "
+            "~100-150 days, ~145-day division interval, Wilson 2008)"
+        ),
     )
     ang1_quiescence: float = param(
-        0.5,
+        0.9,
         unit="-",
         ge=0.0,
         le=1.0,
-        description="fractional cut of activation by osteoblast (ANG1) contact",
+        description=(
+            "fractional cut of activation by osteoblast (ANG1) contact (calibrated: TIE2/ANG1 "
+            "keeps contacting HSCs quiescent, Arai 2004; gives the dormant endosteal enrichment)"
+        ),
     )
     return_per_day: float = param(
         1.0 / 200.0,
@@ -167,7 +194,11 @@ class CycleConfig(Section):
         description="active G0 -> dormant rate without contact or demand (keeps ~20 % dormant)",
     )
     ang1_return_gain: float = param(
-        1.0, unit="-", ge=0.0, le=1e3, description="relative rise of return to dormancy with ANG1 contact"
+        4.0,
+        unit="-",
+        ge=0.0,
+        le=1e3,
+        description="relative rise of return to dormancy with ANG1 contact (calibrated, Arai 2004)",
     )
     g0_exit_per_day: float = param(
         1.0 / 12.8,
@@ -191,7 +222,14 @@ class CycleConfig(Section):
     )
     g1_shape: int = param(4, unit="-", ge=1, le=64, description="Erlang shape of the G1 duration")
     sg2m_mean_hours: float = param(
-        29.0, unit="h", gt=0.0, le=1e4, description="mean S/G2/M duration (calibrate to 4-5 % in S/G2/M)"
+        24.0,
+        unit="h",
+        gt=0.0,
+        le=1e4,
+        description=(
+            "mean S/G2/M duration (calibrated to 4-5 % in S/G2/M: S ~ 12-16 h plus G2/M in "
+            "mouse HSPCs)"
+        ),
     )
     sg2m_shape: int = param(8, unit="-", ge=1, le=64, description="Erlang shape of the S/G2/M duration")
 
@@ -212,7 +250,14 @@ class FateConfig(Section):
         0.95, unit="-", ge=0.0, le=1.0, description="stem-cell probability of a daughter deep in the niche"
     )
     renew_half: float = param(
-        0.8, unit="-", gt=0.0, le=100.0, description="niche score of half-maximal self-renewal"
+        1.1,
+        unit="-",
+        gt=0.0,
+        le=100.0,
+        description=(
+            "niche score of half-maximal self-renewal (calibrated: the score of a daughter in "
+            "perisinusoidal stroma with matrix-bound CXCL12, so that niche divisions renew ~1:1)"
+        ),
     )
     renew_hill: float = param(
         4.0, unit="-", gt=0.0, le=64.0, description="Hill exponent of self-renewal vs niche score"
@@ -225,11 +270,14 @@ class FateConfig(Section):
         description="per-division probability of a determinant-driven HSC + MPP outcome",
     )
     demand_renewal_gain: float = param(
-        0.2,
+        0.5,
         unit="-",
         ge=0.0,
         le=10.0,
-        description="renewal probability times (1 + g * (1 - progenitor pool / set point)), clipped",
+        description=(
+            "renewal probability times (1 + g * (1 - progenitor pool / set point)), clipped "
+            "(calibrated: 0.2 lets the HSC number drift 20 %/month, 1.0 oscillates)"
+        ),
     )
     crowding: Literal["push", "wait"] = param(
         "push",

@@ -98,9 +98,13 @@ class FieldConfig(Section):
 
 def _default_fields() -> dict[str, FieldConfig]:
     return {
+        # Calibrated (docs/calibration.md): CXCL12 binds heparan sulfate and matrix, so its
+        # effective diffusion is ~1 µm²/s (free ~100 µm²/s over a bound/free ratio ~100);
+        # lifetime ~10 min (CXCR4/ACKR3 internalisation, CD26 and MMP cleavage). The decay
+        # length sqrt(D/k) ~ 24 µm keeps CXCL12 at the perivascular stroma that makes it.
         "cxcl12": FieldConfig(
-            diffusion_um2_s={"marrow": 20.0, "bone": 0.0},
-            decay_per_min={"marrow": 0.05},
+            diffusion_um2_s={"marrow": 1.0, "bone": 0.0},
+            decay_per_min={"marrow": 0.1},
             secretion_per_min={"stroma": 5.0, "endothelium": 1.5, "endosteum": 0.5, "sno": 0.5},
             uptake_per_min=0.1,
             window=(0.0, 40.0),

@@ -500,6 +500,19 @@ class FieldSet:
         out["protease"] = p.copy() if isinstance(p, np.ndarray) else np.array(p, np.float64)
         return out
 
+    def reset_solver_state(self) -> None:
+        """Forget history-dependent solver state; the next solve rebuilds every hierarchy.
+
+        The multigrid updates its coarse operators incrementally when only cells moved,
+        so their float32 rounding depends on the sequence of past updates. A checkpoint
+        holds the solutions but not that history: calling this at every checkpoint (as
+        :class:`~niche3d.simulation.Simulation` does) makes a run resumed from it continue
+        bit-identically to the run that wrote it.
+        """
+        for f in self._fields.values():
+            f.dirty = True
+            f.mg.forget_build()
+
     def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`state_dict` returned (keys and shapes are checked)."""
         if not isinstance(d, dict):

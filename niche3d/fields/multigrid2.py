@@ -282,6 +282,11 @@ class Multigrid:
         self._cells = cells
         self._incremental = 0
 
+    def forget_build(self) -> None:
+        """Make the next :meth:`build` a full rebuild (no incremental update)."""
+        self._build_key = None
+        self._incremental = 0
+
     def _update_cells(self, op: OperatorSpec, cells: np.ndarray) -> None:
         """Add +-uptake to the coarse reaction sums above voxels whose occupancy changed."""
         changed = np.setxor1d(cells, self._cells, assume_unique=True)

@@ -1,0 +1,202 @@
+"""Calibration: the default homeostasis scenario meets BIOLOGY.md section 6, targets 1-4.
+
+One reduced-domain run of scenarios/homeostasis.toml with the calibrated defaults,
+shared by the tests of this module: 32 x 48 x 48 voxels of 8 µm (the default tissue
+statistics, a sixth of the default volume), ``cells.hsc_per_mm3 = 16000`` (40 times
+the physiological default, ~440 HSCs, so that shares are measured to a few per cent),
+``RUN_DAYS`` simulated days scored after a ``SKIP_DAYS`` burn-in, fields re-solved every
+24 h (bound HSCs are the large majority and move rarely). The 120-day check at full size
+is in docs/calibration.md (tools/make_calibration_figures.py).
+
+Statistics: shares are pooled over the daily records after the burn-in; every interval
+and test uses a conservative effective sample size of one snapshot (the mean number of
+cells per record), because successive records of the same cells are correlated (see
+niche3d.analysis.calibration). The acceptable ranges are those of
+``niche3d.analysis.calibration.TARGETS`` (BIOLOGY.md section 6), not test tolerances.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from niche3d.analysis.calibration import (
+    TARGETS,
+    calibration_series,
+    calibration_table,
+    division_intervals,
+    hsc_positions,
+)
+from niche3d.analysis.localisation import localisation_table
+from niche3d.io import open_run
+from niche3d.tissue.lattice import Lattice
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_DAYS = 80.0
+SKIP_DAYS = 40.0
+
+#: the default scenario on a smaller block with more HSCs per mm³ (docs/calibration.md §5)
+REDUCED = {
+    "domain.shape": [32, 48, 48],
+    "cells.hsc_per_mm3": 16000.0,
+    "run.days": RUN_DAYS,
+    "output.fields": False,
+    "fields.solve_every_hours": 24.0,
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from niche3d.scenario import load_scenario
+    from niche3d.simulation import Simulation
+
+    sc = load_scenario(REPO / "scenarios" / "homeostasis.toml", REDUCED)
+    out = tmp_path_factory.mktemp("calibration") / "homeostasis_reduced.zarr"
+    Simulation(sc, out).run()
+    return open_run(out)
+
+
+@pytest.fixture(scope="module")
+def table(run) -> pd.DataFrame:
+    return calibration_table(run, skip_days=SKIP_DAYS)
+
+
+def _in_range(table: pd.DataFrame, key: str) -> None:
+    r = table.loc[key]
+    t = TARGETS[key]
+    assert t.low <= r["simulated"] <= t.high, (
+        f"{key} = {r['simulated']:.4g} (95 % interval {r['ci_low']:.4g}-{r['ci_high']:.4g}) "
+        f"outside the target range {t.low}-{t.high} ({t.source})"
+    )
+    assert bool(r["met"])
+
+
+# --------------------------------------------------------------------------- target 1
+def test_target1_perisinusoidal_share_vs_null(run, table):
+    """~85 % of HSCs within 10 µm of a sinusoid, far above random placement."""
+    _in_range(table, "perisinusoidal_share")
+    r = table.loc["perisinusoidal_share"]
+    # one snapshot's worth of cells: the enrichment over the exact null is not noise
+    assert r["n_eff"] > 150
+    assert r["ci_low"] > 5 * r["null"]
+    assert r["p_value"] < 1e-6
+    # the interval itself lies inside the target range (the share is measured well enough)
+    assert TARGETS["perisinusoidal_share"].low <= r["ci_low"]
+    assert r["ci_high"] <= TARGETS["perisinusoidal_share"].high
+    # the null is the exact uniform-placement share of the same geometry
+    late = run.cells[run.cells["t"] >= SKIP_DAYS * 24]
+    lat = Lattice(np.asarray(run.tissue.isel(t=-1).values), run.voxel_um)
+    loc = localisation_table(lat, hsc_positions(late, run.voxel_um), within_um=10.0)
+    assert r["null"] == pytest.approx(loc.loc["sinusoid", "null"], rel=1e-12)
+    assert r["simulated"] == pytest.approx(loc.loc["sinusoid", "observed"], rel=1e-12)
+
+
+def test_target1_dividing_and_resting_placed_alike(table):
+    """Cycling and resting HSCs equally perisinusoidal: Fisher test does not reject at 1 %."""
+    _in_range(table, "dividing_vs_resting_sinusoid_p")
+
+
+# --------------------------------------------------------------------------- target 2
+def test_target2_dormant_enriched_at_endosteum(table):
+    """Dormant (label-retaining) HSCs more often in endosteal contact than active ones.
+
+    The target as BIOLOGY.md states it (an enrichment, ratio > 1). Its significance is
+    NOT asserted: with one snapshot's ~70 dormant HSCs the one-sided Fisher p is
+    0.06-0.15 in single runs (ratios 1.5-1.9 in every reduced run so far); see
+    docs/calibration.md section 4.
+    """
+    _in_range(table, "dormant_endosteal_enrichment")
+    r = table.loc["dormant_endosteal_enrichment"]
+    assert r["ci_low"] < r["simulated"] < r["ci_high"]
+    assert 0.0 < r["p_value"] < 0.5
+
+
+# --------------------------------------------------------------------------- target 3
+@pytest.mark.parametrize("key", ["sg2m_fraction", "g0_fraction", "dormant_fraction"])
+def test_target3_cycle_fractions(table, key):
+    """4-5 % in S/G2/M, 60-70 % in G0, ~20 % dormant."""
+    _in_range(table, key)
+
+
+@pytest.mark.parametrize("key", ["active_division_interval_days", "dormant_residence_days"])
+def test_target3_division_intervals(table, key):
+    """Active HSCs divide every ~1-5 weeks; dormant ones every ~145 days."""
+    _in_range(table, key)
+    r = table.loc[key]
+    assert r["ci_low"] <= r["simulated"] <= r["ci_high"]
+
+
+# --------------------------------------------------------------------------- target 4
+def test_target4_stable_number_continuous_output(run, table):
+    """No drift of the HSC number beyond noise; MPPs leave the niche every day."""
+    _in_range(table, "hsc_drift_per_30d")
+    _in_range(table, "mpp_output_weeks_share")
+    _in_range(table, "mpp_zero_days_excess")
+    r = table.loc["hsc_drift_per_30d"]
+    assert r["ci_low"] <= 0.0 <= r["ci_high"] or abs(r["simulated"]) < 0.05
+    s = calibration_series(run)
+    late = s[s["t_days"] >= SKIP_DAYS]
+    n0 = float(s["hsc_total"].iloc[0])
+    # every record within 25 % of the seeded number
+    assert (late["hsc_total"] - n0).abs().max() <= 0.25 * n0
+
+
+# --------------------------------------------------------------------------- the estimators
+def test_series_matches_metrics(run):
+    """calibration_series counts = the simulation's own per-record metrics."""
+    s = calibration_series(run)
+    m = run.metrics.set_index("record")
+    for st in ("dormant", "active_g0", "active_g1", "active_sg2m"):
+        np.testing.assert_array_equal(s[f"n_{st}"].to_numpy(), m[f"n_{st}"].to_numpy())
+    np.testing.assert_allclose(s["frac_sg2m"], m["frac_sg2m"], rtol=1e-6)
+    np.testing.assert_allclose(s["frac_dormant"], m["frac_dormant"], rtol=1e-6)
+    exits = np.diff(m["total_exits"].to_numpy()) / np.diff(m["t"].to_numpy() / 24.0)
+    np.testing.assert_allclose(s["mpp_output_per_day"].to_numpy()[1:], exits)
+
+
+def test_division_interval_is_exposure_over_events(run):
+    """Interval = integrated state-days / events, with the exact Poisson interval."""
+    m = run.metrics
+    iv = division_intervals(m)
+    days = m["t"].to_numpy() / 24.0
+    act = (m["n_active_g0"] + m["n_active_g1"] + m["n_active_sg2m"]).to_numpy(dtype=float)
+    k = float(m["total_divisions"].iloc[-1] - m["total_divisions"].iloc[0])
+    exposure = float(np.sum(0.5 * (act[1:] + act[:-1]) * np.diff(days)))
+    assert iv["active_division_interval_days"] == pytest.approx(exposure / k)
+    # Poisson 95 % interval on k events: k in [chi2(0.025, 2k)/2, chi2(0.975, 2k+2)/2]
+    from scipy import stats
+
+    assert iv["active_division_interval_days_low"] == pytest.approx(
+        exposure / (stats.chi2.ppf(0.975, 2 * k + 2) / 2)
+    )
+    assert iv["active_division_interval_days_high"] == pytest.approx(exposure / (stats.chi2.ppf(0.025, 2 * k) / 2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"skip_days": -1.0}, "skip_days"),
+        ({"skip_days": math.nan}, "skip_days"),
+        ({"confidence": 1.0}, "confidence"),
+    ],
+)
+def test_table_rejects_bad_arguments(run, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        calibration_table(run, **kwargs)
+
+
+def test_other_bad_arguments(run):
+    with pytest.raises(ValueError, match="within_um"):
+        calibration_series(run, within_um=0.0)
+    with pytest.raises(ValueError, match="voxel_um"):
+        hsc_positions(run.cells, -8.0)
+    with pytest.raises(ValueError, match="states"):
+        hsc_positions(run.cells, 8.0, ("sleeping",))
+    with pytest.raises(ValueError, match="at least two records"):
+        division_intervals(run.metrics.iloc[:1])
+    with pytest.raises(ValueError, match="niche3d Run"):
+        calibration_table(object())
