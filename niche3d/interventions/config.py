@@ -37,18 +37,11 @@ class Knockout(Section):
         return check_tissue_table(v, what="sources")
 
 
-class AMD3100(Section):
-    """CXCR4 antagonist (plerixafor): bolus doses, first-order elimination."""
+class _Doses(Section):
+    """Bolus injections at listed days (shared by the drugs with first-order kinetics)."""
 
-    kind: Literal["amd3100"] = "amd3100"
     dose_days: list[float] = param(
         None, default_factory=lambda: [0.0], unit="day", description="times of the injections"
-    )
-    half_life_hours: float = param(
-        1.0, unit="h", gt=0.0, le=240.0, description="plasma elimination half-life (mouse ~1 h)"
-    )
-    peak_blockade: float = param(
-        0.9, unit="-", ge=0.0, lt=1.0, description="CXCR4 blockade right after a dose (< 1)"
     )
 
     @field_validator("dose_days")
@@ -57,6 +50,18 @@ class AMD3100(Section):
         if not v or any(d < 0 for d in v):
             raise ValueError(f"dose_days {v} must be a non-empty list of days >= 0")
         return sorted(v)
+
+
+class AMD3100(_Doses):
+    """CXCR4 antagonist (plerixafor): bolus doses, first-order elimination."""
+
+    kind: Literal["amd3100"] = "amd3100"
+    half_life_hours: float = param(
+        1.0, unit="h", gt=0.0, le=240.0, description="plasma elimination half-life (mouse ~1 h)"
+    )
+    peak_blockade: float = param(
+        0.9, unit="-", ge=0.0, lt=1.0, description="CXCR4 blockade right after a dose (< 1)"
+    )
 
 
 class GCSF(Section):
@@ -82,7 +87,7 @@ class GCSF(Section):
     )
 
 
-class FiveFU(Section):
+class FiveFU(_Doses):
     """5-fluorouracil: a cytotoxic that kills cycling cells; quiescent HSCs survive.
 
     The kill hazard of cycling cells (active G1 and S/G2/M HSCs, MPPs, progenitor
@@ -90,22 +95,12 @@ class FiveFU(Section):
     """
 
     kind: Literal["5fu"] = "5fu"
-    dose_days: list[float] = param(
-        None, default_factory=lambda: [0.0], unit="day", description="times of the injections"
-    )
     peak_kill_per_h: float = param(
         0.5, unit="1/h", gt=0.0, le=100.0, description="death hazard of cycling cells right after a dose"
     )
     half_life_hours: float = param(
         6.0, unit="h", gt=0.0, le=240.0, description="decay of the cytotoxic effect (calibrate)"
     )
-
-    @field_validator("dose_days")
-    @classmethod
-    def _doses(cls, v: list[float]) -> list[float]:
-        if not v or any(d < 0 for d in v):
-            raise ValueError(f"dose_days {v} must be a non-empty list of days >= 0")
-        return sorted(v)
 
 
 class Transplant(Section):
