@@ -20,8 +20,8 @@ done
 
 find_python() {
   local c
-  for c in "${NICHE3D_PYTHON:-}" python3.13 python3.12 python3 \
-           /root/.pyenv/versions/3.13*/bin/python3 /root/.pyenv/versions/3.12*/bin/python3 \
+  for c in "${NICHE3D_PYTHON:-}" python3.12 python3.13 python3 \
+           /root/.pyenv/versions/3.12*/bin/python3 /root/.pyenv/versions/3.13*/bin/python3 \
            /usr/local/bin/python3.12 /usr/bin/python3.12; do
     [ -n "$c" ] || continue
     if "$c" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then
