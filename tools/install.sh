@@ -46,7 +46,8 @@ if [ "$want_test" = 1 ]; then
   # Headless Qt/OpenGL for napari under Xvfb (see shared notes); only what is missing.
   pkgs="xvfb xauth libgl1 libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
         libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 libxcb-shape0
-        libxcb-cursor0 libxcb-xfixes0 libxcb-xkb1 libdbus-1-3 libfontconfig1 libglib2.0-0"
+        libxcb-cursor0 libxcb-xfixes0 libxcb-xkb1 libdbus-1-3 libfontconfig1 libglib2.0-0
+        libgl1-mesa-dri libegl-mesa0"
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then
