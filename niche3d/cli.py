@@ -139,6 +139,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
         overrides.append(f"run.threads={a.threads}")
     sc = load_scenario(a.scenario, overrides)
     out = Path(a.out) if a.out else _default_out(a.scenario)
+    if out.exists() and not a.overwrite:
+        raise _UsageError(
+            f"{out} already exists; choose another --out, add --overwrite to replace a run "
+            f"store, or continue it with: {_invoked_as()} run --resume {out}"
+        )
     t0 = time.perf_counter()
     print(f"building {sc.name!r}: lattice {tuple(sc.domain.shape)} at {sc.domain.voxel_um:g} µm ...",
           file=sys.stderr)
