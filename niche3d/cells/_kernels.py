@@ -65,7 +65,7 @@ E_CLEARANCE = 7
 
 # contact bits (per voxel, from the 6 face neighbours' tissue codes)
 C_ENDO = 1  # touches sinusoidal endothelium (egress / homing site)
-C_ANG1 = 2  # touches endosteum or SNO (osteoblast ANG1 quiescence)
+C_ANG1 = 2  # touches endosteum or SNO (osteoblast contact; ANG1 signal = 1 there)
 C_SNO = 4  # touches an SNO (N-cadherin)
 C_OPN = 8  # inside the osteopontin zone near the endosteum
 
@@ -126,7 +126,9 @@ K_BIND_HALF = 52
 K_BIND_HILL = 53
 K_FATE_DEMAND = 54
 K_DEVIATION = 55
-N_PAR = 56
+K_W_ENDO = 56
+K_OFF_ANG1 = 57
+N_PAR = 58
 
 _DZ = np.array([-1, 1, 0, 0, 0, 0], dtype=np.int64)
 _DY = np.array([0, 0, -1, 1, 0, 0], dtype=np.int64)
@@ -161,18 +163,21 @@ def occupancy(c: float, kd: float, blockade: float) -> float:
 @jit
 def adhesion_score(f: int, cxcl: np.ndarray, mscf: np.ndarray, contact: np.ndarray,
                    vcam: np.ndarray, par: np.ndarray) -> float:
-    """Binding rate over ``k_on0``: contact (membrane SCF, VCAM1, N-cadherin) times CXCR4
-    integrin activation, ``(w_s m + w_v vcam + w_n sno) * (1 + w_c theta)``.
+    """Binding rate over ``k_on0``: contact (membrane SCF, VCAM1, N-cadherin, osteoblast
+    lining) times CXCR4 integrin activation,
+    ``(w_s m + w_v vcam + w_n sno + w_e endosteal) * (1 + w_c theta)``.
 
     ``vcam`` is the per-voxel VCAM1 contact in 0..1 (weighted face count / 6).
     """
     th = occupancy(cxcl[f], par[K_KD], par[K_BLOCK])
     vc = vcam[f] / (1.0 + par[K_PROT] / par[K_VCAM_PROT_HALF])
     nc = 1.0 if (contact[f] & C_SNO) != 0 else 0.0
+    ob = 1.0 if (contact[f] & C_ANG1) != 0 else 0.0
     m = mscf[f]
     if m < 0.0:
         m = 0.0
-    return (par[K_W_SCF] * m + par[K_W_VCAM] * vc + par[K_W_NCAD] * nc) * (1.0 + par[K_W_CXCR4] * th)
+    return (par[K_W_SCF] * m + par[K_W_VCAM] * vc + par[K_W_NCAD] * nc + par[K_W_ENDO] * ob) * (
+        1.0 + par[K_W_CXCR4] * th)
 
 
 @jit
@@ -442,7 +447,7 @@ def _hazard_time(k: float, b: float, u: float) -> float:
 def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                     z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                     lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                    contact: np.ndarray, vcam: np.ndarray, home_sites: np.ndarray, ny: int,
+                    contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray, ny: int,
                     nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
                     ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray, dt: float,
                     nsite: int) -> None:
@@ -490,6 +495,7 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
     ub = uniform(seed, step, cid, PU_BIND)
     if bound[i] != 0:
         koff = par[K_KOFF] * (1.0 + par[K_OFF_PROT] * par[K_PROT] + par[K_OFF_BLOCK] * par[K_BLOCK])
+        koff /= 1.0 + par[K_OFF_ANG1] * ang1[f]
         if ub < -math.expm1(-koff * dt):
             bound[i] = 0
     else:
@@ -526,11 +532,11 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
     # ---- cycle clock (exact times, one transition per step, remainder carried)
     b = dt + lag[i]
     start = t0 - lag[i]
-    ang1 = 1.0 if (cb & C_ANG1) != 0 else 0.0
+    a1 = ang1[f]
     dem = par[K_DEMAND]
     uc = uniform(seed, step, cid, PU_CYCLE)
     if st == S_DORMANT:
-        k = par[K_ACT] * (1.0 - par[K_ACT_ANG1] * ang1) * (1.0 + par[K_DEMAND_GAIN] * dem)
+        k = par[K_ACT] * (1.0 - par[K_ACT_ANG1] * a1) * (1.0 + par[K_DEMAND_GAIN] * dem)
         s = _hazard_time(k, b, uc)
         if s >= 0.0:
             state[i] = S_G0
@@ -541,7 +547,7 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
             lag[i] = 0.0
     elif st == S_G0:
         k_entry = par[K_ENTRY] * (1.0 + par[K_DEMAND_GAIN] * dem) / (1.0 + par[K_ENTRY_CXCL] * th)
-        k_ret = par[K_RET] * (1.0 + par[K_RET_ANG1] * ang1) * (1.0 - dem)
+        k_ret = par[K_RET] * (1.0 + par[K_RET_ANG1] * a1) * (1.0 - dem)
         if k_ret < 0.0:
             k_ret = 0.0
         kk = k_entry + k_ret
@@ -584,7 +590,7 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
 def cell_rules_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                   contact: np.ndarray, vcam: np.ndarray, home_sites: np.ndarray, ny: int,
+                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray, ny: int,
                    nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
                    ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray) -> None:
     """Decide each cell's step: adhesion, death/egress/exit, cycle clock, blood events.
@@ -597,7 +603,7 @@ def cell_rules_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray
     nsite = home_sites.shape[0]
     for i in prange(n):
         _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
-                        vcam, home_sites, ny, nx, par, seed, step, t0, act, ev_time, changed,
+                        vcam, ang1, home_sites, ny, nx, par, seed, step, t0, act, ev_time, changed,
                         site, dt, nsite)
 
 
@@ -605,7 +611,7 @@ def cell_rules_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray
 def cell_rules_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                   contact: np.ndarray, vcam: np.ndarray, home_sites: np.ndarray, ny: int,
+                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray, ny: int,
                    nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
                    ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray) -> None:
     """Serial twin of :func:`cell_rules_par` (same results; no thread start-up cost)."""
@@ -613,7 +619,7 @@ def cell_rules_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray
     nsite = home_sites.shape[0]
     for i in range(n):
         _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
-                        vcam, home_sites, ny, nx, par, seed, step, t0, act, ev_time, changed,
+                        vcam, ang1, home_sites, ny, nx, par, seed, step, t0, act, ev_time, changed,
                         site, dt, nsite)
 
 

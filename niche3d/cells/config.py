@@ -17,13 +17,17 @@ Every signal -> behaviour rule is written out in docs/cells.md; the short form:
   ``theta = c / (c + Kd) * (1 - blockade)``; a daughter stays a stem cell with
   probability ``p_min + (p_max - p_min) * S^n / (S^n + K^n)`` where it lands, times the
   systemic feedback ``1 + g_f * (1 - pool / set point)`` (clipped to [0, 1]);
-* adhesion score ``s = (w_scf mscf + w_vcam vcam + w_ncad sno) * (1 + w_cxcr4 theta)`` with
+* adhesion score ``s = (w_scf mscf + w_vcam vcam + w_ncad sno + w_endo osteo) * (1 + w_cxcr4
+  theta)`` (``osteo`` = contact with endosteum or SNO) with
   ``vcam = min(1, (f_endo * endothelium faces + stroma faces + own stroma) / 6)``
   (contact, with CXCR4 inside-out integrin activation); binding rate
   ``k_on = k_on0 * s^h / (s^h + K^h)``,
-  unbinding ``k_off = k_off0 * (1 + g_prot * protease + g_block * blockade)``;
+  unbinding ``k_off = k_off0 * (1 + g_prot * protease + g_block * blockade) / (1 + g_ang1_ret
+  * ang1)``;
 * egress (unbound, touching endothelium) ``k_e = k_e0 / (1 + r_cxcr4 theta + r_vcam vcam
   + r_scf mscf)``;
+* osteoblast quiescence signal ``ang1 = exp(-gap / r_ang1)`` (gap between the HSC and the
+  endosteal/SNO surface, 1 on contact, contact only for ``r_ang1 = 0``);
 * dormant -> active ``k_act0 * (1 - q_ang1 * ang1) * (1 + g_d * demand)``, active G0 ->
   dormant ``k_ret0 * (1 + g_ang1 * ang1) * (1 - demand)``, G0 -> G1
   ``k_entry0 * (1 + g_d * demand) / (1 + q_cxcl12 * theta)``; G1 and S/G2/M last Erlang
@@ -104,6 +108,27 @@ class AdhesionConfig(Section):
     )
     w_ncadherin: float = param(
         1.0, unit="-", ge=0.0, le=100.0, description="weight of N-cadherin contact (any SNO face)"
+    )
+    w_endosteal: float = param(
+        0.0,
+        unit="-",
+        ge=0.0,
+        le=100.0,
+        description=(
+            "weight of contact with the osteoblastic lining (endosteum or SNO: N-cadherin, "
+            "VCAM1 and membrane SCF of osteoblasts), added to the adhesion score"
+        ),
+    )
+    ang1_retention: float = param(
+        9.0,
+        unit="-",
+        ge=0.0,
+        le=1e3,
+        description=(
+            "division of k_off by (1 + g * ang1): ANG1/TIE2 signalling keeps osteoblast-"
+            "contacting HSCs adhesive (beta1-integrin/N-cadherin, Arai 2004; calibrated: bound "
+            "residence ~30 days at the bone, gives the dormant endosteal enrichment)"
+        ),
     )
     w_cxcr4: float = param(
         0.5,
@@ -186,6 +211,17 @@ class CycleConfig(Section):
             "keeps contacting HSCs quiescent, Arai 2004; gives the dormant endosteal enrichment)"
         ),
     )
+    ang1_range_um: float = param(
+        0.0,
+        unit="µm",
+        ge=0.0,
+        le=200.0,
+        description=(
+            "decay length of the osteoblast quiescence signal (ANG1/OPN, matrix-bound) with "
+            "the gap between HSC and endosteal/SNO surface: signal exp(-gap / range), 1 on "
+            "contact; 0 = contact only"
+        ),
+    )
     return_per_day: float = param(
         1.0 / 200.0,
         unit="1/day",
@@ -194,11 +230,14 @@ class CycleConfig(Section):
         description="active G0 -> dormant rate without contact or demand (keeps ~20 % dormant)",
     )
     ang1_return_gain: float = param(
-        4.0,
+        2.0,
         unit="-",
         ge=0.0,
         le=1e3,
-        description="relative rise of return to dormancy with ANG1 contact (calibrated, Arai 2004)",
+        description=(
+            "relative rise of return to dormancy with ANG1 contact (calibrated with "
+            "adhesion.ang1_retention: HSCs held ~30 days at the bone, Arai 2004)"
+        ),
     )
     g0_exit_per_day: float = param(
         1.0 / 12.8,

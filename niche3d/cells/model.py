@@ -234,6 +234,7 @@ class CellModel:
         self._contact, self._vcam = _contact_maps(
             lattice, config.death.opn_range_um, config.adhesion.endothelial_vcam1_factor
         )
+        self._ang1 = _ang1_map(lattice, self._contact, config.cycle.ang1_range_um)
         touch_endo = (self._contact & K.C_ENDO) != 0
         self._home_sites = np.flatnonzero(touch_endo & (self._enter != 0)).astype(np.int64)
         del labels
@@ -273,6 +274,8 @@ class CellModel:
         p[K.K_W_SCF] = a.w_membrane_scf
         p[K.K_W_VCAM] = a.w_vcam1
         p[K.K_W_NCAD] = a.w_ncadherin
+        p[K.K_W_ENDO] = a.w_endosteal
+        p[K.K_OFF_ANG1] = a.ang1_retention
         p[K.K_W_CXCR4] = a.w_cxcr4
         p[K.K_BIND_HALF] = a.binding_half
         p[K.K_BIND_HILL] = a.binding_hill
@@ -617,8 +620,10 @@ class CellModel:
         th = c / (c + p[K.K_KD]) * (1.0 - p[K.K_BLOCK])
         vc = self._vcam[vox] / (1.0 + p[K.K_PROT] / p[K.K_VCAM_PROT_HALF])
         nc = ((self._contact[vox] & K.C_SNO) != 0).astype(np.float64)
+        ob = ((self._contact[vox] & K.C_ANG1) != 0).astype(np.float64)
         m = np.maximum(mscf[vox].astype(np.float64), 0.0)
-        return (p[K.K_W_SCF] * m + p[K.K_W_VCAM] * vc + p[K.K_W_NCAD] * nc) * (1.0 + p[K.K_W_CXCR4] * th)
+        return (p[K.K_W_SCF] * m + p[K.K_W_VCAM] * vc + p[K.K_W_NCAD] * nc + p[K.K_W_ENDO] * ob) * (
+            1.0 + p[K.K_W_CXCR4] * th)
 
     def set_reference(self, n_hsc: int) -> None:
         """Set the demand set point to ``n_hsc`` HSCs' homeostatic MPP output.
@@ -723,7 +728,7 @@ class CellModel:
                               c["x"], c["lastdir"], ny, nx)
         # 2. rules
         rules(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"], c["timer"],
-                     c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._home_sites,
+                     c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._ang1, self._home_sites,
                      ny, nx, par, self.seed, step, t0, s["act"], s["ev_time"], s["changed"],
                      s["site"])
         n_div = int(np.count_nonzero(s["act"][:n] == K.A_DIVIDE))
@@ -1056,6 +1061,25 @@ def _contact_maps(
         opn = lattice.dist_endosteum_um <= opn_range_um
         contact |= np.where(opn, np.uint8(K.C_OPN), np.uint8(0))
     return np.ascontiguousarray(contact.ravel()), np.ascontiguousarray(vcam.ravel(), dtype=np.float32)
+
+
+def _ang1_map(lattice: Lattice, contact: np.ndarray, range_um: float) -> np.ndarray:
+    """Per-voxel osteoblast quiescence signal (ANG1/OPN) in 0..1 (float32, flat), computed once.
+
+    1 for a voxel touching endosteum or an SNO (face contact) and, if ``range_um > 0``,
+    ``exp(-gap / range_um)`` elsewhere, with ``gap = max(0, d - h)`` the distance between
+    the cell surface and the osteoblast surface (``d`` the centre-to-centre distance to
+    the nearest endosteal/SNO voxel, ``h`` the voxel edge). ``range_um = 0`` is contact only;
+    0 on voxels an HSC cannot occupy.
+    """
+    sig = ((contact & K.C_ANG1) != 0).astype(np.float32)
+    if range_um > 0:
+        d = lattice.dist_endosteum_um.ravel()
+        if np.isfinite(d).any():
+            gap = np.maximum(d - lattice.voxel_um, 0.0)
+            sig = np.maximum(sig, np.exp(-gap / range_um).astype(np.float32))
+    sig[~lattice.enterable.ravel()] = 0.0  # bone, linings and lumens hold no HSC
+    return np.ascontiguousarray(sig, dtype=np.float32)
 
 
 def _shifted(a: np.ndarray, axis: int, shift: int) -> np.ndarray:
