@@ -403,13 +403,7 @@ class Multigrid:
         act, H, D2 = op.tables()
         labf = lab.reshape(-1)
         t = labf[iso].astype(np.int64)
-        diag = np.asarray(op.decay, np.float64)[t] + op.uptake * op.cell.reshape(-1)[iso]
-        diag = diag + op.inv_dt
-        if op.protease is not None:
-            diag = diag + op.psens * op.protease.reshape(-1)[iso].astype(np.float64)
-        b = np.asarray(op.secretion, np.float64)[t]
-        if op.old is not None and op.inv_dt > 0:
-            b = b + op.inv_dt * op.old.reshape(-1)[iso].astype(np.float64)
+        diag, b = _reaction_and_source(op, iso, t)
         z, rem = np.divmod(iso, ny * nx)
         y, x = np.divmod(rem, nx)
         rows, cols, vals = [], [], []
@@ -452,13 +446,7 @@ class Multigrid:
         _act, H, D2 = op.tables()
         labf = lab.reshape(-1)
         t = labf[idx].astype(np.int64)
-        diag = np.asarray(op.decay, np.float64)[t] + op.uptake * op.cell.reshape(-1)[idx]
-        diag = diag + op.inv_dt
-        if op.protease is not None:
-            diag = diag + op.psens * op.protease.reshape(-1)[idx].astype(np.float64)
-        b = np.asarray(op.secretion, np.float64)[t]
-        if op.old is not None and op.inv_dt > 0:
-            b = b + op.inv_dt * op.old.reshape(-1)[idx].astype(np.float64)
+        diag, b = _reaction_and_source(op, idx, t)
         z, rem = np.divmod(idx, ny * nx)
         y, x = np.divmod(rem, nx)
         m = idx.size
@@ -660,3 +648,18 @@ def _factor_coarsest(L: _Level, periodic: tuple[bool, bool, bool]) -> tuple:
     active = (kr.ravel() >= 0) & (diag.ravel() > 0)
     A = A[active][:, active].tocsc()
     return scipy.sparse.linalg.splu(A), None, active
+
+
+def _reaction_and_source(
+    op: OperatorSpec, idx: np.ndarray, codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Level-0 reaction diagonal (decay + uptake + 1/dt + protease) and right-hand side
+    (secretion + old/dt) at the flat voxels ``idx`` whose tissue codes are ``codes``."""
+    diag = np.asarray(op.decay, np.float64)[codes] + op.uptake * op.cell.reshape(-1)[idx]
+    diag = diag + op.inv_dt
+    if op.protease is not None:
+        diag = diag + op.psens * op.protease.reshape(-1)[idx].astype(np.float64)
+    b = np.asarray(op.secretion, np.float64)[codes]
+    if op.old is not None and op.inv_dt > 0:
+        b = b + op.inv_dt * op.old.reshape(-1)[idx].astype(np.float64)
+    return diag, b
