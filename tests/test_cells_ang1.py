@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from cells_testdata import quiet_config
 from scipy import stats
 
 from niche3d.cells import CellModel, CellsConfig, Modifiers, Signals
@@ -26,21 +27,6 @@ def _bone_lattice(shape=(24, 24, 32)) -> Lattice:
     lab[:, :, :2] = Tissue.BONE
     lab[:, :, 2] = Tissue.ENDOSTEUM
     return Lattice(lab, 8.0)
-
-
-def _quiet(**sections) -> CellsConfig:
-    base = {
-        "speed_um_min": 0.0,
-        "motility": {"chemotaxis_gain": 0.0, "persistence": 0.0},
-        "adhesion": {"k_on_per_h": 0.0, "k_off_per_h": 0.0},
-        "cycle": {"activation_per_day": 0.0, "return_per_day": 0.0, "g0_exit_per_day": 0.0,
-                  "demand_gain": 0.0},
-        "death": {"hsc_per_day": 0.0, "mpp_per_day": 0.0, "mpp_exit_per_day": 0.0},
-        "blood": {"egress_per_h": 0.0, "homing_per_h": 0.0, "clearance_per_h": 0.0},
-    }
-    for key, val in sections.items():
-        base.setdefault(key, {}).update(val)
-    return CellsConfig.model_validate(base)
 
 
 def _signals(lat: Lattice) -> Signals:
@@ -83,7 +69,7 @@ def test_ang1_map_range_is_validated():
 def test_bound_hscs_at_the_bone_unbind_at_k_off_over_one_plus_g(g_ret):
     """Bound survival exp(-k_off t / (1 + g ang1)): ang1 = 1 in contact, 0 away (range 0)."""
     koff = 0.2
-    cfg = _quiet(adhesion={"k_off_per_h": koff, "ang1_retention": g_ret})
+    cfg = quiet_config(adhesion={"k_off_per_h": koff, "ang1_retention": g_ret})
     lat = _bone_lattice()
     model = CellModel(cfg, lat, seed=5, dt_hours=1.0, motility_substeps=1)
     zz, yy, xx = _cells_at(lat.shape, [3, 12, 20])
@@ -104,7 +90,7 @@ def test_bound_hscs_at_the_bone_unbind_at_k_off_over_one_plus_g(g_ret):
 def test_return_to_dormancy_follows_the_graded_signal():
     """Active G0 -> dormant at k_ret (1 + g ang1(gap)), with the signal's range."""
     k_ret_day, gain, rng = 2.0, 4.0, 10.0
-    cfg = _quiet(cycle={"return_per_day": k_ret_day, "ang1_return_gain": gain,
+    cfg = quiet_config(cycle={"return_per_day": k_ret_day, "ang1_return_gain": gain,
                         "ang1_range_um": rng})
     lat = _bone_lattice()
     model = CellModel(cfg, lat, seed=7, dt_hours=1.0, motility_substeps=1)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from cells_testdata import niche_world
 from scipy import stats
 
 import niche3d.cells as cells
@@ -32,26 +33,6 @@ def sig(lat: Lattice, cxcl=0.0, scf=0.0, mscf=0.0) -> Signals:
         return np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float32), lat.shape))
 
     return Signals(cxcl12=arr(cxcl), scf=arr(scf), membrane_scf=arr(mscf))
-
-
-def niche_world():
-    lab = np.full((20, 32, 32), Tissue.MARROW, np.uint8)
-    lab[:, :, 0:3] = Tissue.BONE
-    lab[:, :, 3] = Tissue.ENDOSTEUM
-    lab[::3, ::4, 3] = Tissue.SNO
-    lab[:, 14:18, 14:18] = Tissue.SINUSOID
-    lab[:, 13, 13:19] = Tissue.ENDOTHELIUM
-    lab[:, 18, 13:19] = Tissue.ENDOTHELIUM
-    lab[:, 13:19, 13] = Tissue.ENDOTHELIUM
-    lab[:, 13:19, 18] = Tissue.ENDOTHELIUM
-    lab[:, 11:13, 11:21] = Tissue.STROMA
-    lat = Lattice(lab, 8.0)
-    d = lat.dist_sinusoid_um
-    s = Signals(cxcl12=(25 * np.exp(-d / 40)).astype(np.float32),
-                scf=(4 * np.exp(-d / 30)).astype(np.float32),
-                membrane_scf=(d <= 8).astype(np.float32))
-    return lat, s
-
 
 def test_public_namespace_is_pinned():
     assert sorted(cells.__all__) == sorted([

@@ -22,23 +22,7 @@ SCENARIO = textwrap.dedent(
     from niche3d.tissue.codes import Tissue
     from niche3d.tissue.lattice import Lattice
 
-    def world():
-        lab = np.full((20, 32, 32), Tissue.MARROW, np.uint8)
-        lab[:, :, 0:3] = Tissue.BONE
-        lab[:, :, 3] = Tissue.ENDOSTEUM
-        lab[::3, ::4, 3] = Tissue.SNO
-        lab[:, 14:18, 14:18] = Tissue.SINUSOID
-        lab[:, 13, 13:19] = Tissue.ENDOTHELIUM
-        lab[:, 18, 13:19] = Tissue.ENDOTHELIUM
-        lab[:, 13:19, 13] = Tissue.ENDOTHELIUM
-        lab[:, 13:19, 18] = Tissue.ENDOTHELIUM
-        lab[:, 11:13, 11:21] = Tissue.STROMA
-        lat = Lattice(lab, 8.0)
-        d = lat.dist_sinusoid_um
-        sig = Signals(cxcl12=(25 * np.exp(-d / 40)).astype(np.float32),
-                      scf=(4 * np.exp(-d / 30)).astype(np.float32),
-                      membrane_scf=(d <= 8).astype(np.float32))
-        return lat, sig
+    from cells_testdata import niche_world as world
 
     def config():
         # fast kinetics so that every rule fires many times in a short run
@@ -96,7 +80,8 @@ def test_same_seed_bit_identical_for_1_and_2_threads(script, tmp_path, parallel_
     for threads in (1, 2):
         out = tmp_path / f"t{threads}.npz"
         env = dict(os.environ, NUMBA_NUM_THREADS=str(threads),
-                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                   PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests"),
+                                               os.environ.get("PYTHONPATH", "")]))
         proc = subprocess.run([sys.executable, str(script), str(out), str(parallel_min)],
                               env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]

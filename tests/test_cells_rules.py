@@ -13,10 +13,11 @@ import math
 
 import numpy as np
 import pytest
+from cells_testdata import quiet_config
 from scipy import signal as sps
 from scipy import stats
 
-from niche3d.cells import EVENT_NAMES, CellModel, CellsConfig, Modifiers, Signals
+from niche3d.cells import EVENT_NAMES, CellModel, Modifiers, Signals
 from niche3d.tissue.codes import Tissue
 from niche3d.tissue.lattice import Lattice
 
@@ -24,25 +25,6 @@ Z999 = 3.2905  # two-sided 99.9 %
 ALPHA = 0.001
 
 E = {name: k for k, name in enumerate(EVENT_NAMES)}
-
-
-def quiet_config(**sections) -> CellsConfig:
-    """A configuration with every rule switched off, then the given sections applied."""
-    base = {
-        "speed_um_min": 0.0,
-        "motility": {"chemotaxis_gain": 0.0, "persistence": 0.0},
-        "adhesion": {"k_on_per_h": 0.0, "k_off_per_h": 0.0},
-        "cycle": {"activation_per_day": 0.0, "return_per_day": 0.0, "g0_exit_per_day": 0.0,
-                  "demand_gain": 0.0},
-        "death": {"hsc_per_day": 0.0, "mpp_per_day": 0.0, "mpp_exit_per_day": 0.0},
-        "blood": {"egress_per_h": 0.0, "homing_per_h": 0.0, "clearance_per_h": 0.0},
-    }
-    for key, val in sections.items():
-        if isinstance(val, dict):
-            base.setdefault(key, {}).update(val)
-        else:
-            base[key] = val
-    return CellsConfig.model_validate(base)
 
 
 def marrow(shape: tuple[int, int, int]) -> Lattice:
