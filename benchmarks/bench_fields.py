@@ -114,12 +114,11 @@ def assemble(op: OperatorSpec) -> tuple[sp.csr_matrix, np.ndarray]:
 def sweep_time(shape: tuple[int, int, int], repeats: int = 10) -> float:
     u = np.random.default_rng(0).random(shape, dtype=np.float32)
     v = np.zeros_like(u)
-    part = np.zeros(shape[0])
-    K.stencil_sweep(u, v, part)
+    K.stencil_sweep(u, v)
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
-        K.stencil_sweep(u, v, part)
+        K.stencil_sweep(u, v)
         ts.append(time.perf_counter() - t)
     return float(np.median(ts))
 
@@ -129,11 +128,17 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
     t = time.perf_counter()
     lat = make_lattice(n, args.tissue, args.seed, args.voxel_um)
     t_lat = time.perf_counter() - t
-    cfg = FieldsConfig(
-        diffusible={"cxcl12": FieldsConfig().diffusible["cxcl12"]}, tolerance=args.tol
-    )
-    field_cfg = cfg.diffusible["cxcl12"]
-    D_vox = field_cfg.diffusion_um2_s["marrow"] * 60 / lat.voxel_um**2
+    # The issue asks for decay lengths of 10-30 voxels. The calibrated CXCL12 of the
+    # homeostasis scenario is matrix-bound (D ~1 µm²/s, L ~3 voxels), an easy case for any
+    # solver, so the benchmark field keeps CXCL12's sources and uptake but diffuses like
+    # soluble SCF (30 µm²/s) with the decay set to give --decay-length voxels.
+    base = FieldsConfig().diffusible["cxcl12"]
+    D_vox = 30.0 * 60 / lat.voxel_um**2
+    field_cfg = base.model_copy(update={
+        "diffusion_um2_s": {"marrow": 30.0, "bone": 0.0},
+        "decay_per_min": {"marrow": D_vox / args.decay_length**2},
+    })
+    cfg = FieldsConfig(diffusible={"cxcl12": field_cfg}, tolerance=args.tol)
     L_vox = float(np.sqrt(D_vox / field_cfg.decay_per_min["marrow"]))
     enterable = np.flatnonzero(lat.enterable.ravel())
     cells = np.sort(rng.choice(enterable, int(0.02 * enterable.size), replace=False))
@@ -292,6 +297,8 @@ def main() -> None:
     ap.add_argument("--tissue", choices=["generator", "synthetic"], default="generator")
     ap.add_argument("--voxel-um", type=float, default=8.0)
     ap.add_argument("--tol", type=float, default=1e-6)
+    ap.add_argument("--decay-length", type=float, default=20.0,
+                    help="decay length sqrt(D/k) of the benchmark field, voxels (issue: 10-30)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--baseline-max", type=int, default=256,

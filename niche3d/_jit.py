@@ -23,8 +23,20 @@ __all__ = ["jit", "set_threads"]
 _FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract"}
 
 
-def jit[F: Callable[..., Any]](fn: F | None = None, *, parallel: bool = False, cache: bool = True) -> Any:
-    """Compile ``fn`` with the project's numba settings (``@jit`` or ``@jit(parallel=True)``)."""
+def jit[F: Callable[..., Any]](
+    fn: F | None = None,
+    *,
+    parallel: bool = False,
+    cache: bool = True,
+    error_model: str = "python",
+) -> Any:
+    """Compile ``fn`` with the project's numba settings (``@jit`` or ``@jit(parallel=True)``).
+
+    ``error_model="numpy"`` drops numba's division-by-zero checks, which is what lets
+    LLVM vectorise loops that divide; use it only in kernels whose divisions are guarded
+    (the field solver's)."""
+    if error_model not in ("python", "numpy"):
+        raise ValueError(f"error_model must be 'python' or 'numpy', got {error_model!r}")
     boundscheck = os.environ.get("NICHE3D_BOUNDSCHECK", "0") == "1"
 
     def wrap(f: F) -> F:
@@ -35,6 +47,7 @@ def jit[F: Callable[..., Any]](fn: F | None = None, *, parallel: bool = False, c
             cache=cache,
             boundscheck=boundscheck,
             nogil=True,
+            error_model=error_model,
         )
 
     if fn is not None:

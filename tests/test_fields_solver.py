@@ -86,7 +86,11 @@ def solve_mg(op: OperatorSpec, tol: float = 1e-10) -> np.ndarray:
     return hi.astype(np.float64) + lo
 
 
-def random_op(shape: tuple[int, int, int], seed: int, bkind, bvalue, protease=False) -> OperatorSpec:
+def random_op(shape: tuple[int, int, int], seed: int, bkind, bvalue, protease=False,
+              uniform=False) -> OperatorSpec:
+    """A random marrow with a bone wall. ``uniform`` gives every permeable tissue the same
+    diffusivity (the vectorised solver path); otherwise stroma and endothelium differ (the
+    table-driven path)."""
     rng = np.random.default_rng(seed)
     lab = np.full(shape, Tissue.MARROW, np.uint8)
     lab[rng.random(shape) < 0.05] = Tissue.STROMA
@@ -95,8 +99,9 @@ def random_op(shape: tuple[int, int, int], seed: int, bkind, bvalue, protease=Fa
     lab[:, shape[1] // 2, :] = Tissue.BONE  # a wall with a hole
     lab[: shape[0] // 2, shape[1] // 2, : shape[2] // 2] = Tissue.MARROW
     D, K = tables(1.0, 1 / 150)
-    D[Tissue.STROMA] = 0.4
-    D[Tissue.ENDOTHELIUM] = 2.5
+    if not uniform:
+        D[Tissue.STROMA] = 0.4
+        D[Tissue.ENDOTHELIUM] = 2.5
     K[Tissue.ENDOTHELIUM] = 0.05
     S = np.zeros(16)
     S[Tissue.STROMA] = 1.0
@@ -116,8 +121,11 @@ def random_op(shape: tuple[int, int, int], seed: int, bkind, bvalue, protease=Fa
         ((15, 12, 17), [2, 2, 0, 1, 2, 2], [0, 0, 0, 3.0, 0, 0], False),
     ],
 )
-def test_multigrid_matches_direct_sparse_solve(shape, bkind, bvalue, protease) -> None:
-    op = random_op(shape, 3, bkind, bvalue, protease)
+@pytest.mark.parametrize("uniform", [False, True], ids=["per-tissue-D", "uniform-D"])
+def test_multigrid_matches_direct_sparse_solve(shape, bkind, bvalue, protease, uniform) -> None:
+    op = random_op(shape, 3, bkind, bvalue, protease, uniform)
+    mg = Multigrid(op.labels.shape, tuple(bool(bkind[2 * a] == 2) for a in range(3)))
+    assert (mg._uniform_args(op) is not None) == uniform  # the path under test
     c = solve_mg(op)
     A, b, act = assemble(op)
     x = spsolve(A, b)
@@ -125,8 +133,9 @@ def test_multigrid_matches_direct_sparse_solve(shape, bkind, bvalue, protease) -
     assert np.all(c.ravel()[~act] == 0.0)  # bone is masked
 
 
-def test_backward_euler_step_matches_direct_solve() -> None:
-    op = random_op((14, 14, 14), 5, [1, 0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0, 0])
+@pytest.mark.parametrize("uniform", [False, True], ids=["per-tissue-D", "uniform-D"])
+def test_backward_euler_step_matches_direct_solve(uniform) -> None:
+    op = random_op((14, 14, 14), 5, [1, 0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0, 0], uniform=uniform)
     rng = np.random.default_rng(9)
     op.old = (rng.random(op.labels.shape) * 5).astype(np.float32)
     op.inv_dt = 1 / 7.5

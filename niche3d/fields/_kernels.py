@@ -40,12 +40,12 @@ PERIODIC = 2
 
 
 # --------------------------------------------------------------------------- level 0
-@jit
+@jit(error_model="numpy")
 def _val(hi: np.ndarray, lo: np.ndarray, z: int, y: int, x: int) -> float:
     return np.float64(hi[z, y, x]) + np.float64(lo[z, y, x])
 
 
-@jit
+@jit(error_model="numpy")
 def _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx):  # type: ignore[no-untyped-def]
     """Return (sum of face coefficients, sum coef * neighbour value incl. fixed values)."""
     row = np.int64(lab[z, y, x]) * 16
@@ -129,7 +129,7 @@ def _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx):  # type: igno
     return sc, acc
 
 
-@jit
+@jit(error_model="numpy")
 def _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt, z, y, x):  # type: ignore[no-untyped-def]
     """Reaction coefficient and source of one voxel (all terms in 1/min, unit/min)."""
     t = lab[z, y, x]
@@ -142,7 +142,7 @@ def _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt, z
     return k, s
 
 
-@jit
+@jit(error_model="numpy")
 def _fine_gs_plane(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
                    psens, old, inv_dt, colour, z):  # type: ignore[no-untyped-def]
     # The interior of each row is written out inline: numba does not inline calls to
@@ -194,7 +194,7 @@ def _fine_gs_plane(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pr
                                prot, hasprot, psens, old, inv_dt, z, y, x)
 
 
-@jit
+@jit(error_model="numpy")
 def _fine_gs_point(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
                    psens, old, inv_dt, z, y, x):  # type: ignore[no-untyped-def]
     """Gauss-Seidel update of one voxel on the lattice boundary (general path)."""
@@ -211,7 +211,7 @@ def _fine_gs_point(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pr
         lo[z, y, x] = np.float32(v - np.float64(h))
 
 
-@jit
+@jit(error_model="numpy")
 def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
                   psens, old, inv_dt, z, y, buf, Y, fx):  # type: ignore[no-untyped-def]
     """Residuals along one row: added to buf[Y, x // fx] (if fx > 0); returns sum r²."""
@@ -256,7 +256,7 @@ def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pro
     return acc2
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def fine_gs(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot, psens,
             old, inv_dt, colour):  # type: ignore[no-untyped-def]
     """One red (colour 0) or black (colour 1) Gauss-Seidel half-sweep on level 0."""
@@ -268,7 +268,7 @@ def fine_gs(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, has
                    psens, old, inv_dt, colour, nz - 1)
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def fine_residual_restrict(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot,
                            hasprot, psens, old, inv_dt, fz, fy, fx, rhs_c, part):  # type: ignore[no-untyped-def]
     """Residual of level 0 summed into the coarse rhs; per-coarse-plane sums of r² in part."""
@@ -288,7 +288,7 @@ def fine_residual_restrict(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, up
         part[Z] = acc2
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def fine_residual_norm(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot,
                        hasprot, psens, old, inv_dt, part):  # type: ignore[no-untyped-def]
     """Per-plane sums of r² on level 0 (part has length nz)."""
@@ -302,7 +302,7 @@ def fine_residual_norm(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake
         part[z] = acc2
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def fine_rhs_norm(lab, act, D2, slut, bk, bv, old, inv_dt, part):  # type: ignore[no-untyped-def]
     """Per-plane sums of b² where b = source + fixed-value boundary terms (+ old / dt)."""
     nz, ny, nx = lab.shape
@@ -333,7 +333,7 @@ def fine_rhs_norm(lab, act, D2, slut, bk, bv, old, inv_dt, part):  # type: ignor
         part[z] = acc2
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def fine_prolong_add(lab, hi, lo, act, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-def]
     """hi + lo += P E: piecewise-constant prolongation (each voxel takes its parent's
     correction), halved per axis for a voxel next to a fixed-value face (the correction
@@ -355,7 +355,7 @@ def fine_prolong_add(lab, hi, lo, act, E, iz, sz, iy, sy, ix, sx):  # type: igno
                 lo[z, y, x] = np.float32(v - np.float64(h))
 
 
-@jit
+@jit(error_model="numpy")
 def _fine_face_x(lab, H, D2, bk, z, y, x, nx):  # type: ignore[no-untyped-def]
     """Coefficient of level-0 face x (between voxels x - 1 and x), x in 0..nx."""
     if 0 < x < nx:
@@ -369,7 +369,7 @@ def _fine_face_x(lab, H, D2, bk, z, y, x, nx):  # type: ignore[no-untyped-def]
     return 0.0
 
 
-@jit
+@jit(error_model="numpy")
 def _fine_face_y(lab, H, D2, bk, z, y, x, ny):  # type: ignore[no-untyped-def]
     if 0 < y < ny:
         return H[np.int64(lab[z, y - 1, x]) * 16 + lab[z, y, x]]
@@ -382,7 +382,7 @@ def _fine_face_y(lab, H, D2, bk, z, y, x, ny):  # type: ignore[no-untyped-def]
     return 0.0
 
 
-@jit
+@jit(error_model="numpy")
 def _fine_face_z(lab, H, D2, bk, z, y, x, nz):  # type: ignore[no-untyped-def]
     if 0 < z < nz:
         return H[np.int64(lab[z - 1, y, x]) * 16 + lab[z, y, x]]
@@ -395,7 +395,7 @@ def _fine_face_z(lab, H, D2, bk, z, y, x, nz):  # type: ignore[no-untyped-def]
     return 0.0
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def build_from_fine(lab, act, H, D2, klut, bk, cell, uptake, prot, hasprot, psens, inv_dt,
                     fz, fy, fx, ax, ay, az, kr):  # type: ignore[no-untyped-def]
     """Coarse level 1 from the lattice: summed reaction, face sums divided by the factor."""
@@ -456,98 +456,109 @@ def build_from_fine(lab, act, H, D2, klut, bk, cell, uptake, prot, hasprot, psen
 
 
 # --------------------------------------------------------------------------- coarse levels
-@jit
-def _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, z):  # type: ignore[no-untyped-def]
+@jit(error_model="numpy")
+def restrict_row(res, brow, fx):  # type: ignore[no-untyped-def]
+    """Add a fine row of residuals into its coarse row: ``brow[x // fx] += res[x]``."""
+    nx = res.shape[0]
+    if fx == 2:
+        for X in range(nx // 2):
+            brow[X] += np.float64(res[2 * X]) + np.float64(res[2 * X + 1])
+        if nx & 1:
+            brow[nx // 2] += np.float64(res[nx - 1])
+    else:
+        for x in range(nx):
+            brow[x // fx] += np.float64(res[x])
+
+
+@jit(error_model="numpy")
+def _coarse_row(ax, ay, az, kr, e, rhs, px, py, pz, z, y, zrow, out, dg):  # type: ignore[no-untyped-def]
+    """Row (z, y) of a coarse level: ``out = rhs + sum_faces w e_neighbour`` and
+    ``dg = kr + sum_faces w`` (float32). A neighbour outside a non-periodic domain face
+    reads 0 (its face coefficient, if any, is a fixed-value term of the diagonal)."""
     nz, ny, nx = kr.shape
     zm = z - 1 if z > 0 else (nz - 1 if pz else -1)
     zp = z + 1 if z < nz - 1 else (0 if pz else -1)
+    ym = y - 1 if y > 0 else (ny - 1 if py else -1)
+    yp = y + 1 if y < ny - 1 else (0 if py else -1)
+    ec = e[z, y]
+    eym = e[z, ym] if ym >= 0 else zrow
+    eyp = e[z, yp] if yp >= 0 else zrow
+    ezm = e[zm, y] if zm >= 0 else zrow
+    ezp = e[zp, y] if zp >= 0 else zrow
+    axr = ax[z, y]
+    aym = ay[z, y]
+    ayp = ay[z, y + 1]
+    azm = az[z, y]
+    azp = az[z + 1, y]
+    rr = rhs[z, y]
+    kk = kr[z, y]
+    for x in range(nx):
+        out[x] = rr[x] + ((aym[x] * eym[x] + ayp[x] * eyp[x]) + (azm[x] * ezm[x] + azp[x] * ezp[x]))
+        dg[x] = kk[x] + ((axr[x] + axr[x + 1]) + (aym[x] + ayp[x]) + (azm[x] + azp[x]))
+    for x in range(1, nx - 1):
+        out[x] += axr[x] * ec[x - 1] + axr[x + 1] * ec[x + 1]
+    if nx > 1:
+        out[0] += axr[1] * ec[1]
+        out[nx - 1] += axr[nx - 1] * ec[nx - 2]
+        if px:
+            out[0] += axr[0] * ec[nx - 1]
+            out[nx - 1] += axr[nx] * ec[0]
+    elif px:
+        out[0] += (axr[0] + axr[1]) * ec[0]
+
+
+@jit(error_model="numpy")
+def _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, z, zrow, out, dg):  # type: ignore[no-untyped-def]
+    nz, ny, nx = kr.shape
     for y in range(ny):
-        ym = y - 1 if y > 0 else (ny - 1 if py else -1)
-        yp = y + 1 if y < ny - 1 else (0 if py else -1)
-        for x in range((z + y + colour) & 1, nx, 2):
-            k = kr[z, y, x]
-            if k < 0.0:
-                continue
-            xm = x - 1 if x > 0 else (nx - 1 if px else -1)
-            xp = x + 1 if x < nx - 1 else (0 if px else -1)
-            wxm = np.float64(ax[z, y, x])
-            wxp = np.float64(ax[z, y, x + 1])
-            wym = np.float64(ay[z, y, x])
-            wyp = np.float64(ay[z, y + 1, x])
-            wzm = np.float64(az[z, y, x])
-            wzp = np.float64(az[z + 1, y, x])
-            acc = rhs[z, y, x] + 0.0
-            if xm >= 0:
-                acc += wxm * e[z, y, xm]
-            if xp >= 0:
-                acc += wxp * e[z, y, xp]
-            if ym >= 0:
-                acc += wym * e[z, ym, x]
-            if yp >= 0:
-                acc += wyp * e[z, yp, x]
-            if zm >= 0:
-                acc += wzm * e[zm, y, x]
-            if zp >= 0:
-                acc += wzp * e[zp, y, x]
-            d = k + wxm + wxp + wym + wyp + wzm + wzp
-            if d > 0.0:
-                e[z, y, x] = acc / d
+        _coarse_row(ax, ay, az, kr, e, rhs, px, py, pz, z, y, zrow, out, dg)
+        ec = e[z, y]
+        kk = kr[z, y]
+        par = (z + y + colour) & 1
+        for x in range(nx):
+            if (x & 1) == par and kk[x] >= 0.0 and dg[x] > 0.0:
+                ec[x] = out[x] / dg[x]
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def coarse_gs(ax, ay, az, kr, e, rhs, px, py, pz, colour):  # type: ignore[no-untyped-def]
-    """Red or black Gauss-Seidel half-sweep on a coarse level."""
-    nz = kr.shape[0]
+    """Red or black Gauss-Seidel half-sweep on a coarse level (a whole row is computed,
+    one colour stored: that vectorises, a stride-2 loop does not)."""
+    nz, ny, nx = kr.shape
     for z in prange(nz - 1):
-        _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, z)
-    _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, nz - 1)
+        zrow = np.zeros(nx, np.float32)
+        out = np.empty(nx, np.float32)
+        dg = np.empty(nx, np.float32)
+        _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, z, zrow, out, dg)
+    zrow = np.zeros(nx, np.float32)
+    out = np.empty(nx, np.float32)
+    dg = np.empty(nx, np.float32)
+    _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, pz, colour, nz - 1, zrow, out, dg)
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def coarse_residual_restrict(ax, ay, az, kr, e, rhs, px, py, pz, fz, fy, fx, rhs_c):  # type: ignore[no-untyped-def]
     nz, ny, nx = kr.shape
     NZ, NY, NX = rhs_c.shape
     for Z in prange(NZ):
         buf = np.zeros((NY, NX), dtype=np.float64)
+        zrow = np.zeros(nx, np.float32)
+        out = np.empty(nx, np.float32)
+        dg = np.empty(nx, np.float32)
         for z in range(Z * fz, min(Z * fz + fz, nz)):
-            zm = z - 1 if z > 0 else (nz - 1 if pz else -1)
-            zp = z + 1 if z < nz - 1 else (0 if pz else -1)
             for y in range(ny):
-                Y = y // fy
-                ym = y - 1 if y > 0 else (ny - 1 if py else -1)
-                yp = y + 1 if y < ny - 1 else (0 if py else -1)
+                _coarse_row(ax, ay, az, kr, e, rhs, px, py, pz, z, y, zrow, out, dg)
+                ec = e[z, y]
+                kk = kr[z, y]
                 for x in range(nx):
-                    k = kr[z, y, x]
-                    if k < 0.0:
-                        continue
-                    xm = x - 1 if x > 0 else (nx - 1 if px else -1)
-                    xp = x + 1 if x < nx - 1 else (0 if px else -1)
-                    wxm = np.float64(ax[z, y, x])
-                    wxp = np.float64(ax[z, y, x + 1])
-                    wym = np.float64(ay[z, y, x])
-                    wyp = np.float64(ay[z, y + 1, x])
-                    wzm = np.float64(az[z, y, x])
-                    wzp = np.float64(az[z + 1, y, x])
-                    acc = rhs[z, y, x] - (k + wxm + wxp + wym + wyp + wzm + wzp) * e[z, y, x]
-                    if xm >= 0:
-                        acc += wxm * e[z, y, xm]
-                    if xp >= 0:
-                        acc += wxp * e[z, y, xp]
-                    if ym >= 0:
-                        acc += wym * e[z, ym, x]
-                    if yp >= 0:
-                        acc += wyp * e[z, yp, x]
-                    if zm >= 0:
-                        acc += wzm * e[zm, y, x]
-                    if zp >= 0:
-                        acc += wzp * e[zp, y, x]
-                    buf[Y, x // fx] += acc
+                    out[x] = out[x] - dg[x] * ec[x] if kk[x] >= 0.0 else np.float32(0.0)
+                restrict_row(out, buf[y // fy], fx)
         for Y in range(NY):
             for X in range(NX):
                 rhs_c[Z, Y, X] = buf[Y, X]
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def coarse_prolong_add(kr, e, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-def]
     """e += P E on a coarse level (same rule as :func:`fine_prolong_add`)."""
     nz, ny, nx = kr.shape
@@ -563,7 +574,7 @@ def coarse_prolong_add(kr, e, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-unt
                 e[z, y, x] += b * sx[x] * E[Z, Y, ix[x]]
 
 
-@jit(parallel=True)
+@jit(parallel=True, error_model="numpy")
 def build_from_coarse(ax, ay, az, kr, fz, fy, fx, AX, AY, AZ, KR):  # type: ignore[no-untyped-def]
     """Coarse level l + 1 from level l (same rule as :func:`build_from_fine`)."""
     nz, ny, nx = kr.shape
@@ -603,17 +614,18 @@ def build_from_coarse(ax, ay, az, kr, fz, fy, fx, AX, AY, AZ, KR):  # type: igno
 
 
 # --------------------------------------------------------------------------- reference unit
-@jit(parallel=True)
-def stencil_sweep(u, v, part):  # type: ignore[no-untyped-def]
-    """One plain 7-point Laplacian sweep v = 6u - sum(neighbours) (float32, interior): the
-    memory-bandwidth unit that benchmarks divide by. part receives per-plane sums."""
+@jit(parallel=True, error_model="numpy")
+def stencil_sweep(u, v):  # type: ignore[no-untyped-def]
+    """One plain 7-point Laplacian sweep ``v = 6u - sum(neighbours)`` over the interior, in
+    float32: the memory-bandwidth unit that benchmarks divide by. The inner loop has no
+    reduction, so it vectorises and runs near the memory bandwidth (a float64 running sum
+    in the loop, as an earlier version had, made it ~5x slower and flattered every ratio
+    that divides by it)."""
     nz, ny, nx = u.shape
+    six = np.float32(6.0)
     for z in prange(1, nz - 1):
-        s = 0.0
         for y in range(1, ny - 1):
             for x in range(1, nx - 1):
-                w = (6.0 * u[z, y, x] - u[z, y, x - 1] - u[z, y, x + 1] - u[z, y - 1, x]
-                     - u[z, y + 1, x] - u[z - 1, y, x] - u[z + 1, y, x])
-                v[z, y, x] = w
-                s += w
-        part[z] = s
+                v[z, y, x] = (six * u[z, y, x] - u[z, y, x - 1] - u[z, y, x + 1]
+                              - u[z, y - 1, x] - u[z, y + 1, x] - u[z - 1, y, x]
+                              - u[z + 1, y, x])

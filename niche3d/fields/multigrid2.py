@@ -35,6 +35,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 from scipy import ndimage
 
+from niche3d.fields import _fast as F
 from niche3d.fields import _kernels as K
 
 __all__ = ["OperatorSpec", "Multigrid"]
@@ -168,6 +169,11 @@ class Multigrid:
         Erosion depth (voxels) that defines the fjords: permeable voxels farther than this
         from the bulk of the marrow (see :meth:`_find_fjords`) get an exact block
         Gauss-Seidel solve after every cycle. 0 disables it.
+    scratch
+        Pool of level-0 work arrays (correction, residual, inverse diagonal) of the
+        uniform-diffusivity path, shared by the hierarchies that pass the same dict (the
+        fields of one :class:`~niche3d.fields.FieldSet` are solved one after the other).
+        None gives this hierarchy its own pool.
     """
 
     def __init__(
@@ -179,6 +185,7 @@ class Multigrid:
         pre: int = 2,
         post: int = 2,
         fjord_depth: int = 1,
+        scratch: dict | None = None,
     ) -> None:
         if isinstance(fjord_depth, bool) or not isinstance(fjord_depth, (int, np.integer)) \
                 or fjord_depth < 0:
@@ -232,6 +239,10 @@ class Multigrid:
         self._lu: tuple | None = None
         self._iso_key: tuple | None = None
         self.isolated = np.zeros(0, np.int64)  # flat indices of small closed pockets
+        self.scratch: dict = {} if scratch is None else scratch
+        self._codes_key: tuple | None = None
+        self._codes = np.zeros(0, np.int64)  # tissue codes present on the lattice
+        self._counts = np.zeros(0, np.int64)
 
     @property
     def nbytes(self) -> int:
@@ -534,38 +545,59 @@ class Multigrid:
         hf[self.fjords] = h
         lf[self.fjords] = (v - h).astype(np.float32)
 
-    def solve(
-        self,
-        op: OperatorSpec,
-        hi: np.ndarray,
-        lo: np.ndarray,
-        *,
-        tol: float,
-        max_cycles: int,
-        bnorm: float | None = None,
-        rebuild: bool = True,
-    ) -> tuple[int, float, float]:
-        """V-cycles on ``hi + lo`` (in place) until ||r|| <= tol ||b||.
+    # ------------------------------------------------------------------ solve
+    def _present_codes(self, op: OperatorSpec) -> tuple[np.ndarray, np.ndarray]:
+        """Tissue codes on the lattice and their voxel counts (cached per label array)."""
+        key = (id(op.labels), op.labels.shape, zlib.adler32(np.ascontiguousarray(op.labels)))
+        if key != self._codes_key:
+            cnt = np.bincount(op.labels.reshape(-1), minlength=256)
+            self._codes = np.flatnonzero(cnt)
+            self._counts = cnt[self._codes]
+            self._codes_key = key
+        return self._codes, self._counts
 
-        Returns
-        -------
-        cycles, initial relative residual, final relative residual
-        """
-        if rebuild:
-            self.build(op)
+    def _uniform_args(self, op: OperatorSpec) -> tuple | None:
+        """Arguments of the vectorised kernels (:mod:`niche3d.fields._fast`), or None when
+        the operator needs per-face coefficients (permeable tissues with different
+        diffusivities, or more than one impermeable tissue on the lattice)."""
+        codes, counts = self._present_codes(op)
+        d = np.asarray(op.diffusion, np.float64)[codes]
+        act = d > 0
+        if not act.any() or np.unique(d[act]).size != 1 or (~act).sum() > 1:
+            return None
+        D = float(d[act][0])
+        inact = int(codes[~act][0]) if (~act).any() else 255
         t = op.tail()
-        lab = op.labels
-        if bnorm is None:
-            bnorm = self.rhs_norm(op)
-        if bnorm == 0.0:
-            hi[...] = 0.0
-            lo[...] = 0.0
-            return 0, 0.0, 0.0
-        r0 = self.residual_norm(op, hi, lo) / bnorm
-        if r0 <= tol:
-            return 0, r0, r0
+        _a, _H, _D2, klut, slut, bk, bv, cell, upt, prot, hasprot, psens, old, inv_dt = t
+        ac, an = codes[act], counts[act]
+        kv = klut[ac]
+        k0 = float(kv[int(np.argmax(an))])  # the decay of most permeable voxels
+        dev = kv != k0
+        kcode, kval = ac[dev].astype(np.uint8), (kv[dev] - k0).astype(np.float64)
+        sv = slut[ac]
+        src = sv != 0.0
+        scode, sval = ac[src].astype(np.uint8), sv[src].astype(np.float64)
+        return (cell, upt, prot, hasprot, psens, old, inv_dt, scode, sval, k0, kcode, kval, D,
+                np.uint8(inact), bk, bv)
+
+    def _work(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Level-0 float32 correction, residual and inverse diagonal (from the pool)."""
+        key = ("level0", self.shape)
+        if key not in self.scratch:
+            self.scratch[key] = tuple(np.zeros(self.shape, np.float32) for _ in range(3))
+        return self.scratch[key]
+
+    @property
+    def scratch_nbytes(self) -> int:
+        """Bytes of the level-0 work arrays in this hierarchy's pool (0 until first used)."""
+        return sum(a.nbytes for v in self.scratch.values() for a in v)
+
+    def _prepare_blocks(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray) -> tuple:
+        """Exact solution on closed pockets (written into hi + lo and returned) and the
+        fjord block factorisation."""
         self._find_isolated(op)
         iso = self.isolated
+        iso_hi = iso_lo = None
         if iso.size:
             iso_hi, iso_lo = self._solve_isolated(op)
             hi.reshape(-1)[iso] = iso_hi
@@ -582,6 +614,104 @@ class Multigrid:
                 self._fjord_lu = (scipy.sparse.linalg.splu(A), b, W, ext, A.data)
             else:
                 self._fjord_lu = (self._fjord_lu[0], b, W, ext, A.data)
+        return iso_hi, iso_lo
+
+    def solve(
+        self,
+        op: OperatorSpec,
+        hi: np.ndarray,
+        lo: np.ndarray,
+        *,
+        tol: float,
+        max_cycles: int,
+        bnorm: float | None = None,
+        rebuild: bool = True,
+    ) -> tuple[int, float, float]:
+        """V-cycles on ``hi + lo`` (in place) until ||r|| <= tol ||b||.
+
+        Operators with one diffusivity over the permeable tissues (the default) take the
+        vectorised defect-correction path (:meth:`_solve_uniform`); others the general
+        table-driven path (:meth:`_solve_general`). Both solve the same system.
+
+        Returns
+        -------
+        cycles, initial relative residual, final relative residual
+        """
+        if rebuild:
+            self.build(op)
+        if bnorm is None:
+            bnorm = self.rhs_norm(op)
+        if bnorm == 0.0:
+            hi[...] = 0.0
+            lo[...] = 0.0
+            return 0, 0.0, 0.0
+        args = self._uniform_args(op)
+        if args is not None:
+            return self._solve_uniform(op, args, hi, lo, tol, max_cycles, bnorm)
+        return self._solve_general(op, hi, lo, tol, max_cycles, bnorm)
+
+    def _solve_uniform(self, op: OperatorSpec, args: tuple, hi: np.ndarray, lo: np.ndarray,
+                       tol: float, max_cycles: int, bnorm: float) -> tuple[int, float, float]:
+        """Defect correction: float64 residual of hi + lo, float32 V-cycle for the
+        correction, double-float update (see :mod:`niche3d.fields._fast`)."""
+        lab = op.labels
+        e, r, invd = self._work()
+        part = np.zeros(self.shape[0], np.float64)
+        F.residual(lab, hi, lo, *args, r, part, invd, True)
+        r0 = float(np.sqrt(_serial_sum(part))) / bnorm
+        if r0 <= tol:
+            return 0, r0, r0
+        iso_hi, iso_lo = self._prepare_blocks(op, hi, lo)
+        iso = self.isolated
+        rel = r0
+        if iso.size:  # the pockets were just set to their exact solution
+            F.residual(lab, hi, lo, *args, r, part, invd, False)
+            rel = float(np.sqrt(_serial_sum(part))) / bnorm
+        D = args[12]
+        px, py, pz = self.periodic[2], self.periodic[1], self.periodic[0]
+        L1 = self.levels[0]
+        fz, fy, fx = self.factors[0]
+        fused = not (pz and self.shape[0] % 2 == 1)  # see F.smooth_pair
+
+        def smooth_pair(c1: int, first: bool) -> None:
+            if fused:
+                F.smooth_pair(e, r, invd, D, px, py, pz, c1, first)
+            else:
+                F.smooth(e, r, invd, D, px, py, pz, c1, first)
+                F.smooth(e, r, invd, D, px, py, pz, 1 - c1, False)
+
+        cycles = 0
+        while rel > tol and cycles < max_cycles:
+            cycles += 1
+            for i in range(self.pre):
+                smooth_pair(0, i == 0)
+            if self.pre == 0:
+                e[...] = 0.0
+            F.residual_restrict(e, r, invd, D, px, py, pz, fz, fy, fx, L1.rhs)
+            L1.e[...] = 0.0
+            self._coarse_cycle(0)
+            F.prolong_add(e, invd, L1.e, *self.tables[0])
+            for _ in range(self.post):
+                smooth_pair(1, False)
+            F.update(hi, lo, e)
+            if iso.size:  # closed pockets keep their exact solution
+                hi.reshape(-1)[iso] = iso_hi
+                lo.reshape(-1)[iso] = iso_lo
+            self._fjord_solve(hi, lo)
+            F.residual(lab, hi, lo, *args, r, part, invd, False)
+            rel = float(np.sqrt(_serial_sum(part))) / bnorm
+        return cycles, r0, rel
+
+    def _solve_general(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray, tol: float,
+                       max_cycles: int, bnorm: float) -> tuple[int, float, float]:
+        """Red-black Gauss-Seidel directly on hi + lo with per-face table look-ups."""
+        t = op.tail()
+        lab = op.labels
+        r0 = self.residual_norm(op, hi, lo) / bnorm
+        if r0 <= tol:
+            return 0, r0, r0
+        iso_hi, iso_lo = self._prepare_blocks(op, hi, lo)
+        iso = self.isolated
         rel = r0
         cycles = 0
         L1 = self.levels[0]
