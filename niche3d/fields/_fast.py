@@ -363,6 +363,58 @@ def prolong_add(e, invd, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-
 
 
 @jit(parallel=True, error_model="numpy")
+def krylov_dots(e, r, invd, p, D, px, py, pz, part):  # type: ignore[no-untyped-def]
+    """Per-plane partial sums for the Krylov step: ``part[z] = (z.Az, p.Az, r.z, r.p)``
+    with ``z = e`` and A the float32 correction operator."""
+    nz, ny, nx = e.shape
+    D32 = np.float32(D)
+    for z in prange(nz):
+        zi = np.int64(z)
+        zm, zp = _nb(zi, nz, pz)
+        az = np.empty(nx, np.float32)
+        zrow = np.zeros(nx, np.float32)
+        acc = np.zeros((4, nx), np.float64)
+        for y in range(ny):
+            ym, yp = _nb(y, ny, py)
+            _nbsum_row(e, zi, y, zm, zp, ym, yp, px, zrow, az)
+            ec = e[zi, y]
+            ic = invd[zi, y]
+            rc = r[zi, y]
+            pc = p[zi, y]
+            for x in range(nx):
+                a = ec[x] / ic[x] - D32 * az[x] if ic[x] > 0 else np.float32(0.0)
+                acc[0, x] += np.float64(ec[x]) * a
+                acc[1, x] += np.float64(pc[x]) * a
+                acc[2, x] += np.float64(rc[x]) * ec[x]
+                acc[3, x] += np.float64(rc[x]) * pc[x]
+        for k in range(4):
+            t = 0.0
+            for x in range(nx):
+                t += acc[k, x]
+            part[z, k] = t
+
+
+@jit(parallel=True, error_model="numpy")
+def direction_update(hi, lo, e, p, beta, alpha):  # type: ignore[no-untyped-def]
+    """``p = e + beta p`` and ``hi + lo += alpha p`` (double-float) in one pass."""
+    nz, ny, nx = hi.shape
+    b32 = np.float32(beta)
+    for z in prange(nz):
+        for y in range(ny):
+            h = hi[z, y]
+            lw = lo[z, y]
+            er = e[z, y]
+            pr = p[z, y]
+            for x in range(nx):
+                pv = er[x] + b32 * pr[x]
+                pr[x] = pv
+                v = np.float64(h[x]) + np.float64(lw[x]) + alpha * np.float64(pv)
+                hv = np.float32(v)
+                h[x] = hv
+                lw[x] = np.float32(v - np.float64(hv))
+
+
+@jit(parallel=True, error_model="numpy")
 def update(hi, lo, e):  # type: ignore[no-untyped-def]
     """``hi + lo += e`` in double-float (e is 0 on inactive voxels)."""
     nz, ny, nx = hi.shape

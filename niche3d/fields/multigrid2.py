@@ -532,6 +532,16 @@ class Multigrid:
         keep[0] = False
         self.fjords = np.flatnonzero(keep[c2].ravel()).astype(np.int64)
 
+    def _fjord_correct(self, e: np.ndarray, r: np.ndarray) -> None:
+        """Exact fjord block of the correction system ``A e = r`` given e around it (the
+        same step as :meth:`_fjord_solve`, applied to a correction)."""
+        if self._fjord_lu is None:
+            return
+        lu, _b, W, ext, _ = self._fjord_lu
+        ef = e.reshape(-1)
+        rhs = r.reshape(-1)[self.fjords].astype(np.float64) + W @ ef[ext].astype(np.float64)
+        ef[self.fjords] = lu.solve(rhs).astype(np.float32)
+
     def _fjord_solve(self, hi: np.ndarray, lo: np.ndarray) -> None:
         """Block Gauss-Seidel step on the fjords: exact solve given the values around."""
         if self._fjord_lu is None:
@@ -580,11 +590,12 @@ class Multigrid:
         return (cell, upt, prot, hasprot, psens, old, inv_dt, scode, sval, k0, kcode, kval, D,
                 np.uint8(inact), bk, bv)
 
-    def _work(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Level-0 float32 correction, residual and inverse diagonal (from the pool)."""
+    def _work(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Level-0 float32 correction, residual, inverse diagonal and Krylov direction
+        (from the pool)."""
         key = ("level0", self.shape)
         if key not in self.scratch:
-            self.scratch[key] = tuple(np.zeros(self.shape, np.float32) for _ in range(3))
+            self.scratch[key] = tuple(np.zeros(self.shape, np.float32) for _ in range(4))
         return self.scratch[key]
 
     @property
@@ -655,7 +666,7 @@ class Multigrid:
         """Defect correction: float64 residual of hi + lo, float32 V-cycle for the
         correction, double-float update (see :mod:`niche3d.fields._fast`)."""
         lab = op.labels
-        e, r, invd = self._work()
+        e, r, invd, p = self._work()
         part = np.zeros(self.shape[0], np.float64)
         F.residual(lab, hi, lo, *args, r, part, invd, True)
         r0 = float(np.sqrt(_serial_sum(part))) / bnorm
@@ -680,9 +691,12 @@ class Multigrid:
                 F.smooth(e, r, invd, D, px, py, pz, c1, first)
                 F.smooth(e, r, invd, D, px, py, pz, 1 - c1, False)
 
+        dots = np.zeros((self.shape[0], 4), np.float64)
+        pAp = 0.0  # p.Ap of the previous direction (0: none yet)
         cycles = 0
         while rel > tol and cycles < max_cycles:
             cycles += 1
+            # preconditioner: V-cycle for A e = r, then exact on pockets and fjords
             for i in range(self.pre):
                 smooth_pair(0, i == 0)
             if self.pre == 0:
@@ -693,11 +707,20 @@ class Multigrid:
             F.prolong_add(e, invd, L1.e, *self.tables[0])
             for _ in range(self.post):
                 smooth_pair(1, False)
-            F.update(hi, lo, e)
-            if iso.size:  # closed pockets keep their exact solution
-                hi.reshape(-1)[iso] = iso_hi
-                lo.reshape(-1)[iso] = iso_lo
-            self._fjord_solve(hi, lo)
+            if iso.size:  # closed pockets already hold their exact solution
+                e.reshape(-1)[iso] = 0.0
+            self._fjord_correct(e, r)
+            # flexible conjugate gradient step: p = e + beta p_old, A-orthogonal to p_old;
+            # alpha minimises the A-norm of the error along p
+            F.krylov_dots(e, r, invd, p, D, px, py, pz, dots)
+            zAz, pAz, rz, rp = (_serial_sum(dots[:, k]) for k in range(4))
+            beta = -pAz / pAp if pAp > 0.0 else 0.0
+            pAp_new = zAz + 2.0 * beta * pAz + beta * beta * pAp
+            if not (pAp_new > 0.0 and np.isfinite(pAp_new)):
+                beta, pAp_new = 0.0, zAz
+            alpha = (rz + beta * rp) / pAp_new if pAp_new > 0.0 else 1.0
+            F.direction_update(hi, lo, e, p, beta, alpha)
+            pAp = pAp_new
             F.residual(lab, hi, lo, *args, r, part, invd, False)
             rel = float(np.sqrt(_serial_sum(part))) / bnorm
         return cycles, r0, rel
