@@ -13,7 +13,9 @@ The solve is a defect correction (mixed-precision iterative refinement):
 2. a V-cycle solves ``A e = r`` for the correction ``e`` in plain float32 on level 0
    (:func:`smooth_first`, :func:`smooth`, :func:`residual_restrict`, :func:`prolong_add`)
    and on the coarse levels;
-3. :func:`update` adds ``e`` to ``hi + lo`` in double-float.
+3. a flexible conjugate-gradient step turns ``e`` into a direction ``p`` (one more float32
+   array) and :func:`update_residual` adds ``alpha p`` to ``hi + lo`` in double-float,
+   fused with the next residual (:func:`krylov_dots` gives the step's inner products).
 
 Only step 1 needs float64; the smoother runs on float32 vectors. The correction system
 uses the float32 inverse diagonal (written by the first :func:`residual` of a solve): a relative
@@ -40,6 +42,7 @@ from niche3d.fields._kernels import restrict_row
 
 VALUE = 1
 PERIODIC = 2
+_CHUNK = 8  # z-planes per chunk of the fused passes (fixed: results must not depend on threads)
 
 
 @jit(error_model="numpy")
@@ -145,6 +148,67 @@ def _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sva
                 Kr[x] = 1.0
 
 
+@jit(error_model="numpy")
+def _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval,
+                    k0, kcode, kval, D, inact, bk, bv, r, invd, want_invd, z, S, Kd, acc, sq,
+                    zrow):  # type: ignore[no-untyped-def]
+    """Residual of plane z into ``r`` (and ``invd`` if wanted); returns its sum of r²."""
+    nz, ny, nx = lab.shape
+    pz, py, px = bk[0] == PERIODIC, bk[2] == PERIODIC, bk[4] == PERIODIC
+    z = np.int64(z)
+    _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
+                kcode, kval, D, inact, bk, bv, z, S, Kd)
+    sq[:] = 0.0  # per-column sums of r²: no serial chain per row
+    zm, zp = _nb(np.int64(z), nz, pz)
+    for y in range(ny):
+        ym, yp = _nb(y, ny, py)
+        hc = hi[z, y]
+        lc_ = lo[z, y]
+        hym = hi[z, ym] if ym >= 0 else zrow
+        hyp = hi[z, yp] if yp >= 0 else zrow
+        hzm = hi[zm, y] if zm >= 0 else zrow
+        hzp = hi[zp, y] if zp >= 0 else zrow
+        lym = lo[z, ym] if ym >= 0 else zrow
+        lyp = lo[z, yp] if yp >= 0 else zrow
+        lzm = lo[zm, y] if zm >= 0 else zrow
+        lzp = lo[zp, y] if zp >= 0 else zrow
+        # neighbour sums: the float32 hi parts exactly in float64, the tiny lo parts
+        # in float32 (their own rounding is ~1e-7 of ~1e-7 of the value)
+        for x in range(nx):
+            acc[x] = ((np.float64(hym[x]) + np.float64(hyp[x]))
+                      + (np.float64(hzm[x]) + np.float64(hzp[x])))
+        for x in range(nx):
+            acc[x] += np.float64((lym[x] + lyp[x]) + (lzm[x] + lzp[x]))
+        for x in range(1, nx - 1):
+            acc[x] += ((np.float64(hc[x - 1]) + np.float64(hc[x + 1]))
+                       + np.float64(lc_[x - 1] + lc_[x + 1]))
+        for j in range(2 if nx > 1 else 1):
+            x = 0 if j == 0 else nx - 1
+            xm, xp = _nb(x, nx, px)
+            if xm >= 0:
+                acc[x] += np.float64(hc[xm]) + np.float64(lc_[xm])
+            if xp >= 0:
+                acc[x] += np.float64(hc[xp]) + np.float64(lc_[xp])
+        lc = lab[z, y]
+        Sr = S[y]
+        Kr = Kd[y]
+        rr = r[z, y]
+        for x in range(nx):
+            c = np.float64(hc[x]) + np.float64(lc_[x])
+            v = Sr[x] + D * acc[x] - Kr[x] * c
+            v = v if lc[x] != inact else 0.0
+            rr[x] = np.float32(v)
+            sq[x] += v * v
+        if want_invd:
+            out = invd[z, y]
+            for x in range(nx):
+                out[x] = np.float32(1.0 / Kr[x]) if lc[x] != inact else np.float32(0.0)
+    tot = 0.0
+    for x in range(nx):
+        tot += sq[x]
+    return tot
+
+
 @jit(parallel=True, error_model="numpy")
 def residual(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
              kcode, kval, D, inact, bk, bv, r, part, invd, want_invd):  # type: ignore[no-untyped-def]
@@ -152,63 +216,73 @@ def residual(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode
     plane z. With ``want_invd`` also the float32 inverse diagonal into ``invd`` (computed
     from the same coefficient pass)."""
     nz, ny, nx = lab.shape
-    pz, py, px = bk[0] == PERIODIC, bk[2] == PERIODIC, bk[4] == PERIODIC
     for z in prange(nz):
         S = np.empty((ny, nx), np.float64)
         Kd = np.empty((ny, nx), np.float64)
         acc = np.empty(nx, np.float64)
-        sq = np.zeros(nx, np.float64)  # per-column sums of r²: no serial chain per row
+        sq = np.empty(nx, np.float64)
         zrow = np.zeros(nx, np.float32)
-        _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
-                    kcode, kval, D, inact, bk, bv, z, S, Kd)
-        zm, zp = _nb(np.int64(z), nz, pz)
-        for y in range(ny):
-            ym, yp = _nb(y, ny, py)
-            hc = hi[z, y]
-            lc_ = lo[z, y]
-            hym = hi[z, ym] if ym >= 0 else zrow
-            hyp = hi[z, yp] if yp >= 0 else zrow
-            hzm = hi[zm, y] if zm >= 0 else zrow
-            hzp = hi[zp, y] if zp >= 0 else zrow
-            lym = lo[z, ym] if ym >= 0 else zrow
-            lyp = lo[z, yp] if yp >= 0 else zrow
-            lzm = lo[zm, y] if zm >= 0 else zrow
-            lzp = lo[zp, y] if zp >= 0 else zrow
-            # neighbour sums: the float32 hi parts exactly in float64, the tiny lo parts
-            # in float32 (their own rounding is ~1e-7 of ~1e-7 of the value)
-            for x in range(nx):
-                acc[x] = ((np.float64(hym[x]) + np.float64(hyp[x]))
-                          + (np.float64(hzm[x]) + np.float64(hzp[x])))
-            for x in range(nx):
-                acc[x] += np.float64((lym[x] + lyp[x]) + (lzm[x] + lzp[x]))
-            for x in range(1, nx - 1):
-                acc[x] += ((np.float64(hc[x - 1]) + np.float64(hc[x + 1]))
-                           + np.float64(lc_[x - 1] + lc_[x + 1]))
-            for j in range(2 if nx > 1 else 1):
-                x = 0 if j == 0 else nx - 1
-                xm, xp = _nb(x, nx, px)
-                if xm >= 0:
-                    acc[x] += np.float64(hc[xm]) + np.float64(lc_[xm])
-                if xp >= 0:
-                    acc[x] += np.float64(hc[xp]) + np.float64(lc_[xp])
-            lc = lab[z, y]
-            Sr = S[y]
-            Kr = Kd[y]
-            rr = r[z, y]
-            for x in range(nx):
-                c = np.float64(hc[x]) + np.float64(lc_[x])
-                v = Sr[x] + D * acc[x] - Kr[x] * c
-                v = v if lc[x] != inact else 0.0
-                rr[x] = np.float32(v)
-                sq[x] += v * v
-            if want_invd:
-                out = invd[z, y]
-                for x in range(nx):
-                    out[x] = np.float32(1.0 / Kr[x]) if lc[x] != inact else np.float32(0.0)
-        tot = 0.0
+        part[z] = _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt,
+                                  scode, sval, k0, kcode, kval, D, inact, bk, bv, r, invd,
+                                  want_invd, z, S, Kd, acc, sq, zrow)
+
+
+@jit(error_model="numpy")
+def _update_plane(hi, lo, e, p, b32, alpha, z):  # type: ignore[no-untyped-def]
+    ny, nx = hi.shape[1], hi.shape[2]
+    for y in range(ny):
+        h = hi[z, y]
+        lw = lo[z, y]
+        er = e[z, y]
+        pr = p[z, y]
         for x in range(nx):
-            tot += sq[x]
-        part[z] = tot
+            pv = er[x] + b32 * pr[x]
+            pr[x] = pv
+            v = np.float64(h[x]) + np.float64(lw[x]) + alpha * np.float64(pv)
+            hv = np.float32(v)
+            h[x] = hv
+            lw[x] = np.float32(v - np.float64(hv))
+
+
+@jit(parallel=True, error_model="numpy")
+def update_residual(lab, hi, lo, e, p, beta, alpha, cell, uptake, prot, hasprot, psens, old,
+                    inv_dt, scode, sval, k0, kcode, kval, D, inact, bk, bv, r, part):  # type: ignore[no-untyped-def]
+    """``p = e + beta p``, ``hi + lo += alpha p`` (double-float), then :func:`residual`,
+    in one pass over memory: plane k is updated right before the residual of plane k - 1
+    (whose neighbours k - 2, k - 1, k are then all updated). Chunks of ``_CHUNK`` planes
+    run this wavefront in parallel; the residuals of each chunk's first and last plane,
+    which need a neighbour chunk's update, follow in a second phase."""
+    nz, ny, nx = lab.shape
+    b32 = np.float32(beta)
+    nch = (nz + _CHUNK - 1) // _CHUNK
+    for c in prange(nch):
+        S = np.empty((ny, nx), np.float64)
+        Kd = np.empty((ny, nx), np.float64)
+        acc = np.empty(nx, np.float64)
+        sq = np.empty(nx, np.float64)
+        zrow = np.zeros(nx, np.float32)
+        z0 = c * _CHUNK
+        z1 = min(z0 + _CHUNK, nz)
+        for k in range(z0, z1):
+            _update_plane(hi, lo, e, p, b32, alpha, k)
+            if k - 2 >= z0:
+                part[k - 1] = _residual_plane(
+                    lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval,
+                    k0, kcode, kval, D, inact, bk, bv, r, r, False, k - 1, S, Kd, acc, sq,
+                    zrow)
+    for c in prange(nch):
+        S = np.empty((ny, nx), np.float64)
+        Kd = np.empty((ny, nx), np.float64)
+        acc = np.empty(nx, np.float64)
+        sq = np.empty(nx, np.float64)
+        zrow = np.zeros(nx, np.float32)
+        z0 = c * _CHUNK
+        z1 = min(z0 + _CHUNK, nz)
+        for j in range(2 if z1 - 1 > z0 else 1):
+            k = z0 if j == 0 else z1 - 1
+            part[k] = _residual_plane(
+                lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
+                kcode, kval, D, inact, bk, bv, r, r, False, k, S, Kd, acc, sq, zrow)
 
 
 @jit(error_model="numpy")
@@ -272,9 +346,6 @@ def smooth(e, r, invd, D, px, py, pz, colour, first):  # type: ignore[no-untyped
     tmp = np.empty(nx, np.float32)
     zrow = np.zeros(nx, np.float32)
     _smooth_plane(e, r, invd, D32, px, py, pz, colour, first, nz - 1, tmp, zrow)
-
-
-_CHUNK = 8  # z-planes per chunk of the fused sweep (fixed: results must not depend on threads)
 
 
 @jit(parallel=True, error_model="numpy")
@@ -392,39 +463,3 @@ def krylov_dots(e, r, invd, p, D, px, py, pz, part):  # type: ignore[no-untyped-
             for x in range(nx):
                 t += acc[k, x]
             part[z, k] = t
-
-
-@jit(parallel=True, error_model="numpy")
-def direction_update(hi, lo, e, p, beta, alpha):  # type: ignore[no-untyped-def]
-    """``p = e + beta p`` and ``hi + lo += alpha p`` (double-float) in one pass."""
-    nz, ny, nx = hi.shape
-    b32 = np.float32(beta)
-    for z in prange(nz):
-        for y in range(ny):
-            h = hi[z, y]
-            lw = lo[z, y]
-            er = e[z, y]
-            pr = p[z, y]
-            for x in range(nx):
-                pv = er[x] + b32 * pr[x]
-                pr[x] = pv
-                v = np.float64(h[x]) + np.float64(lw[x]) + alpha * np.float64(pv)
-                hv = np.float32(v)
-                h[x] = hv
-                lw[x] = np.float32(v - np.float64(hv))
-
-
-@jit(parallel=True, error_model="numpy")
-def update(hi, lo, e):  # type: ignore[no-untyped-def]
-    """``hi + lo += e`` in double-float (e is 0 on inactive voxels)."""
-    nz, ny, nx = hi.shape
-    for z in prange(nz):
-        for y in range(ny):
-            h = hi[z, y]
-            lw = lo[z, y]
-            er = e[z, y]
-            for x in range(nx):
-                v = np.float64(h[x]) + np.float64(lw[x]) + np.float64(er[x])
-                hv = np.float32(v)
-                h[x] = hv
-                lw[x] = np.float32(v - np.float64(hv))

@@ -719,9 +719,8 @@ class Multigrid:
             if not (pAp_new > 0.0 and np.isfinite(pAp_new)):
                 beta, pAp_new = 0.0, zAz
             alpha = (rz + beta * rp) / pAp_new if pAp_new > 0.0 else 1.0
-            F.direction_update(hi, lo, e, p, beta, alpha)
+            F.update_residual(lab, hi, lo, e, p, beta, alpha, *args, r, part)
             pAp = pAp_new
-            F.residual(lab, hi, lo, *args, r, part, invd, False)
             rel = float(np.sqrt(_serial_sum(part))) / bnorm
         return cycles, r0, rel
 
