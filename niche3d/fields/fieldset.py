@@ -77,7 +77,7 @@ def _table(values: dict[str, float], default: float) -> np.ndarray:
 class _Field:
     """Per-field tables, solution and multigrid hierarchy (kernel units)."""
 
-    def __init__(self, name: str, cfg: FieldConfig, lattice: Lattice) -> None:
+    def __init__(self, name: str, cfg: FieldConfig, lattice: Lattice, scratch: dict) -> None:
         self.name = name
         self.cfg = cfg
         conv = 60.0 / lattice.voxel_um**2  # µm²/s -> voxel²/min
@@ -106,7 +106,8 @@ class _Field:
                 self.bvalue[i] = b.value if b.kind == "value" else 0.0
         periodic = tuple(bool(self.bkind[2 * a] == PERIODIC) for a in range(3))
         value_faces = tuple(bool(k == VALUE) for k in self.bkind)
-        self.mg = Multigrid(lattice.shape, periodic, value_faces)  # type: ignore[arg-type]
+        self.mg = Multigrid(lattice.shape, periodic, value_faces,  # type: ignore[arg-type]
+                            scratch=scratch)
         self.hi = np.zeros(lattice.shape, np.float32)
         self.lo = np.zeros(lattice.shape, np.float32)
         self.dirty = True
@@ -150,8 +151,11 @@ class FieldSet:
                 raise ValueError(
                     f"diffusible field name {name!r} is reserved for the membrane SCF map"
                 )
+        # level-0 work arrays of the solver, shared: fields are solved one after another
+        self._scratch: dict = {}
         self._fields: dict[str, _Field] = {
-            name: _Field(name, cfg, lattice) for name, cfg in config.diffusible.items()
+            name: _Field(name, cfg, lattice, self._scratch)
+            for name, cfg in config.diffusible.items()
         }
         for f in self._fields.values():
             self._check_solvable(f)
@@ -545,8 +549,9 @@ class FieldSet:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by solutions, multigrid hierarchies, cell mask and protease map."""
-        n = self._cell.nbytes
+        """Bytes held by solutions, multigrid hierarchies, the level-0 work arrays shared
+        by the fields' solves, cell mask and protease map."""
+        n = self._cell.nbytes + sum(a.nbytes for v in self._scratch.values() for a in v)
         if isinstance(self._protease, np.ndarray):
             n += self._protease.nbytes
         for f in self._fields.values():

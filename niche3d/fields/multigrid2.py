@@ -600,23 +600,29 @@ class Multigrid:
 
     @property
     def scratch_nbytes(self) -> int:
-        """Bytes of the level-0 work arrays in this hierarchy's pool (0 until first used)."""
+        """Bytes of the level-0 work arrays in this hierarchy's pool (0 until first used;
+        shared with every hierarchy that was given the same pool)."""
         return sum(a.nbytes for v in self.scratch.values() for a in v)
+
+    def _find_blocks(self, op: OperatorSpec) -> None:
+        """Find closed pockets and fjords (cached per label array). Their search allocates
+        ~10 B/voxel of temporaries, so it runs before the level-0 work arrays exist."""
+        self._find_isolated(op)
+        fkey = (self._iso_key, self.fjord_depth)
+        if fkey != self._fjord_key:
+            self._fjord_key = fkey
+            self._find_fjords(op)
 
     def _prepare_blocks(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray) -> tuple:
         """Exact solution on closed pockets (written into hi + lo and returned) and the
         fjord block factorisation."""
-        self._find_isolated(op)
+        self._find_blocks(op)
         iso = self.isolated
         iso_hi = iso_lo = None
         if iso.size:
             iso_hi, iso_lo = self._solve_isolated(op)
             hi.reshape(-1)[iso] = iso_hi
             lo.reshape(-1)[iso] = iso_lo
-        fkey = (self._iso_key, self.fjord_depth)
-        if fkey != self._fjord_key:
-            self._fjord_key = fkey
-            self._find_fjords(op)
         if self.fjords.size:
             # the block changes only with the reaction inside the fjords (cells, protease,
             # dt); the right-hand side with every solve (sources, c_old / dt)
@@ -666,6 +672,7 @@ class Multigrid:
         """Defect correction: float64 residual of hi + lo, float32 V-cycle for the
         correction, double-float update (see :mod:`niche3d.fields._fast`)."""
         lab = op.labels
+        self._find_blocks(op)
         e, r, invd, p = self._work()
         part = np.zeros(self.shape[0], np.float64)
         F.residual(lab, hi, lo, *args, r, part, invd, True)
