@@ -270,18 +270,29 @@ def test_bone_wall_is_impermeable() -> None:
     np.testing.assert_allclose(c[:, :, :15], fs2["c"], rtol=1e-6)
 
 
-def test_solution_is_bit_identical_for_any_thread_count() -> None:
+@pytest.mark.parametrize(
+    "shape,boundary",
+    [
+        # odd periodic z exercises the red-black seam (plain half-sweeps)
+        ((17, 20, 19), {"zmin": BoundaryConfig(kind="periodic"),
+                        "zmax": BoundaryConfig(kind="periodic"),
+                        "xmax": BoundaryConfig(kind="value", value=2.0)}),
+        # 21 planes = chunks of 8, 8 and 5 in the fused red-black and update passes
+        ((21, 18, 19), {"ymin": BoundaryConfig(kind="periodic"),
+                        "ymax": BoundaryConfig(kind="periodic"),
+                        "zmin": BoundaryConfig(kind="value", value=1.0)}),
+    ],
+    ids=["periodic-odd-z", "fused-chunks"],
+)
+def test_solution_is_bit_identical_for_any_thread_count(shape, boundary) -> None:
     rng = np.random.default_rng(4)
-    shape = (17, 20, 19)  # odd periodic z exercises the red-black seam
     lab = np.full(shape, Tissue.MARROW, np.uint8)
     lab[rng.random(shape) < 0.05] = Tissue.STROMA
     lab[rng.random(shape) < 0.1] = Tissue.BONE
     kw = dict(
         decay_per_min={"marrow": 0.01},
         secretion_per_min={"stroma": 1.0},
-        boundary={"zmin": BoundaryConfig(kind="periodic"),
-                  "zmax": BoundaryConfig(kind="periodic"),
-                  "xmax": BoundaryConfig(kind="value", value=2.0)},
+        boundary=boundary,
     )
     cells = rng.choice(lab.size, 200, replace=False)
     prot = (rng.random(shape) * 0.01).astype(np.float32)
@@ -462,3 +473,50 @@ def test_moving_cells_update_the_coarse_reaction_sums_incrementally() -> None:
     op.decay = op.decay * 1.5
     mg.solve(op, hi, lo, tol=1e-10, max_cycles=200)
     assert mg._incremental == 0
+
+
+# --------------------------------------------------------------------------- fused passes
+@pytest.mark.parametrize("periodic_z", [False, True])
+def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
+    """The one-pass red-black pair equals two half-sweeps exactly, and the fused
+    update + residual leaves exactly the residual a separate pass computes."""
+    from niche3d.fields import _fast as F
+
+    bk = [2, 2, 0, 1, 0, 0] if periodic_z else [1, 0, 2, 2, 0, 1]
+    op = random_op((22, 11, 13), 7, bk, [0.5, 0, 0, 1.0, 0, 2.0], protease=True,
+                   uniform=True)
+    mg = Multigrid(op.labels.shape, (periodic_z, not periodic_z, False))
+    args = mg._uniform_args(op)
+    assert args is not None
+    rng = np.random.default_rng(2)
+    act = op.labels != Tissue.BONE
+    shape = op.labels.shape
+    hi = np.where(act, rng.random(shape), 0).astype(np.float32)
+    lo = (hi * 1e-8).astype(np.float32)
+    r = np.zeros(shape, np.float32)
+    invd = np.zeros(shape, np.float32)
+    part = np.zeros(shape[0])
+    F.residual(op.labels, hi, lo, *args, r, part, invd, True)
+    assert np.all((invd > 0) == act)
+    px, py, pz = False, not periodic_z, periodic_z
+    for first in (True, False):
+        e1 = np.where(act, rng.random(shape), 0).astype(np.float32)
+        e2 = e1.copy()
+        F.smooth(e1, r, invd, args[12], px, py, pz, 0, first)
+        F.smooth(e1, r, invd, args[12], px, py, pz, 1, False)
+        F.smooth_pair(e2, r, invd, args[12], px, py, pz, 0, first)
+        if periodic_z:  # 22 planes: even, so the pair is exact here too
+            assert shape[0] % 2 == 0
+        assert np.array_equal(e1, e2)
+    e = np.where(act, rng.random(shape), 0).astype(np.float32)
+    p = np.where(act, rng.random(shape), 0).astype(np.float32)
+    before = hi.astype(np.float64) + lo
+    expect = before + 0.3 * (e.astype(np.float64) + 0.7 * p.astype(np.float64))
+    rB = np.zeros_like(r)
+    partB = np.zeros_like(part)
+    F.update_residual(op.labels, hi, lo, e, p, 0.7, 0.3, *args, rB, partB)
+    got = hi.astype(np.float64) + lo
+    assert np.max(np.abs(got - expect)) <= 1e-6 * np.max(np.abs(expect))
+    F.residual(op.labels, hi, lo, *args, r, part, invd, False)
+    assert np.array_equal(r, rB)
+    assert np.array_equal(part, partB)
