@@ -478,8 +478,9 @@ def test_moving_cells_update_the_coarse_reaction_sums_incrementally() -> None:
 # --------------------------------------------------------------------------- fused passes
 @pytest.mark.parametrize("periodic_z", [False, True])
 def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
-    """The one-pass red-black pair equals two half-sweeps exactly, and the fused
-    update + residual leaves exactly the residual a separate pass computes."""
+    """The one-pass red-black stages equal that many half-sweeps exactly (shape 22 =
+    chunks of 8, 8 and 6 planes), and the fused update + residual leaves exactly the
+    residual a separate pass computes."""
     from niche3d.fields import _fast as F
 
     bk = [2, 2, 0, 1, 0, 0] if periodic_z else [1, 0, 2, 2, 0, 1]
@@ -500,14 +501,17 @@ def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
     assert np.all((invd > 0) == act)
     px, py, pz = False, not periodic_z, periodic_z
     for first in (True, False):
-        e1 = np.where(act, rng.random(shape), 0).astype(np.float32)
-        e2 = e1.copy()
-        F.smooth(e1, r, invd, args[12], px, py, pz, 0, first)
-        F.smooth(e1, r, invd, args[12], px, py, pz, 1, False)
-        F.smooth_pair(e2, r, invd, args[12], px, py, pz, 0, first)
-        if periodic_z:  # 22 planes: even, so the pair is exact here too
-            assert shape[0] % 2 == 0
-        assert np.array_equal(e1, e2)
+        for n in (1, 2, 3, 4):
+            e1 = np.where(act, rng.random(shape), 0).astype(np.float32)
+            e2 = e1.copy()
+            for i in range(n):
+                F.smooth(e1, r, invd, args[12], px, py, pz, (1 + i) & 1, first and i == 0)
+            if periodic_z:  # the fused pass is for non-periodic z only
+                continue
+            F.smooth_stages(e2, r, invd, args[12], px, py, 1, n, first)
+            assert np.array_equal(e1, e2), (first, n)
+    with pytest.raises(ValueError, match="nstages"):
+        F.smooth_stages(e2, r, invd, args[12], px, py, 1, F.MAX_STAGES + 1, False)
     e = np.where(act, rng.random(shape), 0).astype(np.float32)
     p = np.where(act, rng.random(shape), 0).astype(np.float32)
     before = hi.astype(np.float64) + lo

@@ -43,6 +43,7 @@ from niche3d.fields._kernels import restrict_row
 VALUE = 1
 PERIODIC = 2
 _CHUNK = 8  # z-planes per chunk of the fused passes (fixed: results must not depend on threads)
+MAX_STAGES = (_CHUNK + 1) // 2  # smooth_stages: chunk borders 2 s planes wide must not touch
 
 
 @jit(error_model="numpy")
@@ -349,40 +350,46 @@ def smooth(e, r, invd, D, px, py, pz, colour, first):  # type: ignore[no-untyped
 
 
 @jit(parallel=True, error_model="numpy")
-def smooth_pair(e, r, invd, D, px, py, pz, c1, first):  # type: ignore[no-untyped-def]
-    """Half-sweeps of colour ``c1`` then ``1 - c1`` in one pass over memory.
+def smooth_stages(e, r, invd, D, px, py, c1, nstages, first):  # type: ignore[no-untyped-def]
+    """``nstages`` red-black half-sweeps (colours ``c1``, ``1 - c1``, ``c1``, ...) in one
+    pass over memory, exactly equal to calling :func:`smooth` that many times.
 
-    Plane k gets its ``c1`` update right before plane k - 1 gets its ``1 - c1`` update,
-    whose ``c1`` neighbours (planes k - 2, k - 1, k) are then all done, so the result is
-    exactly that of :func:`smooth` called twice. Each chunk of ``_CHUNK`` planes runs this
-    wavefront on one thread; its first plane gets the ``c1`` update before (phase 1) and
-    the ``1 - c1`` update after (phase 3) the other chunks' wavefronts. Not for a periodic
-    z axis with an odd plane count (planes 0 and nz - 1 then share a colour): use
-    :func:`smooth` twice there.
+    Stage s of plane j needs stage s - 1 done on planes j - 1, j, j + 1 and stage s + 1
+    not yet done on j - 1 and j + 1. A wavefront meets both: at step k, stage s runs on
+    plane k - s, for s = 0, 1, ... Each chunk of ``_CHUNK`` planes runs its wavefront on
+    one thread (phase 1), leaving out the planes whose stage would need a neighbour
+    chunk: stage s of the first s and last s planes of a chunk. Phase 2 then finishes the
+    2 s planes around every chunk border, stage by stage (the borders are ``_CHUNK``
+    planes apart, far enough not to touch for up to ``MAX_STAGES`` stages). Not for a
+    periodic z axis: there the first and last planes are neighbours (use :func:`smooth`).
     """
+    if nstages > MAX_STAGES or nstages < 1:
+        raise ValueError("smooth_stages: nstages must be 1..MAX_STAGES")
     nz, ny, nx = e.shape
     D32 = np.float32(D)
-    c2 = 1 - c1
     nch = (nz + _CHUNK - 1) // _CHUNK
-    for c in prange(nch):
-        tmp = np.empty(nx, np.float32)
-        zrow = np.zeros(nx, np.float32)
-        _smooth_plane(e, r, invd, D32, px, py, pz, c1, first, c * _CHUNK, tmp, zrow)
+    S = nstages
     for c in prange(nch):
         tmp = np.empty(nx, np.float32)
         zrow = np.zeros(nx, np.float32)
         z0 = c * _CHUNK
         z1 = min(z0 + _CHUNK, nz)
-        for k in range(z0 + 1, z1):
-            _smooth_plane(e, r, invd, D32, px, py, pz, c1, first, k, tmp, zrow)
-            if k - 1 > z0:
-                _smooth_plane(e, r, invd, D32, px, py, pz, c2, False, k - 1, tmp, zrow)
-        if z1 - 1 > z0:
-            _smooth_plane(e, r, invd, D32, px, py, pz, c2, False, z1 - 1, tmp, zrow)
-    for c in prange(nch):
+        for k in range(z0, z1 + S):
+            for s in range(S):
+                j = k - s
+                lo_ = z0 + s if c > 0 else 0
+                hi_ = z1 - 1 - s if c < nch - 1 else nz - 1
+                if lo_ <= j <= hi_:
+                    _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1,
+                                  first and s == 0, j, tmp, zrow)
+    for b in prange(1, nch):
         tmp = np.empty(nx, np.float32)
         zrow = np.zeros(nx, np.float32)
-        _smooth_plane(e, r, invd, D32, px, py, pz, c2, False, c * _CHUNK, tmp, zrow)
+        zb = b * _CHUNK
+        for s in range(1, S):
+            for j in range(zb - s, min(zb + s, nz)):
+                _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1,
+                              first and s == 0, j, tmp, zrow)
 
 
 @jit(parallel=True, error_model="numpy")

@@ -689,14 +689,17 @@ class Multigrid:
         px, py, pz = self.periodic[2], self.periodic[1], self.periodic[0]
         L1 = self.levels[0]
         fz, fy, fx = self.factors[0]
-        fused = not (pz and self.shape[0] % 2 == 1)  # see F.smooth_pair
-
-        def smooth_pair(c1: int, first: bool) -> None:
-            if fused:
-                F.smooth_pair(e, r, invd, D, px, py, pz, c1, first)
-            else:
-                F.smooth(e, r, invd, D, px, py, pz, c1, first)
-                F.smooth(e, r, invd, D, px, py, pz, 1 - c1, False)
+        def smooth(c1: int, n: int, first: bool) -> None:
+            """n red-black half-sweeps starting with colour c1, fused unless z is periodic."""
+            if not pz:
+                while n > 0:
+                    m = min(n, F.MAX_STAGES - F.MAX_STAGES % 2)  # keep the colour order
+                    F.smooth_stages(e, r, invd, D, px, py, c1, m, first)
+                    n -= m
+                    first = False
+                return
+            for i in range(n):
+                F.smooth(e, r, invd, D, px, py, pz, (c1 + i) & 1, first and i == 0)
 
         dots = np.zeros((self.shape[0], 4), np.float64)
         pAp = 0.0  # p.Ap of the previous direction (0: none yet)
@@ -704,16 +707,16 @@ class Multigrid:
         while rel > tol and cycles < max_cycles:
             cycles += 1
             # preconditioner: V-cycle for A e = r, then exact on pockets and fjords
-            for i in range(self.pre):
-                smooth_pair(0, i == 0)
-            if self.pre == 0:
+            if self.pre > 0:
+                smooth(0, 2 * self.pre, True)
+            else:
                 e[...] = 0.0
             F.residual_restrict(e, r, invd, D, px, py, pz, fz, fy, fx, L1.rhs)
             L1.e[...] = 0.0
             self._coarse_cycle(0)
             F.prolong_add(e, invd, L1.e, *self.tables[0])
-            for _ in range(self.post):
-                smooth_pair(1, False)
+            if self.post > 0:
+                smooth(1, 2 * self.post, False)
             if iso.size:  # closed pockets already hold their exact solution
                 e.reshape(-1)[iso] = 0.0
             self._fjord_correct(e, r)
