@@ -14,8 +14,8 @@ The solve is a defect correction (mixed-precision iterative refinement):
    (:func:`smooth_first`, :func:`smooth`, :func:`residual_restrict`, :func:`prolong_add`)
    and on the coarse levels;
 3. a flexible conjugate-gradient step turns ``e`` into a direction ``p`` (one more float32
-   array) and :func:`update_residual` adds ``alpha p`` to ``hi + lo`` in double-float,
-   fused with the next residual (:func:`krylov_dots` gives the step's inner products).
+   array) and :func:`update` adds ``alpha p`` to ``hi + lo`` in double-float
+   (:func:`krylov_dots` gives the step's inner products).
 
 Only step 1 needs float64; the smoother runs on float32 vectors. The correction system
 uses the float32 inverse diagonal (written by the first :func:`residual` of a solve): a relative
@@ -159,7 +159,7 @@ def _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt
     z = np.int64(z)
     _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
                 kcode, kval, D, inact, bk, bv, z, S, Kd)
-    sq[:] = 0.0  # per-column sums of r²: no serial chain per row
+    sq[:, :] = 0.0  # per-column sums of r² and b²: no serial chain per row
     zm, zp = _nb(np.int64(z), nz, pz)
     for y in range(ny):
         ym, yp = _nb(y, ny, py)
@@ -199,33 +199,39 @@ def _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt
             v = Sr[x] + D * acc[x] - Kr[x] * c
             v = v if lc[x] != inact else 0.0
             rr[x] = np.float32(v)
-            sq[x] += v * v
+            sq[0, x] += v * v
+            sq[1, x] += Sr[x] * Sr[x]  # S is 0 on inactive voxels
         if want_invd:
             out = invd[z, y]
             for x in range(nx):
                 out[x] = np.float32(1.0 / Kr[x]) if lc[x] != inact else np.float32(0.0)
-    tot = 0.0
+    r2 = 0.0
+    b2 = 0.0
     for x in range(nx):
-        tot += sq[x]
-    return tot
+        r2 += sq[0, x]
+        b2 += sq[1, x]
+    return r2, b2
 
 
 @jit(parallel=True, error_model="numpy")
 def residual(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
              kcode, kval, D, inact, bk, bv, r, part, invd, want_invd):  # type: ignore[no-untyped-def]
-    """``r = b - A (hi + lo)`` in float64, stored as float32; ``part[z]`` = sum of r² over
-    plane z. With ``want_invd`` also the float32 inverse diagonal into ``invd`` (computed
-    from the same coefficient pass)."""
+    """``r = b - A (hi + lo)`` in float64, stored as float32; ``part[z]`` = (sum of r²,
+    sum of b²) over plane z, b being the right-hand side (sources, fixed-value faces,
+    c_old / dt). With ``want_invd`` also the float32 inverse diagonal into ``invd``
+    (computed from the same coefficient pass)."""
     nz, ny, nx = lab.shape
     for z in prange(nz):
         S = np.empty((ny, nx), np.float64)
         Kd = np.empty((ny, nx), np.float64)
         acc = np.empty(nx, np.float64)
-        sq = np.empty(nx, np.float64)
+        sq = np.empty((2, nx), np.float64)
         zrow = np.zeros(nx, np.float32)
-        part[z] = _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt,
-                                  scode, sval, k0, kcode, kval, D, inact, bk, bv, r, invd,
-                                  want_invd, z, S, Kd, acc, sq, zrow)
+        r2, b2 = _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt,
+                                 scode, sval, k0, kcode, kval, D, inact, bk, bv, r, invd,
+                                 want_invd, z, S, Kd, acc, sq, zrow)
+        part[z, 0] = r2
+        part[z, 1] = b2
 
 
 @jit(error_model="numpy")
@@ -246,44 +252,14 @@ def _update_plane(hi, lo, e, p, b32, alpha, z):  # type: ignore[no-untyped-def]
 
 
 @jit(parallel=True, error_model="numpy")
-def update_residual(lab, hi, lo, e, p, beta, alpha, cell, uptake, prot, hasprot, psens, old,
-                    inv_dt, scode, sval, k0, kcode, kval, D, inact, bk, bv, r, part):  # type: ignore[no-untyped-def]
-    """``p = e + beta p``, ``hi + lo += alpha p`` (double-float), then :func:`residual`,
-    in one pass over memory: plane k is updated right before the residual of plane k - 1
-    (whose neighbours k - 2, k - 1, k are then all updated). Chunks of ``_CHUNK`` planes
-    run this wavefront in parallel; the residuals of each chunk's first and last plane,
-    which need a neighbour chunk's update, follow in a second phase."""
-    nz, ny, nx = lab.shape
+def update(hi, lo, e, p, beta, alpha):  # type: ignore[no-untyped-def]
+    """``p = e + beta p`` and ``hi + lo += alpha p`` (double-float) in one pass. (Fusing
+    this with the next :func:`residual` in a plane wavefront saved no measurable time, the
+    residual being compute-bound, and doubled the compile time of the residual code.)"""
+    nz = hi.shape[0]
     b32 = np.float32(beta)
-    nch = (nz + _CHUNK - 1) // _CHUNK
-    for c in prange(nch):
-        S = np.empty((ny, nx), np.float64)
-        Kd = np.empty((ny, nx), np.float64)
-        acc = np.empty(nx, np.float64)
-        sq = np.empty(nx, np.float64)
-        zrow = np.zeros(nx, np.float32)
-        z0 = c * _CHUNK
-        z1 = min(z0 + _CHUNK, nz)
-        for k in range(z0, z1):
-            _update_plane(hi, lo, e, p, b32, alpha, k)
-            if k - 2 >= z0:
-                part[k - 1] = _residual_plane(
-                    lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval,
-                    k0, kcode, kval, D, inact, bk, bv, r, r, False, k - 1, S, Kd, acc, sq,
-                    zrow)
-    for c in prange(nch):
-        S = np.empty((ny, nx), np.float64)
-        Kd = np.empty((ny, nx), np.float64)
-        acc = np.empty(nx, np.float64)
-        sq = np.empty(nx, np.float64)
-        zrow = np.zeros(nx, np.float32)
-        z0 = c * _CHUNK
-        z1 = min(z0 + _CHUNK, nz)
-        for j in range(2 if z1 - 1 > z0 else 1):
-            k = z0 if j == 0 else z1 - 1
-            part[k] = _residual_plane(
-                lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
-                kcode, kval, D, inact, bk, bv, r, r, False, k, S, Kd, acc, sq, zrow)
+    for z in prange(nz):
+        _update_plane(hi, lo, e, p, b32, alpha, z)
 
 
 @jit(error_model="numpy")

@@ -656,27 +656,34 @@ class Multigrid:
         """
         if rebuild:
             self.build(op)
+        args = self._uniform_args(op)
+        if args is not None:
+            return self._solve_uniform(op, args, hi, lo, tol, max_cycles, bnorm)
         if bnorm is None:
             bnorm = self.rhs_norm(op)
         if bnorm == 0.0:
             hi[...] = 0.0
             lo[...] = 0.0
             return 0, 0.0, 0.0
-        args = self._uniform_args(op)
-        if args is not None:
-            return self._solve_uniform(op, args, hi, lo, tol, max_cycles, bnorm)
         return self._solve_general(op, hi, lo, tol, max_cycles, bnorm)
 
     def _solve_uniform(self, op: OperatorSpec, args: tuple, hi: np.ndarray, lo: np.ndarray,
-                       tol: float, max_cycles: int, bnorm: float) -> tuple[int, float, float]:
+                       tol: float, max_cycles: int,
+                       bnorm: float | None) -> tuple[int, float, float]:
         """Defect correction: float64 residual of hi + lo, float32 V-cycle for the
         correction, double-float update (see :mod:`niche3d.fields._fast`)."""
         lab = op.labels
         self._find_blocks(op)
         e, r, invd, p = self._work()
-        part = np.zeros(self.shape[0], np.float64)
+        part = np.zeros((self.shape[0], 2), np.float64)
         F.residual(lab, hi, lo, *args, r, part, invd, True)
-        r0 = float(np.sqrt(_serial_sum(part))) / bnorm
+        if bnorm is None:
+            bnorm = float(np.sqrt(_serial_sum(part[:, 1])))
+        if bnorm == 0.0:
+            hi[...] = 0.0
+            lo[...] = 0.0
+            return 0, 0.0, 0.0
+        r0 = float(np.sqrt(_serial_sum(part[:, 0]))) / bnorm
         if r0 <= tol:
             return 0, r0, r0
         iso_hi, iso_lo = self._prepare_blocks(op, hi, lo)
@@ -684,7 +691,7 @@ class Multigrid:
         rel = r0
         if iso.size:  # the pockets were just set to their exact solution
             F.residual(lab, hi, lo, *args, r, part, invd, False)
-            rel = float(np.sqrt(_serial_sum(part))) / bnorm
+            rel = float(np.sqrt(_serial_sum(part[:, 0]))) / bnorm
         D = args[12]
         px, py, pz = self.periodic[2], self.periodic[1], self.periodic[0]
         L1 = self.levels[0]
@@ -729,9 +736,10 @@ class Multigrid:
             if not (pAp_new > 0.0 and np.isfinite(pAp_new)):
                 beta, pAp_new = 0.0, zAz
             alpha = (rz + beta * rp) / pAp_new if pAp_new > 0.0 else 1.0
-            F.update_residual(lab, hi, lo, e, p, beta, alpha, *args, r, part)
+            F.update(hi, lo, e, p, beta, alpha)
             pAp = pAp_new
-            rel = float(np.sqrt(_serial_sum(part))) / bnorm
+            F.residual(lab, hi, lo, *args, r, part, invd, False)
+            rel = float(np.sqrt(_serial_sum(part[:, 0]))) / bnorm
         return cycles, r0, rel
 
     def _solve_general(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray, tol: float,
