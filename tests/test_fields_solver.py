@@ -271,20 +271,24 @@ def test_bone_wall_is_impermeable() -> None:
 
 
 @pytest.mark.parametrize(
-    "shape,boundary",
+    "shape,boundary,diffusion",
     [
         # odd periodic z exercises the red-black seam (plain half-sweeps)
         ((17, 20, 19), {"zmin": BoundaryConfig(kind="periodic"),
                         "zmax": BoundaryConfig(kind="periodic"),
-                        "xmax": BoundaryConfig(kind="value", value=2.0)}),
-        # 21 planes = chunks of 8, 8 and 5 in the fused red-black and update passes
+                        "xmax": BoundaryConfig(kind="value", value=2.0)}, None),
+        # 21 planes = chunks of 8, 8 and 5 in the fused red-black passes
         ((21, 18, 19), {"ymin": BoundaryConfig(kind="periodic"),
                         "ymax": BoundaryConfig(kind="periodic"),
-                        "zmin": BoundaryConfig(kind="value", value=1.0)}),
+                        "zmin": BoundaryConfig(kind="value", value=1.0)}, None),
+        # stroma diffusing slower than marrow: the general (table-driven) path
+        ((17, 20, 19), {"zmin": BoundaryConfig(kind="periodic"),
+                        "zmax": BoundaryConfig(kind="periodic")},
+         {"marrow": 10.0, "stroma": 4.0, "bone": 0.0}),
     ],
-    ids=["periodic-odd-z", "fused-chunks"],
+    ids=["periodic-odd-z", "fused-chunks", "per-tissue-D"],
 )
-def test_solution_is_bit_identical_for_any_thread_count(shape, boundary) -> None:
+def test_solution_is_bit_identical_for_any_thread_count(shape, boundary, diffusion) -> None:
     rng = np.random.default_rng(4)
     lab = np.full(shape, Tissue.MARROW, np.uint8)
     lab[rng.random(shape) < 0.05] = Tissue.STROMA
@@ -294,6 +298,8 @@ def test_solution_is_bit_identical_for_any_thread_count(shape, boundary) -> None
         secretion_per_min={"stroma": 1.0},
         boundary=boundary,
     )
+    if diffusion is not None:
+        kw["diffusion_um2_s"] = diffusion
     cells = rng.choice(lab.size, 200, replace=False)
     prot = (rng.random(shape) * 0.01).astype(np.float32)
     out = []
