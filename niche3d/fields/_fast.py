@@ -38,7 +38,7 @@ import numpy as np
 from numba import prange
 
 from niche3d._jit import jit
-from niche3d.fields._kernels import restrict_row
+from niche3d.fields._kernels import krylov_accumulate, krylov_sums, restrict_row
 
 VALUE = 1
 PERIODIC = 2
@@ -398,7 +398,7 @@ def residual_restrict(e, r, invd, D, px, py, pz, fz, fy, fx, rhs_c):  # type: ig
 @jit(parallel=True, error_model="numpy")
 def prolong_add(e, invd, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-def]
     """``e += P E`` on permeable voxels (piecewise constant, halved next to a fixed-value
-    face, as :func:`niche3d.fields._kernels.fine_prolong_add`)."""
+    face, as :func:`niche3d.fields._kernels.coarse_prolong_add`)."""
     nz, ny, nx = e.shape
     for z in prange(nz):
         Z = iz[z]
@@ -436,13 +436,6 @@ def krylov_dots(e, r, invd, p, D, px, py, pz, part):  # type: ignore[no-untyped-
             rc = r[zi, y]
             pc = p[zi, y]
             for x in range(nx):
-                a = ec[x] / ic[x] - D32 * az[x] if ic[x] > 0 else np.float32(0.0)
-                acc[0, x] += np.float64(ec[x]) * a
-                acc[1, x] += np.float64(pc[x]) * a
-                acc[2, x] += np.float64(rc[x]) * ec[x]
-                acc[3, x] += np.float64(rc[x]) * pc[x]
-        for k in range(4):
-            t = 0.0
-            for x in range(nx):
-                t += acc[k, x]
-            part[z, k] = t
+                az[x] = ec[x] / ic[x] - D32 * az[x] if ic[x] > 0 else np.float32(0.0)
+            krylov_accumulate(ec, pc, rc, az, acc)
+        krylov_sums(acc, part, z)

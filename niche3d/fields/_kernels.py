@@ -9,11 +9,13 @@ side is impermeable). A fixed-value face adds ``2 D_i`` to the diagonal and ``2 
 the right-hand side (the face is half a voxel from the centre); a periodic face couples to
 the voxel on the opposite side; a no-flux face adds nothing.
 
-Level 0 (the lattice) never stores coefficients: they are looked up per voxel from the
-tissue labels (``H[16 * a + b]`` face table, ``klut`` / ``slut`` per tissue), the cell
-occupancy mask and the optional protease map. The solution is stored as a float32 pair
-``hi + lo`` (double-float) so that residuals reach 1e-6 and below while the field the
-simulation reads (``hi``) stays float32. Coarse levels store face coefficients ``ax`` (shape
+The level-0 kernels here look coefficients up per voxel from the tissue labels
+(``H[16 * a + b]`` face table, ``klut`` / ``slut`` per tissue), the cell occupancy mask
+and the optional protease map: the float64 residual of the double-float solution
+``hi + lo`` (:func:`fine_residual_restrict`, :func:`fine_residual_norm`), the norm of the
+right-hand side and the coarse-level build. The vectorised kernels of operators with one
+diffusivity are in :mod:`niche3d.fields._fast`. Coarse levels (and level 0 of operators
+with per-tissue diffusivities) store face coefficients ``ax`` (shape
 ``(nz, ny, nx + 1)``, face ``i`` between cells ``i - 1`` and ``i``; faces 0 and ``n`` are the
 domain faces), ``ay``, ``az``, the reaction ``kr`` (``-1`` marks an inactive cell), the
 correction ``e`` and right-hand side ``rhs``, all float32.
@@ -143,75 +145,6 @@ def _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt, z
 
 
 @jit(error_model="numpy")
-def _fine_gs_plane(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
-                   psens, old, inv_dt, colour, z):  # type: ignore[no-untyped-def]
-    # The interior of each row is written out inline: numba does not inline calls to
-    # other jitted functions, and a call per voxel costs ~3x the arithmetic.
-    nz, ny, nx = lab.shape
-    zin = 0 < z < nz - 1
-    for y in range(ny):
-        x0 = (z + y + colour) & 1
-        if zin and 0 < y < ny - 1:
-            for x in range(2 - x0 if x0 == 0 else 1, nx - 1, 2):
-                t = lab[z, y, x]
-                if act[t] == 0:
-                    continue
-                row = np.int64(t) * 16
-                w0 = H[row + lab[z, y, x - 1]]
-                w1 = H[row + lab[z, y, x + 1]]
-                w2 = H[row + lab[z, y - 1, x]]
-                w3 = H[row + lab[z, y + 1, x]]
-                w4 = H[row + lab[z - 1, y, x]]
-                w5 = H[row + lab[z + 1, y, x]]
-                acc = (w0 * (np.float64(hi[z, y, x - 1]) + np.float64(lo[z, y, x - 1]))
-                       + w1 * (np.float64(hi[z, y, x + 1]) + np.float64(lo[z, y, x + 1]))
-                       + w2 * (np.float64(hi[z, y - 1, x]) + np.float64(lo[z, y - 1, x]))
-                       + w3 * (np.float64(hi[z, y + 1, x]) + np.float64(lo[z, y + 1, x]))
-                       + w4 * (np.float64(hi[z - 1, y, x]) + np.float64(lo[z - 1, y, x]))
-                       + w5 * (np.float64(hi[z + 1, y, x]) + np.float64(lo[z + 1, y, x])))
-                k = klut[t] + uptake * cell[z, y, x] + inv_dt
-                src = slut[t]
-                if hasprot:
-                    k += psens * prot[z, y, x]
-                if inv_dt > 0.0:
-                    src += inv_dt * old[z, y, x]
-                d = k + w0 + w1 + w2 + w3 + w4 + w5
-                if d > 0.0:
-                    v = (src + acc) / d
-                    h = np.float32(v)
-                    hi[z, y, x] = h
-                    lo[z, y, x] = np.float32(v - np.float64(h))
-            xs = (0, nx - 1) if nx > 1 else (0, 0)
-            for j in range(2 if nx > 1 else 1):
-                x = xs[j]
-                if (x & 1) != x0:
-                    continue
-                _fine_gs_point(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake,
-                               prot, hasprot, psens, old, inv_dt, z, y, x)
-        else:
-            for x in range(x0, nx, 2):
-                _fine_gs_point(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake,
-                               prot, hasprot, psens, old, inv_dt, z, y, x)
-
-
-@jit(error_model="numpy")
-def _fine_gs_point(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
-                   psens, old, inv_dt, z, y, x):  # type: ignore[no-untyped-def]
-    """Gauss-Seidel update of one voxel on the lattice boundary (general path)."""
-    nz, ny, nx = lab.shape
-    if act[lab[z, y, x]] == 0:
-        return
-    sc, acc = _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx)
-    k, s = _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt, z, y, x)
-    d = k + sc
-    if d > 0.0:
-        v = (s + acc) / d
-        h = np.float32(v)
-        hi[z, y, x] = h
-        lo[z, y, x] = np.float32(v - np.float64(h))
-
-
-@jit(error_model="numpy")
 def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
                   psens, old, inv_dt, z, y, buf, Y, fx):  # type: ignore[no-untyped-def]
     """Residuals along one row: added to buf[Y, x // fx] (if fx > 0); returns sum r²."""
@@ -254,18 +187,6 @@ def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pro
         elif fx == 1:
             buf[Y, x] += r
     return acc2
-
-
-@jit(parallel=True, error_model="numpy")
-def fine_gs(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot, psens,
-            old, inv_dt, colour):  # type: ignore[no-untyped-def]
-    """One red (colour 0) or black (colour 1) Gauss-Seidel half-sweep on level 0."""
-    nz = lab.shape[0]
-    for z in prange(nz - 1):
-        _fine_gs_plane(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot,
-                       hasprot, psens, old, inv_dt, colour, z)
-    _fine_gs_plane(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
-                   psens, old, inv_dt, colour, nz - 1)
 
 
 @jit(parallel=True, error_model="numpy")
@@ -331,28 +252,6 @@ def fine_rhs_norm(lab, act, D2, slut, bk, bv, old, inv_dt, part):  # type: ignor
                     b += w * bv[1]
                 acc2 += b * b
         part[z] = acc2
-
-
-@jit(parallel=True, error_model="numpy")
-def fine_prolong_add(lab, hi, lo, act, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-def]
-    """hi + lo += P E: piecewise-constant prolongation (each voxel takes its parent's
-    correction), halved per axis for a voxel next to a fixed-value face (the correction
-    goes linearly to 0 at that face)."""
-    nz, ny, nx = lab.shape
-    for z in prange(nz):
-        Z = iz[z]
-        a = sz[z]
-        for y in range(ny):
-            Y = iy[y]
-            b = a * sy[y]
-            for x in range(nx):
-                if act[lab[z, y, x]] == 0:
-                    continue
-                e = b * sx[x] * np.float64(E[Z, Y, ix[x]])
-                v = np.float64(hi[z, y, x]) + np.float64(lo[z, y, x]) + e
-                h = np.float32(v)
-                hi[z, y, x] = h
-                lo[z, y, x] = np.float32(v - np.float64(h))
 
 
 @jit(error_model="numpy")
@@ -537,6 +436,48 @@ def coarse_gs(ax, ay, az, kr, e, rhs, px, py, pz, colour):  # type: ignore[no-un
 
 
 @jit(parallel=True, error_model="numpy")
+def coarse_krylov_dots(ax, ay, az, kr, e, rhs, p, px, py, pz, part):  # type: ignore[no-untyped-def]
+    """Per-plane sums ``part[z] = (e.Ae, p.Ae, r.e, r.p)`` on a level with stored
+    coefficients, ``r = rhs`` (the Krylov step of the general path)."""
+    nz, ny, nx = kr.shape
+    for z in prange(nz):
+        zrow = np.zeros(nx, np.float32)
+        out = np.empty(nx, np.float32)
+        dg = np.empty(nx, np.float32)
+        acc = np.zeros((4, nx), np.float64)
+        for y in range(ny):
+            _coarse_row(ax, ay, az, kr, e, rhs, px, py, pz, z, y, zrow, out, dg)
+            ec = e[z, y]
+            pc = p[z, y]
+            rc = rhs[z, y]
+            kk = kr[z, y]
+            for x in range(nx):
+                out[x] = dg[x] * ec[x] - (out[x] - rc[x]) if kk[x] >= 0.0 else np.float32(0.0)
+            krylov_accumulate(ec, pc, rc, out, acc)
+        krylov_sums(acc, part, z)
+
+
+@jit(error_model="numpy")
+def krylov_accumulate(e, p, r, a, acc):  # type: ignore[no-untyped-def]
+    """Add one row's products (e.a, p.a, r.e, r.p) into per-column float64 sums, a = A e."""
+    for x in range(e.shape[0]):
+        acc[0, x] += np.float64(e[x]) * a[x]
+        acc[1, x] += np.float64(p[x]) * a[x]
+        acc[2, x] += np.float64(r[x]) * e[x]
+        acc[3, x] += np.float64(r[x]) * p[x]
+
+
+@jit(error_model="numpy")
+def krylov_sums(acc, part, z):  # type: ignore[no-untyped-def]
+    """``part[z, k]`` = sum over columns of ``acc[k]`` (a fixed order: thread-independent)."""
+    for k in range(4):
+        t = 0.0
+        for x in range(acc.shape[1]):
+            t += acc[k, x]
+        part[z, k] = t
+
+
+@jit(parallel=True, error_model="numpy")
 def coarse_residual_restrict(ax, ay, az, kr, e, rhs, px, py, pz, fz, fy, fx, rhs_c):  # type: ignore[no-untyped-def]
     nz, ny, nx = kr.shape
     NZ, NY, NX = rhs_c.shape
@@ -560,7 +501,9 @@ def coarse_residual_restrict(ax, ay, az, kr, e, rhs, px, py, pz, fz, fy, fx, rhs
 
 @jit(parallel=True, error_model="numpy")
 def coarse_prolong_add(kr, e, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-def]
-    """e += P E on a coarse level (same rule as :func:`fine_prolong_add`)."""
+    """e += P E: piecewise-constant prolongation (each cell takes its parent's
+    correction), halved per axis for a cell next to a fixed-value face (the correction
+    goes linearly to 0 at that face); inactive cells (kr < 0) are left alone."""
     nz, ny, nx = kr.shape
     for z in prange(nz):
         Z = iz[z]

@@ -240,6 +240,7 @@ class Multigrid:
         self._iso_key: tuple | None = None
         self.isolated = np.zeros(0, np.int64)  # flat indices of small closed pockets
         self.scratch: dict = {} if scratch is None else scratch
+        self._L0: _Level | None = None  # level 0 with stored coefficients (general path)
         self._codes_key: tuple | None = None
         self._codes = np.zeros(0, np.int64)  # tissue codes present on the lattice
         self._counts = np.zeros(0, np.int64)
@@ -249,6 +250,8 @@ class Multigrid:
         """Bytes held by the coarse levels and the fjord block solve (indices, coupling
         matrix, right-hand side and the L and U factors)."""
         n = sum(lv.nbytes for lv in self.levels) + self.fjords.nbytes + self._cells.nbytes
+        if self._L0 is not None:
+            n += self._L0.nbytes
         if self._fjord_lu is not None:
             lu, b, W, ext, data = self._fjord_lu
             n += b.nbytes + ext.nbytes + data.nbytes
@@ -283,6 +286,15 @@ class Multigrid:
         L1 = self.levels[0]
         K.build_from_fine(op.labels, act, H, D2, klut, bk, cell, upt, prot, hasprot, psens,
                           inv_dt, fz, fy, fx, L1.ax, L1.ay, L1.az, L1.kr)
+        if self._uniform_args(op) is None:
+            # general path: level 0 with stored face coefficients (see _solve_general)
+            if self._L0 is None:
+                self._L0 = _Level(self.shape)
+            L0 = self._L0
+            K.build_from_fine(op.labels, act, H, D2, klut, bk, cell, upt, prot, hasprot,
+                              psens, inv_dt, 1, 1, 1, L0.ax, L0.ay, L0.az, L0.kr)
+        else:
+            self._L0 = None
         self._lu = None
         for lv in range(1, len(self.levels)):
             a = self.levels[lv - 1]
@@ -312,7 +324,10 @@ class Multigrid:
         nz, ny, nx = self.shape
         z, rem = np.divmod(changed, ny * nx)
         y, x = np.divmod(rem, nx)
-        for f, L in zip(self.factors, self.levels, strict=True):
+        pairs = list(zip(self.factors, self.levels, strict=True))
+        if self._L0 is not None:
+            pairs.insert(0, ((1, 1, 1), self._L0))
+        for f, L in pairs:
             z, y, x = z // f[0], y // f[1], x // f[2]
             _, cy, cx = L.shape
             flat = (z * cy + y) * cx + x
@@ -590,13 +605,16 @@ class Multigrid:
         return (cell, upt, prot, hasprot, psens, old, inv_dt, scode, sval, k0, kcode, kval, D,
                 np.uint8(inact), bk, bv)
 
-    def _work(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Level-0 float32 correction, residual, inverse diagonal and Krylov direction
-        (from the pool)."""
-        key = ("level0", self.shape)
+    def _pool(self, name: str) -> np.ndarray:
+        """A level-0 float32 work array from the (shared) pool."""
+        key = (name, self.shape)
         if key not in self.scratch:
-            self.scratch[key] = tuple(np.zeros(self.shape, np.float32) for _ in range(4))
-        return self.scratch[key]
+            self.scratch[key] = (np.zeros(self.shape, np.float32),)
+        return self.scratch[key][0]
+
+    def _work(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Level-0 float32 correction, residual, inverse diagonal and Krylov direction."""
+        return self._pool("e"), self._pool("r"), self._pool("invd"), self._pool("p")
 
     @property
     def scratch_nbytes(self) -> int:
@@ -730,55 +748,83 @@ class Multigrid:
             # flexible conjugate gradient step: p = e + beta p_old, A-orthogonal to p_old;
             # alpha minimises the A-norm of the error along p
             F.krylov_dots(e, r, invd, p, D, px, py, pz, dots)
-            zAz, pAz, rz, rp = (_serial_sum(dots[:, k]) for k in range(4))
-            beta = -pAz / pAp if pAp > 0.0 else 0.0
-            pAp_new = zAz + 2.0 * beta * pAz + beta * beta * pAp
-            if not (pAp_new > 0.0 and np.isfinite(pAp_new)):
-                beta, pAp_new = 0.0, zAz
-            alpha = (rz + beta * rp) / pAp_new if pAp_new > 0.0 else 1.0
+            beta, alpha, pAp = _krylov_step(dots, pAp)
             F.update(hi, lo, e, p, beta, alpha)
-            pAp = pAp_new
             F.residual(lab, hi, lo, *args, r, part, invd, False)
             rel = float(np.sqrt(_serial_sum(part[:, 0]))) / bnorm
         return cycles, r0, rel
 
     def _solve_general(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray, tol: float,
                        max_cycles: int, bnorm: float) -> tuple[int, float, float]:
-        """Red-black Gauss-Seidel directly on hi + lo with per-face table look-ups."""
+        """Per-tissue diffusivities: the same defect correction and flexible-CG step as
+        :meth:`_solve_uniform`, with level 0 held like a coarse level (stored float32
+        face coefficients and reaction, 24 B/voxel), so its smoother, restriction and
+        prolongation are the vectorised coarse-level kernels."""
+        if self._L0 is None:  # built for a uniform operator before: build for this one
+            self.forget_build()
+            self.build(op)
+        L0 = self._L0
+        assert L0 is not None
         t = op.tail()
         lab = op.labels
-        r0 = self.residual_norm(op, hi, lo) / bnorm
+        self._find_blocks(op)
+        p = self._pool("p")
+        part = np.zeros(self.shape[0], np.float64)
+
+        def residual() -> float:
+            # b - A (hi + lo) in float64 into L0.rhs (factors 1: the "restriction" is a copy)
+            K.fine_residual_restrict(lab, hi, lo, *t, 1, 1, 1, L0.rhs, part)
+            return float(np.sqrt(_serial_sum(part))) / bnorm
+
+        r0 = residual()
         if r0 <= tol:
             return 0, r0, r0
         iso_hi, iso_lo = self._prepare_blocks(op, hi, lo)
         iso = self.isolated
-        rel = r0
-        cycles = 0
+        rel = residual() if iso.size else r0
+        px, py, pz = self.periodic[2], self.periodic[1], self.periodic[0]
         L1 = self.levels[0]
         fz, fy, fx = self.factors[0]
-        part = np.zeros(L1.shape[0], np.float64)
-        while cycles < max_cycles:
-            for _ in range(self.pre):
-                K.fine_gs(lab, hi, lo, *t, 0)
-                K.fine_gs(lab, hi, lo, *t, 1)
-            K.fine_residual_restrict(lab, hi, lo, *t, fz, fy, fx, L1.rhs, part)
-            rel = float(np.sqrt(_serial_sum(part))) / bnorm
-            if rel <= tol:
-                break
+        dots = np.zeros((self.shape[0], 4), np.float64)
+        pAp = 0.0
+        cycles = 0
+        while rel > tol and cycles < max_cycles:
             cycles += 1
+            L0.e[...] = 0.0
+            for _ in range(self.pre):
+                K.coarse_gs(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz, 0)
+                K.coarse_gs(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz, 1)
+            K.coarse_residual_restrict(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz,
+                                       fz, fy, fx, L1.rhs)
             L1.e[...] = 0.0
             self._coarse_cycle(0)
-            K.fine_prolong_add(lab, hi, lo, t[0], L1.e, *self.tables[0])
-            if iso.size:  # closed pockets keep their exact solution
-                hi.reshape(-1)[iso] = iso_hi
-                lo.reshape(-1)[iso] = iso_lo
+            K.coarse_prolong_add(L0.kr, L0.e, L1.e, *self.tables[0])
             for _ in range(self.post):
-                K.fine_gs(lab, hi, lo, *t, 1)
-                K.fine_gs(lab, hi, lo, *t, 0)
-            self._fjord_solve(hi, lo)
-        else:
-            rel = self.residual_norm(op, hi, lo) / bnorm
+                K.coarse_gs(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz, 1)
+                K.coarse_gs(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz, 0)
+            if iso.size:  # closed pockets already hold their exact solution
+                L0.e.reshape(-1)[iso] = 0.0
+            self._fjord_correct(L0.e, L0.rhs)
+            K.coarse_krylov_dots(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, p, px, py, pz,
+                                 dots)
+            beta, alpha, pAp = _krylov_step(dots, pAp)
+            F.update(hi, lo, L0.e, p, beta, alpha)
+            rel = residual()
         return cycles, r0, rel
+
+
+def _krylov_step(dots: np.ndarray, pAp: float) -> tuple[float, float, float]:
+    """Flexible-CG coefficients from per-plane sums (z.Az, p.Az, r.z, r.p) of the new
+    preconditioned correction z and the previous direction p (``pAp`` = its p.Ap, 0 when
+    there is none): ``beta`` makes ``z + beta p`` A-orthogonal to p, ``alpha`` minimises
+    the error's energy norm along it. Returns (beta, alpha, p.Ap of the new direction)."""
+    zAz, pAz, rz, rp = (_serial_sum(dots[:, k]) for k in range(4))
+    beta = -pAz / pAp if pAp > 0.0 else 0.0
+    pAp_new = zAz + 2.0 * beta * pAz + beta * beta * pAp
+    if not (pAp_new > 0.0 and np.isfinite(pAp_new)):
+        beta, pAp_new = 0.0, zAz
+    alpha = (rz + beta * rp) / pAp_new if pAp_new > 0.0 else 1.0
+    return beta, alpha, pAp_new
 
 
 def _serial_sum(part: np.ndarray) -> float:
