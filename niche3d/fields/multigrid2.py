@@ -1,15 +1,23 @@
 """Geometric multigrid for ``-div(D grad c) + k c = S`` on the tissue lattice.
 
-The lattice level (level 0) is matrix-free: coefficients come from the tissue labels
-through small per-tissue tables (see :mod:`niche3d.fields._kernels`), so a field costs its
-float32 solution ``hi`` plus one float32 compensation array ``lo`` (the pair holds the
-solution in double-float precision). Coarse levels are built by summing the reaction over
-each 2x2x2 block and summing face coefficients over each block face divided by the
-coarsening factor (the cell-centred rediscretisation), so a face that is closed by bone on
-the fine level stays closed on every coarser level. Transfers: restriction sums the
-residual of the children; prolongation is piecewise constant (halved next to a
-fixed-value face). Smoother: red-black Gauss-Seidel. Cycle: V(2, 2); the residual norm is
-computed in the same pass as the restriction.
+The solution of a field is a float32 pair ``hi + lo`` (double-float: ``hi`` is the field
+the simulation reads). Each solve is a defect correction accelerated by flexible
+conjugate gradients: the float64 residual of ``hi + lo``, one float32 V(2, 2)-cycle for
+the correction (red-black Gauss-Seidel), a Krylov step, a double-float update.
+
+* Operators with one diffusivity over the permeable tissues (the default) keep level 0
+  matrix-free: sources and diagonal are rebuilt per plane from the labels, and the
+  vectorised kernels of :mod:`niche3d.fields._fast` need only shared work arrays
+  (correction, residual, inverse diagonal, Krylov direction).
+* Operators with per-tissue diffusivities store level 0 like a coarse level (float32
+  face coefficients and reaction) and use the coarse-level kernels on it; their float64
+  residual looks coefficients up per voxel (:mod:`niche3d.fields._kernels`).
+
+Coarse levels are built by summing the reaction over each 2x2x2 block and summing face
+coefficients over each block face divided by the coarsening factor (the cell-centred
+rediscretisation), so a face that is closed by bone on the fine level stays closed on
+every coarser level. Transfers: restriction sums the residual of the children;
+prolongation is piecewise constant (halved next to a fixed-value face).
 
 Two kinds of marrow are out of reach of the coarse levels and are solved exactly:
 
@@ -19,9 +27,10 @@ Two kinds of marrow are out of reach of the coarse levels and are solved exactly
   eroded ``fjord_depth`` times, dilated back, does not cover (1-voxel channels, chambers
   behind 1-voxel necks). A coarse cell straddles the bone around such a region, so its
   smooth error is invisible to the coarse correction and Gauss-Seidel removes it slowly.
-  After every V-cycle the fjords get an exact block Gauss-Seidel step: a sparse LU solve
-  of the fjord rows with the surrounding values fixed. On the procedural marrow they are
-  0.3-0.5 % of the voxels and halve the cycle count (128^3: 17 -> 9 cycles to 1e-6).
+  After every V-cycle the fjords get an exact block Gauss-Seidel step of the correction:
+  a sparse LU solve of the fjord rows with the surrounding values fixed. On the
+  procedural marrow they are 0.3-0.5 % of the voxels and halved the cycle count of plain
+  V-cycles (128^3: 17 -> 9 cycles to 1e-6).
 """
 
 from __future__ import annotations
