@@ -541,3 +541,19 @@ def test_uniform_path_on_thin_and_tiny_lattices(shape, bkind) -> None:
     A, b, act = assemble(op)
     x = spsolve(A, b)
     assert np.max(np.abs(c.ravel()[act] - x)) <= 1e-8 * np.max(np.abs(x))
+
+
+def test_a_stale_krylov_direction_does_not_leak_into_the_next_solve() -> None:
+    """The shared direction array may hold anything from an earlier solve (here NaN):
+    the first Krylov step of a solve must not read it."""
+    op = random_op((14, 13, 15), 8, [0] * 6, [0.0] * 6, uniform=True)
+    mg = Multigrid(op.labels.shape, (False, False, False))
+    hi = np.zeros(op.labels.shape, np.float32)
+    lo = np.zeros_like(hi)
+    mg._pool("p")[...] = np.nan
+    cycles, _r0, r = mg.solve(op, hi, lo, tol=1e-10, max_cycles=100)
+    assert r <= 1e-10 and np.isfinite(hi).all()
+    A, b, act = assemble(op)
+    x = spsolve(A, b)
+    c = hi.astype(np.float64) + lo
+    assert np.max(np.abs(c.ravel()[act] - x)) <= 1e-8 * np.max(np.abs(x))

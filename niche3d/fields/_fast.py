@@ -243,7 +243,8 @@ def _update_plane(hi, lo, e, p, b32, alpha, z):  # type: ignore[no-untyped-def]
         er = e[z, y]
         pr = p[z, y]
         for x in range(nx):
-            pv = er[x] + b32 * pr[x]
+            # beta = 0 starts a new direction: p (left from any earlier solve) is ignored
+            pv = er[x] + b32 * pr[x] if b32 != 0 else er[x]
             pr[x] = pv
             v = np.float64(h[x]) + np.float64(lw[x]) + alpha * np.float64(pv)
             hv = np.float32(v)

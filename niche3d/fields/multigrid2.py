@@ -723,6 +723,7 @@ class Multigrid:
         px, py, pz = self.periodic[2], self.periodic[1], self.periodic[0]
         L1 = self.levels[0]
         fz, fy, fx = self.factors[0]
+
         def smooth(c1: int, n: int, first: bool) -> None:
             """n red-black half-sweeps starting with colour c1, fused unless z is periodic."""
             if not pz:
@@ -828,11 +829,15 @@ def _krylov_step(dots: np.ndarray, pAp: float) -> tuple[float, float, float]:
     there is none): ``beta`` makes ``z + beta p`` A-orthogonal to p, ``alpha`` minimises
     the error's energy norm along it. Returns (beta, alpha, p.Ap of the new direction)."""
     zAz, pAz, rz, rp = (_serial_sum(dots[:, k]) for k in range(4))
-    beta = -pAz / pAp if pAp > 0.0 else 0.0
-    pAp_new = zAz + 2.0 * beta * pAz + beta * beta * pAp
-    if not (pAp_new > 0.0 and np.isfinite(pAp_new)):
-        beta, pAp_new = 0.0, zAz
-    alpha = (rz + beta * rp) / pAp_new if pAp_new > 0.0 else 1.0
+    beta = 0.0
+    pAp_new = zAz
+    if pAp > 0.0:  # a previous direction of this solve (else p holds anything: ignore it)
+        b = -pAz / pAp
+        pa = zAz + 2.0 * b * pAz + b * b * pAp
+        if pa > 0.0 and np.isfinite(pa):
+            beta, pAp_new = b, pa
+    rp_new = rz + beta * rp if beta != 0.0 else rz
+    alpha = rp_new / pAp_new if pAp_new > 0.0 and np.isfinite(pAp_new) else 1.0
     return beta, alpha, pAp_new
 
 
