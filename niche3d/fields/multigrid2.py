@@ -431,42 +431,11 @@ class Multigrid:
         self.isolated = np.flatnonzero(small[comp].ravel()).astype(np.int64)
 
     def _solve_isolated(self, op: OperatorSpec) -> tuple[np.ndarray, np.ndarray]:
-        """Exact solution on the closed pockets, split into float32 hi + lo."""
-        iso = self.isolated
-        lab = op.labels
-        nz, ny, nx = lab.shape
-        act, H, D2 = op.tables()
-        labf = lab.reshape(-1)
-        t = labf[iso].astype(np.int64)
-        diag, b = _reaction_and_source(op, iso, t)
-        z, rem = np.divmod(iso, ny * nx)
-        y, x = np.divmod(rem, nx)
-        rows, cols, vals = [], [], []
-        for axis, (coord, n, stride) in enumerate(((z, nz, ny * nx), (y, ny, nx), (x, nx, 1))):
-            for side, step in ((0, -1), (1, 1)):
-                inside = (coord + step >= 0) & (coord + step < n)
-                nb = iso + step * stride
-                w = np.zeros(iso.size)
-                w[inside] = H[t[inside] * 16 + labf[nb[inside]]]
-                diag = diag + w
-                m = inside & (w > 0)
-                pos = np.searchsorted(iso, nb[m])
-                rows.append(np.flatnonzero(m))
-                cols.append(pos)
-                vals.append(-w[m])
-                face = 2 * axis + side
-                if op.bkind[face] == 1:  # fixed value (periodic pockets are excluded)
-                    edge = ~inside
-                    diag = diag + np.where(edge, D2[t], 0.0)
-                    b = b + np.where(edge, D2[t] * op.bvalue[face], 0.0)
-        m = iso.size
-        rows.append(np.arange(m))
-        cols.append(np.arange(m))
-        vals.append(diag)
-        A = scipy.sparse.csc_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
-        )
-        v = scipy.sparse.linalg.spsolve(A, b) if m > 1 else b / diag
+        """Exact solution on the closed pockets, split into float32 hi + lo. Pockets touch
+        no permeable voxel outside them (periodic-wrapping ones are excluded), so their
+        rows of the level-0 system have no outside coupling."""
+        A, b, _W, _ext = self._local_system(op, self.isolated)
+        v = scipy.sparse.linalg.spsolve(A, b) if b.size > 1 else b / A.diagonal()
         v = np.atleast_1d(np.asarray(v, np.float64))
         h = v.astype(np.float32)
         return h, (v - h).astype(np.float32)
