@@ -227,7 +227,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
     A, b = assemble(op)
     out["assemble_seconds"] = time.perf_counter() - t
     bn = np.linalg.norm(b)
-    ours_x = (fs._fields["cxcl12"].hi.astype(np.float64) + fs._fields["cxcl12"].lo).ravel()[
+    ours_x = K.solution(fs._fields["cxcl12"].hi, fs._fields["cxcl12"].lo).ravel()[
         op.diffusion[op.labels].ravel() > 0
     ]
 

@@ -13,7 +13,7 @@ from niche3d.tissue.codes import Tissue
 from niche3d.tissue.lattice import Lattice
 
 
-def uniform_set(shape=(12, 12, 12), voxel_um=10.0, tol=1e-10, **kw) -> FieldSet:
+def uniform_set(shape=(12, 12, 12), voxel_um=10.0, tol=1e-9, **kw) -> FieldSet:
     lab = np.full(shape, Tissue.STROMA, np.uint8)
     cfg = FieldConfig(
         diffusion_um2_s={"marrow": 10.0, "bone": 0.0},
@@ -69,7 +69,7 @@ def test_diffusion_units_give_the_analytic_decay_length() -> None:
         secretion_per_min={},
         boundary={"xmin": BoundaryConfig(kind="value", value=1.0)},
     )
-    fs = FieldSet(Lattice(lab, voxel), FieldsConfig(diffusible={"c": cfg}, tolerance=1e-11))
+    fs = FieldSet(Lattice(lab, voxel), FieldsConfig(diffusible={"c": cfg}, tolerance=1e-9))
     assert fs.solve().all_converged
     lam_um = np.sqrt(D_um2_s * 60.0 / k)  # µm²/s -> µm²/min
     x = (np.arange(n) + 0.5) * voxel
@@ -85,7 +85,7 @@ def test_source_scale_knockout_and_linearity() -> None:
     lab[rng.random(lab.shape) < 0.05] = Tissue.STROMA
     lab[rng.random(lab.shape) < 0.05] = Tissue.ENDOSTEUM
     cfg = FieldConfig(secretion_per_min={"stroma": 1.0, "endosteum": 0.5})
-    fs = FieldSet(Lattice(lab, 8.0), FieldsConfig(diffusible={"c": cfg}, tolerance=1e-10))
+    fs = FieldSet(Lattice(lab, 8.0), FieldsConfig(diffusible={"c": cfg}, tolerance=1e-9))
     fs.solve()
     full = fs["c"].astype(np.float64)
     fs.set_source_scale("c", "endosteum", 0.0)

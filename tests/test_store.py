@@ -12,6 +12,7 @@ import pytest
 import zarr
 
 from niche3d.io import RunWriter, StoreError, open_run, read_checkpoint
+from niche3d.io._format import FORMAT_VERSION
 from niche3d.scenario import Scenario
 from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_NAMES, Tissue
 
@@ -172,7 +173,7 @@ def test_niche3d_attributes(store: tuple[Path, dict]) -> None:
     assert a["units"] == {"time": "hour", "space": "micrometer"}
     assert a["n_records_written"] == 4
     assert Scenario.from_dict(__import__("tomllib").loads(a["scenario"])) == _scenario(written["shape"])
-    assert a["format"] == "niche3d-run" and a["format_version"] == 1
+    assert a["format"] == "niche3d-run" and a["format_version"] == FORMAT_VERSION == 2
     assert a["created"].endswith("+00:00")
 
 

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from niche3d.fields import FieldSet, Multigrid, OperatorSpec  # noqa: E402
+from niche3d.fields import _kernels as K  # noqa: E402
 from niche3d.fields.config import BoundaryConfig, FieldConfig, FieldsConfig  # noqa: E402
 from niche3d.tissue.codes import Tissue  # noqa: E402
 from niche3d.tissue.lattice import Lattice  # noqa: E402
@@ -40,7 +41,7 @@ def _solve(op: OperatorSpec, tol: float = 1e-11) -> tuple[np.ndarray, list[float
     val = tuple(bool(k == 1) for k in op.bkind)
     mg = Multigrid(op.labels.shape, per, val)  # type: ignore[arg-type]
     hi = np.zeros(op.labels.shape, np.float32)
-    lo = np.zeros_like(hi)
+    lo = np.zeros(hi.shape, np.int16)
     hist = []
     for i in range(200):
         _c, r0, r = mg.solve(op, hi, lo, tol=tol, max_cycles=1, rebuild=i == 0)
@@ -49,7 +50,7 @@ def _solve(op: OperatorSpec, tol: float = 1e-11) -> tuple[np.ndarray, list[float
         hist.append(r)
         if r <= tol:
             break
-    return hi.astype(np.float64) + lo, hist
+    return K.solution(hi, lo), hist
 
 
 def point_source() -> None:

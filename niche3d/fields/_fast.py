@@ -8,13 +8,14 @@ and the operator needs no per-face table look-up, so the loops over ``x`` vector
 
 The solve is a defect correction (mixed-precision iterative refinement):
 
-1. :func:`residual` computes ``r = b - A (hi + lo)`` in float64 from the double-float
-   solution and stores it as float32 (with the per-plane sums of ``r²``);
+1. :func:`residual` computes ``r = b - A (hi + lo)`` in float64 from the solution (float32
+   ``hi`` and its int16 extension ``lo``, see :mod:`niche3d.fields._kernels`) and stores it
+   as float32 (with the per-plane sums of ``r²``);
 2. a V-cycle solves ``A e = r`` for the correction ``e`` in plain float32 on level 0
    (:func:`smooth_first`, :func:`smooth`, :func:`residual_restrict`, :func:`prolong_add`)
    and on the coarse levels;
 3. a flexible conjugate-gradient step turns ``e`` into a direction ``p`` (one more float32
-   array) and :func:`update` adds ``alpha p`` to ``hi + lo`` in double-float
+   array) and :func:`update` adds ``alpha p`` to ``hi + lo`` in float64
    (:func:`krylov_dots` gives the step's inner products).
 
 Only step 1 needs float64; the smoother runs on float32 vectors. The correction system
@@ -38,7 +39,7 @@ import numpy as np
 from numba import prange
 
 from niche3d._jit import jit
-from niche3d.fields._kernels import krylov_accumulate, krylov_sums, restrict_row
+from niche3d.fields._kernels import krylov_accumulate, krylov_sums, lo_part, restrict_row, split
 
 VALUE = 1
 PERIODIC = 2
@@ -152,7 +153,7 @@ def _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sva
 @jit(error_model="numpy")
 def _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval,
                     k0, kcode, kval, D, inact, bk, bv, r, invd, want_invd, z, S, Kd, acc, sq,
-                    zrow):  # type: ignore[no-untyped-def]
+                    zrow, zrow16):  # type: ignore[no-untyped-def]
     """Residual of plane z into ``r`` (and ``invd`` if wanted); returns its sum of r²."""
     nz, ny, nx = lab.shape
     pz, py, px = bk[0] == PERIODIC, bk[2] == PERIODIC, bk[4] == PERIODIC
@@ -169,33 +170,35 @@ def _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt
         hyp = hi[z, yp] if yp >= 0 else zrow
         hzm = hi[zm, y] if zm >= 0 else zrow
         hzp = hi[zp, y] if zp >= 0 else zrow
-        lym = lo[z, ym] if ym >= 0 else zrow
-        lyp = lo[z, yp] if yp >= 0 else zrow
-        lzm = lo[zm, y] if zm >= 0 else zrow
-        lzp = lo[zp, y] if zp >= 0 else zrow
+        lym = lo[z, ym] if ym >= 0 else zrow16
+        lyp = lo[z, yp] if yp >= 0 else zrow16
+        lzm = lo[zm, y] if zm >= 0 else zrow16
+        lzp = lo[zp, y] if zp >= 0 else zrow16
         # neighbour sums: the float32 hi parts exactly in float64, the tiny lo parts
         # in float32 (their own rounding is ~1e-7 of ~1e-7 of the value)
         for x in range(nx):
             acc[x] = ((np.float64(hym[x]) + np.float64(hyp[x]))
                       + (np.float64(hzm[x]) + np.float64(hzp[x])))
         for x in range(nx):
-            acc[x] += np.float64((lym[x] + lyp[x]) + (lzm[x] + lzp[x]))
+            acc[x] += np.float64((lo_part(hym[x], lym[x]) + lo_part(hyp[x], lyp[x]))
+                                 + (lo_part(hzm[x], lzm[x]) + lo_part(hzp[x], lzp[x])))
         for x in range(1, nx - 1):
             acc[x] += ((np.float64(hc[x - 1]) + np.float64(hc[x + 1]))
-                       + np.float64(lc_[x - 1] + lc_[x + 1]))
+                       + np.float64(lo_part(hc[x - 1], lc_[x - 1])
+                                    + lo_part(hc[x + 1], lc_[x + 1])))
         for j in range(2 if nx > 1 else 1):
             x = 0 if j == 0 else nx - 1
             xm, xp = _nb(x, nx, px)
             if xm >= 0:
-                acc[x] += np.float64(hc[xm]) + np.float64(lc_[xm])
+                acc[x] += np.float64(hc[xm]) + np.float64(lo_part(hc[xm], lc_[xm]))
             if xp >= 0:
-                acc[x] += np.float64(hc[xp]) + np.float64(lc_[xp])
+                acc[x] += np.float64(hc[xp]) + np.float64(lo_part(hc[xp], lc_[xp]))
         lc = lab[z, y]
         Sr = S[y]
         Kr = Kd[y]
         rr = r[z, y]
         for x in range(nx):
-            c = np.float64(hc[x]) + np.float64(lc_[x])
+            c = np.float64(hc[x]) + np.float64(lo_part(hc[x], lc_[x]))
             v = Sr[x] + D * acc[x] - Kr[x] * c
             v = v if lc[x] != inact else 0.0
             rr[x] = np.float32(v)
@@ -227,9 +230,10 @@ def residual(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode
         acc = np.empty(nx, np.float64)
         sq = np.empty((2, nx), np.float64)
         zrow = np.zeros(nx, np.float32)
+        zrow16 = np.zeros(nx, np.int16)
         r2, b2 = _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt,
                                  scode, sval, k0, kcode, kval, D, inact, bk, bv, r, invd,
-                                 want_invd, z, S, Kd, acc, sq, zrow)
+                                 want_invd, z, S, Kd, acc, sq, zrow, zrow16)
         part[z, 0] = r2
         part[z, 1] = b2
 
@@ -246,15 +250,14 @@ def _update_plane(hi, lo, e, p, b32, alpha, z):  # type: ignore[no-untyped-def]
             # beta = 0 starts a new direction: p (left from any earlier solve) is ignored
             pv = er[x] + b32 * pr[x] if b32 != 0 else er[x]
             pr[x] = pv
-            v = np.float64(h[x]) + np.float64(lw[x]) + alpha * np.float64(pv)
-            hv = np.float32(v)
-            h[x] = hv
-            lw[x] = np.float32(v - np.float64(hv))
+            hx = h[x]
+            v = np.float64(hx) + np.float64(lo_part(hx, lw[x])) + alpha * np.float64(pv)
+            h[x], lw[x] = split(v)
 
 
 @jit(parallel=True, error_model="numpy")
 def update(hi, lo, e, p, beta, alpha):  # type: ignore[no-untyped-def]
-    """``p = e + beta p`` and ``hi + lo += alpha p`` (double-float) in one pass. (Fusing
+    """``p = e + beta p`` and ``hi + lo += alpha p`` (in float64) in one pass. (Fusing
     this with the next :func:`residual` in a plane wavefront saved no measurable time, the
     residual being compute-bound, and doubled the compile time of the residual code.)"""
     nz = hi.shape[0]

@@ -9,9 +9,16 @@ side is impermeable). A fixed-value face adds ``2 D_i`` to the diagonal and ``2 
 the right-hand side (the face is half a voxel from the centre); a periodic face couples to
 the voxel on the opposite side; a no-flux face adds nothing.
 
+A solution is stored as a float32 ``hi`` (the field) and an int16 ``lo`` that extends its
+mantissa by 15 bits: the value is ``hi + lo * |hi| * 2**-39`` (:func:`lo_part`,
+:func:`split`; |lo| <= 2**15 because ``hi`` is the value rounded to float32, whose error
+is at most ``|hi| * 2**-24``). That is 2 bytes per voxel for a relative resolution of
+2**-39, where a float32 ``lo`` (double-float) would take 4 for more precision than any
+tolerance needs; float32 alone cannot reach a 1e-6 residual (see ``docs/fields.md``).
+
 The level-0 kernels here look coefficients up per voxel from the tissue labels
 (``H[16 * a + b]`` face table, ``klut`` / ``slut`` per tissue), the cell occupancy mask
-and the optional protease map: the float64 residual of the double-float solution
+and the optional protease map: the float64 residual of the solution
 ``hi + lo`` (:func:`fine_residual_restrict`, :func:`fine_residual_norm`), the norm of the
 right-hand side and the coarse-level build. The vectorised kernels of operators with one
 diffusivity are in :mod:`niche3d.fields._fast`. Coarse levels (and level 0 of operators
@@ -39,12 +46,65 @@ from niche3d._jit import jit
 NOFLUX = 0
 VALUE = 1
 PERIODIC = 2
+LO_UNIT = 2.0**-39  # resolution of the int16 low part, relative to |hi|
+_LO_UNIT32 = np.float32(LO_UNIT)
+_LO_MAX = 32767.0
+
+
+# --------------------------------------------------------------------------- solutions
+@jit(error_model="numpy")
+def lo_part(h, q):  # type: ignore[no-untyped-def]
+    """The low part ``q * |h| * 2**-39`` of a solution value, as float32 (its own rounding
+    is 2**-24 of a part that is itself below 2**-24 of ``h``)."""
+    return np.float32(q) * (abs(h) * _LO_UNIT32)
+
+
+@jit(error_model="numpy")
+def split(v):  # type: ignore[no-untyped-def]
+    """A float64 value as (float32 ``hi``, int16 ``lo``), ``hi + lo * |hi| * 2**-39`` being
+    within ``|hi| * 2**-40`` of ``v`` (``lo = 0`` where ``hi`` is 0 or not finite)."""
+    hv = np.float32(v)
+    a = abs(np.float64(hv)) * LO_UNIT
+    t = (v - np.float64(hv)) / a if a > 0.0 else 0.0
+    t = min(max(t, -_LO_MAX), _LO_MAX)  # (NaN compares false: stays NaN only if v is)
+    return hv, np.int16(np.rint(t)) if t == t else np.int16(0)
+
+
+def lo_values(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The low parts of a stored solution as float32 (numpy)."""
+    return lo.astype(np.float32) * (np.abs(hi) * _LO_UNIT32)
+
+
+def solution(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The stored solution ``hi + lo`` as float64 (numpy)."""
+    return hi.astype(np.float64) + lo_values(hi, lo)
+
+
+def lo_from_values(hi: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """The int16 ``lo`` that represents the low parts ``low`` (float, ``|low|`` at most half
+    an ulp of ``hi``) next to ``hi``: the inverse of :func:`lo_values` (exact on its
+    output)."""
+    a = np.abs(np.asarray(hi, np.float32).astype(np.float64)) * LO_UNIT
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(a > 0, np.asarray(low, np.float64) / np.where(a > 0, a, 1.0), 0.0)
+    t = np.nan_to_num(np.clip(t, -_LO_MAX, _LO_MAX), nan=0.0)
+    return np.rint(t).astype(np.int16)
+
+
+def split_values(v: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 values as (float32 ``hi``, int16 ``lo``) (numpy counterpart of :func:`split`)."""
+    v = np.asarray(v, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = v.astype(np.float32)
+        low = v - h.astype(np.float64)  # NaN for infinities: lo 0
+    return h, lo_from_values(h, low)
 
 
 # --------------------------------------------------------------------------- level 0
 @jit(error_model="numpy")
 def _val(hi: np.ndarray, lo: np.ndarray, z: int, y: int, x: int) -> float:
-    return np.float64(hi[z, y, x]) + np.float64(lo[z, y, x])
+    h = hi[z, y, x]
+    return np.float64(h) + np.float64(lo_part(h, lo[z, y, x]))
 
 
 @jit(error_model="numpy")
@@ -163,12 +223,9 @@ def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pro
             w3 = H[row + lab[z, y + 1, x]]
             w4 = H[row + lab[z - 1, y, x]]
             w5 = H[row + lab[z + 1, y, x]]
-            acc = (w0 * (np.float64(hi[z, y, x - 1]) + np.float64(lo[z, y, x - 1]))
-                   + w1 * (np.float64(hi[z, y, x + 1]) + np.float64(lo[z, y, x + 1]))
-                   + w2 * (np.float64(hi[z, y - 1, x]) + np.float64(lo[z, y - 1, x]))
-                   + w3 * (np.float64(hi[z, y + 1, x]) + np.float64(lo[z, y + 1, x]))
-                   + w4 * (np.float64(hi[z - 1, y, x]) + np.float64(lo[z - 1, y, x]))
-                   + w5 * (np.float64(hi[z + 1, y, x]) + np.float64(lo[z + 1, y, x])))
+            acc = (w0 * _val(hi, lo, z, y, x - 1) + w1 * _val(hi, lo, z, y, x + 1)
+                   + w2 * _val(hi, lo, z, y - 1, x) + w3 * _val(hi, lo, z, y + 1, x)
+                   + w4 * _val(hi, lo, z - 1, y, x) + w5 * _val(hi, lo, z + 1, y, x))
             sc = w0 + w1 + w2 + w3 + w4 + w5
             k = klut[t] + uptake * cell[z, y, x] + inv_dt
             src = slut[t]
@@ -180,7 +237,7 @@ def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pro
             sc, acc = _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx)
             k, src = _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt,
                               z, y, x)
-        r = src + acc - (k + sc) * (np.float64(hi[z, y, x]) + np.float64(lo[z, y, x]))
+        r = src + acc - (k + sc) * _val(hi, lo, z, y, x)
         acc2 += r * r
         if fx == 2:
             buf[Y, x >> 1] += r

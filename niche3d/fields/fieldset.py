@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
+from niche3d.fields import _kernels as K
 from niche3d.fields._kernels import NOFLUX, PERIODIC, VALUE
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
 from niche3d.fields.multigrid2 import Multigrid, OperatorSpec
@@ -109,9 +111,10 @@ class _Field:
         self.mg = Multigrid(lattice.shape, periodic, value_faces,  # type: ignore[arg-type]
                             scratch=scratch)
         self.hi = np.zeros(lattice.shape, np.float32)
-        self.lo = np.zeros(lattice.shape, np.float32)
+        self.lo = np.zeros(lattice.shape, np.int16)  # mantissa extension of hi (_kernels)
         self.dirty = True
         self.built_inv_dt = -1.0
+        self.warned = False  # a non-converged solve was reported
 
 
 class FieldSet:
@@ -426,7 +429,7 @@ class FieldSet:
         for name, f in self._fields.items():
             old = None
             if inv_dt > 0:
-                old = (f.hi.astype(np.float64) + f.lo).astype(np.float32)
+                old = K.solution(f.hi, f.lo).astype(np.float32)
             op = self._op(f, old, inv_dt)
             rebuild = f.dirty or f.built_inv_dt != inv_dt
             cycles, r0, r = f.mg.solve(
@@ -434,6 +437,15 @@ class FieldSet:
             )
             f.dirty = False
             f.built_inv_dt = inv_dt
+            if r > tol and not f.warned:
+                f.warned = True  # once per field: a run solves thousands of times
+                why = ("it stalled at the resolution of the stored solution: lower the "
+                       "tolerance no further than ~1e-10" if cycles < self.config.max_cycles
+                       else "raise fields.max_cycles")
+                warnings.warn(
+                    f"field {name!r}: the solve stopped at relative residual {r:.2e} after "
+                    f"{cycles} cycles, above fields.tolerance = {tol:g} ({why}); this "
+                    f"warning is given once per field", RuntimeWarning, stacklevel=2)
             rep.cycles[name] = cycles
             rep.initial_residual[name] = r0
             rep.residual[name] = r
@@ -463,7 +475,7 @@ class FieldSet:
         """
         f = self._field(name)
         lab = self.lattice.labels
-        c = f.hi.astype(np.float64) + f.lo
+        c = K.solution(f.hi, f.lo)
         active = f.diffusion[lab] > 0
         op = self._op(f)
         S = (op.secretion[lab] * active).sum()
@@ -490,7 +502,8 @@ class FieldSet:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Arrays that restore solutions, source scales and protease exactly.
 
-        Keys: ``field.<name>`` and ``field_lo.<name>`` (float32 solution pair),
+        Keys: ``field.<name>`` (float32) and ``field_lo.<name>`` (int16): the solution
+        ``hi + lo * |hi| * 2**-39`` (see :mod:`niche3d.fields._kernels`),
         ``scale.<name>`` and ``scale.membrane_scf`` (float64, per tissue code),
         ``protease`` (float32; 0-d for a uniform activity).
         """
@@ -541,7 +554,16 @@ class FieldSet:
         self.set_protease(p.astype(np.float32) if p.ndim else float(p))
         for name, f in self._fields.items():
             f.hi[...] = np.asarray(d[f"field.{name}"], np.float32)
-            f.lo[...] = np.asarray(d[f"field_lo.{name}"], np.float32)
+            low = np.asarray(d[f"field_lo.{name}"])
+            if low.dtype == np.int16:
+                f.lo[...] = low
+            elif low.dtype == np.float32:
+                # store format 1 kept the low part as a float32 (double-float): keep the
+                # 15 bits of it that the int16 holds
+                f.lo[...] = K.lo_from_values(f.hi, low)
+            else:
+                raise ValueError(f"state['field_lo.{name}'] must be int16 (or float32 from "
+                                 f"store format 1), got {low.dtype}")
             f.scale[...] = np.asarray(d[f"scale.{name}"], np.float64)
             f.dirty = True
         self._mscale[...] = np.asarray(d[f"scale.{MEMBRANE_SCF}"], np.float64)

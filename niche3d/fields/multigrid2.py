@@ -1,9 +1,11 @@
 """Geometric multigrid for ``-div(D grad c) + k c = S`` on the tissue lattice.
 
-The solution of a field is a float32 pair ``hi + lo`` (double-float: ``hi`` is the field
-the simulation reads). Each solve is a defect correction accelerated by flexible
-conjugate gradients: the float64 residual of ``hi + lo``, one float32 V(2, 2)-cycle for
-the correction (red-black Gauss-Seidel), a Krylov step, a double-float update.
+The solution of a field is a float32 ``hi`` (the field the simulation reads) and an int16
+``lo`` that extends its mantissa by 15 bits (value ``hi + lo * |hi| * 2**-39``, see
+:mod:`niche3d.fields._kernels`). Each solve is a defect correction accelerated by
+flexible conjugate gradients: the float64 residual of ``hi + lo``, one float32
+V(2, 2)-cycle for the correction (red-black Gauss-Seidel), a Krylov step, an update of
+``hi + lo`` computed in float64.
 
 * Operators with one diffusivity over the permeable tissues (the default) keep level 0
   matrix-free: sources and diagonal are rebuilt per plane from the labels, and the
@@ -54,6 +56,7 @@ _DIRECT_MAX = 4096  # the coarsest level is solved by a sparse LU
 _POCKET_MAX = 4096  # closed permeable pockets up to this size are solved directly
 _FULL_REBUILD_EVERY = 64  # incremental cell updates between full rebuilds
 _FJORD_MAX = 50000  # fjord pieces up to this size get an exact block solve
+_STALL_CYCLES = 5  # cycles without a new lowest residual that end a solve (see _Stall)
 
 
 @dataclass
@@ -431,14 +434,12 @@ class Multigrid:
         self.isolated = np.flatnonzero(small[comp].ravel()).astype(np.int64)
 
     def _solve_isolated(self, op: OperatorSpec) -> tuple[np.ndarray, np.ndarray]:
-        """Exact solution on the closed pockets, split into float32 hi + lo. Pockets touch
+        """Exact solution on the closed pockets, split into float32 hi + int16 lo. Pockets touch
         no permeable voxel outside them (periodic-wrapping ones are excluded), so their
         rows of the level-0 system have no outside coupling."""
         A, b, _W, _ext = self._local_system(op, self.isolated)
         v = scipy.sparse.linalg.spsolve(A, b) if b.size > 1 else b / A.diagonal()
-        v = np.atleast_1d(np.asarray(v, np.float64))
-        h = v.astype(np.float32)
-        return h, (v - h).astype(np.float32)
+        return K.split_values(np.atleast_1d(np.asarray(v, np.float64)))
 
     def _local_system(self, op: OperatorSpec, idx: np.ndarray) -> tuple:
         """Rows ``idx`` (sorted flat indices) of the level-0 system, split into the block
@@ -542,11 +543,8 @@ class Multigrid:
         lu, b, W, ext, _ = self._fjord_lu
         hf = hi.reshape(-1)
         lf = lo.reshape(-1)
-        xe = hf[ext].astype(np.float64) + lf[ext]
-        v = lu.solve(b + W @ xe)
-        h = v.astype(np.float32)
-        hf[self.fjords] = h
-        lf[self.fjords] = (v - h).astype(np.float32)
+        xe = K.solution(hf[ext], lf[ext])
+        hf[self.fjords], lf[self.fjords] = K.split_values(lu.solve(b + W @ xe))
 
     # ------------------------------------------------------------------ solve
     def _present_codes(self, op: OperatorSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -646,10 +644,23 @@ class Multigrid:
         vectorised defect-correction path (:meth:`_solve_uniform`); others the general
         table-driven path (:meth:`_solve_general`). Both solve the same system.
 
+        ``hi`` (float32) and ``lo`` (int16) hold the solution ``hi + lo * |hi| * 2**-39``
+        (:func:`niche3d.fields._kernels.split_values` makes such a pair from float64).
+
+        A solve also ends when ``_STALL_CYCLES`` cycles in a row bring no new lowest
+        residual: the tolerance is then below what the stored solution can resolve.
+
         Returns
         -------
         cycles, initial relative residual, final relative residual
         """
+        for name, arr, dt in (("hi", hi, np.float32), ("lo", lo, np.int16)):
+            if not isinstance(arr, np.ndarray) or arr.dtype != dt or arr.shape != self.shape \
+                    or not arr.flags.c_contiguous:
+                got = (f"{arr.dtype} array of shape {arr.shape}" if isinstance(arr, np.ndarray)
+                       else type(arr).__name__)
+                raise ValueError(f"solve: {name} must be a C-contiguous {np.dtype(dt).name} "
+                                 f"array of shape {self.shape}, got {got}")
         if rebuild:
             self.build(op)
         args = self._uniform_args(op)
@@ -667,7 +678,7 @@ class Multigrid:
                        tol: float, max_cycles: int,
                        bnorm: float | None) -> tuple[int, float, float]:
         """Defect correction: float64 residual of hi + lo, float32 V-cycle for the
-        correction, double-float update (see :mod:`niche3d.fields._fast`)."""
+        correction, update of hi + lo in float64 (see :mod:`niche3d.fields._fast`)."""
         lab = op.labels
         self._find_blocks(op)
         e, r, invd, p = self._work()
@@ -708,7 +719,8 @@ class Multigrid:
         dots = np.zeros((self.shape[0], 4), np.float64)
         pAp = 0.0  # p.Ap of the previous direction (0: none yet)
         cycles = 0
-        while rel > tol and cycles < max_cycles:
+        stall = _Stall(rel)
+        while rel > tol and cycles < max_cycles and not stall.stuck:
             cycles += 1
             # preconditioner: V-cycle for A e = r, then exact on pockets and fjords
             if self.pre > 0:
@@ -731,6 +743,7 @@ class Multigrid:
             F.update(hi, lo, e, p, beta, alpha)
             F.residual(lab, hi, lo, *args, r, part, invd, False)
             rel = float(np.sqrt(_serial_sum(part[:, 0]))) / bnorm
+            stall.add(rel)
         return cycles, r0, rel
 
     def _solve_general(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray, tol: float,
@@ -767,7 +780,8 @@ class Multigrid:
         dots = np.zeros((self.shape[0], 4), np.float64)
         pAp = 0.0
         cycles = 0
-        while rel > tol and cycles < max_cycles:
+        stall = _Stall(rel)
+        while rel > tol and cycles < max_cycles and not stall.stuck:
             cycles += 1
             L0.e[...] = 0.0
             for _ in range(self.pre):
@@ -789,7 +803,30 @@ class Multigrid:
             beta, alpha, pAp = _krylov_step(dots, pAp)
             F.update(hi, lo, L0.e, p, beta, alpha)
             rel = residual()
+            stall.add(rel)
         return cycles, r0, rel
+
+
+class _Stall:
+    """Stops a solve whose residual has not reached a new low for ``_STALL_CYCLES``
+    cycles: it is at the resolution of the stored solution (``hi + lo`` resolves 2**-39
+    of a value; the residual this leaves depends on the conditioning, ~1e-12 to 1e-9
+    relative), and more cycles only repeat the rounding."""
+
+    def __init__(self, rel: float) -> None:
+        self.best = rel
+        self.since = 0
+
+    def add(self, rel: float) -> None:
+        if rel < self.best:
+            self.best = rel
+            self.since = 0
+        else:
+            self.since += 1
+
+    @property
+    def stuck(self) -> bool:
+        return self.since >= _STALL_CYCLES
 
 
 def _krylov_step(dots: np.ndarray, pAp: float) -> tuple[float, float, float]:

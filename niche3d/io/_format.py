@@ -29,7 +29,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "niche3d-run"
-FORMAT_VERSION = 1
+#: 2: the checkpoint holds a field's low part as int16 (``field_lo.<name>``; format 1: float32)
+FORMAT_VERSION = 2
 TABLES: tuple[str, ...] = ("cells", "events", "metrics")
 MAX_EXACT_INT = 2**53
 
