@@ -114,6 +114,38 @@ def assemble(op: OperatorSpec) -> tuple[sp.csr_matrix, np.ndarray]:
     return A, b.ravel()[a]
 
 
+def memory_breakdown(fs: FieldSet, name: str) -> dict:
+    """Bytes per voxel held by the solver of one field, by role. The level-0 work arrays
+    are one pool shared by all fields of the FieldSet (solved one after the other), as is
+    the cell mask; ``*_shared`` entries are the whole pool, not a per-field share."""
+    f = fs._fields[name]
+    n = fs.lattice.size
+    pool = {k[0]: v[0] for k, v in f.mg.scratch.items()}
+    out = {
+        "field_hi_float32": f.hi.nbytes / n,
+        "lo_int16_extension": f.lo.nbytes / n,
+        "coarse_levels_and_fjord_blocks": f.mg.nbytes / n,
+        "level0_correction_e_r_invd_shared": sum(pool[k].nbytes for k in ("e", "r", "invd")
+                                                 if k in pool) / n,
+        "krylov_direction_int16_shared": pool["p"].nbytes / n if "p" in pool else 0.0,
+        "cell_mask_shared": fs._cell.nbytes / n,
+    }
+    nf = len(fs.names)
+    out["fields_sharing_the_pool"] = nf
+    # beyond the field and the multigrid hierarchy, per field, counting the level-0
+    # correction arrays (e, r, invd) as the finest level of the correction hierarchy
+    out["beyond_field_and_hierarchy_per_field"] = (
+        out["lo_int16_extension"]
+        + (out["krylov_direction_int16_shared"] + out["cell_mask_shared"]) / nf
+    )
+    # the same with the level-0 correction arrays counted as beyond
+    out["beyond_field_and_coarse_levels_per_field"] = (
+        out["beyond_field_and_hierarchy_per_field"]
+        + out["level0_correction_e_r_invd_shared"] / nf
+    )
+    return out
+
+
 def sweep_time(shape: tuple[int, int, int], repeats: int = 10) -> float:
     u = np.random.default_rng(0).random(shape, dtype=np.float32)
     v = np.zeros_like(u)
@@ -193,13 +225,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
         "warm_sweeps": float(np.median(warms)) / ts,
         "residual": fs.residual("cxcl12"),
         "bytes_per_voxel_beyond_field": (fs.nbytes - fs["cxcl12"].nbytes) / lat.size,
-        "bytes_per_voxel": {
-            "lo": fs._fields["cxcl12"].lo.nbytes / lat.size,
-            "hierarchy_and_fjords": fs._fields["cxcl12"].mg.nbytes / lat.size,
-            "level0_work_shared_by_all_fields": fs._fields["cxcl12"].mg.scratch_nbytes
-            / lat.size,
-            "cell_mask_shared": fs._cell.nbytes / lat.size,
-        },
+        "bytes_per_voxel": memory_breakdown(fs, "cxcl12"),
     }
     # The counterpart of pyamg's setup: a fresh FieldSet's first solve also finds the
     # closed pockets and fjords, factorises them and builds the coarse levels.
@@ -310,6 +336,7 @@ def memory_check(args: argparse.Namespace) -> dict:
         "converged": rep.all_converged,
         "fieldset_bytes": fs.nbytes,
         "peak_rss_bytes": int(peak),
+        "bytes_per_voxel": {n: memory_breakdown(fs, n) for n in fs.names},
     }
     print(f"[memory] 512x512x256, 2 fields: solve {dt:.1f} s, FieldSet {fs.nbytes / 1e9:.2f} GB, "
           f"peak RSS {peak / 1e9:.2f} GB", flush=True)

@@ -524,14 +524,18 @@ def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
     with pytest.raises(ValueError, match="nstages"):
         F.smooth_stages(e2, r, invd, args[12], px, py, 1, F.MAX_STAGES + 1, False)
     e = np.where(act, rng.random(shape), 0).astype(np.float32)
-    p = np.where(act, rng.random(shape), 0).astype(np.float32)
+    q = np.where(act, rng.integers(-F.P_MAX, F.P_MAX + 1, shape), 0).astype(np.int16)
+    ps_old, ps = 2.0**-14, 2.5 / F.P_MAX  # |e + 0.7 p| < 1 + 0.7 * 2 < 2.5
     before = FK.solution(hi, lo)
-    expect_p = e + np.float32(0.7) * p
-    expect = before + 0.3 * (e.astype(np.float64) + 0.7 * p.astype(np.float64))
-    F.update(hi, lo, e, p, 0.7, 0.3)
-    np.testing.assert_allclose(p, expect_p, rtol=1e-6)
+    expect_p = e.astype(np.float64) + 0.7 * ps_old * q
+    F.update(hi, lo, e, q, 0.7, 0.3, ps_old, ps)
+    # the stored direction is e + beta p to the int16 resolution of its scale (half a
+    # step, plus the float32 rounding of e + beta p, |.| < 2.5)
+    assert np.max(np.abs(q * ps - expect_p)) <= 0.5 * ps + 4 * 2.5 * 2.0**-24
+    # and the solution moved by exactly alpha times the stored direction
     got = FK.solution(hi, lo)
-    assert np.max(np.abs(got - expect)) <= 1e-6 * np.max(np.abs(expect))
+    expect = before + 0.3 * (q.astype(np.float64) * ps)
+    assert np.max(np.abs(got - expect) / np.maximum(np.abs(expect), 1e-30)) <= 2.0**-38
 
 
 @pytest.mark.parametrize("shape", [(1, 5, 7), (3, 1, 9), (4, 6, 1), (2, 2, 2), (40, 3, 3)])
@@ -548,13 +552,14 @@ def test_uniform_path_on_thin_and_tiny_lattices(shape, bkind) -> None:
 
 
 def test_a_stale_krylov_direction_does_not_leak_into_the_next_solve() -> None:
-    """The shared direction array may hold anything from an earlier solve (here NaN):
-    the first Krylov step of a solve must not read it."""
+    """The shared direction array may hold anything from an earlier solve (here the
+    largest int16, with another field's scale): the first Krylov step of a solve must
+    not read it."""
     op = random_op((14, 13, 15), 8, [0] * 6, [0.0] * 6, uniform=True)
     mg = Multigrid(op.labels.shape, (False, False, False))
     hi = np.zeros(op.labels.shape, np.float32)
     lo = np.zeros(hi.shape, np.int16)
-    mg._pool("p")[...] = np.nan
+    mg._pool("p", np.int16)[...] = 32767
     cycles, _r0, r = mg.solve(op, hi, lo, tol=1e-10, max_cycles=100)
     assert r <= 1e-10 and np.isfinite(hi).all()
     A, b, act = assemble(op)

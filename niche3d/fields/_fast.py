@@ -12,11 +12,11 @@ The solve is a defect correction (mixed-precision iterative refinement):
    ``hi`` and its int16 extension ``lo``, see :mod:`niche3d.fields._kernels`) and stores it
    as float32 (with the per-plane sums of ``r²``);
 2. a V-cycle solves ``A e = r`` for the correction ``e`` in plain float32 on level 0
-   (:func:`smooth_first`, :func:`smooth`, :func:`residual_restrict`, :func:`prolong_add`)
+   (:func:`smooth_stages`, :func:`smooth`, :func:`residual_restrict`, :func:`prolong_add`)
    and on the coarse levels;
-3. a flexible conjugate-gradient step turns ``e`` into a direction ``p`` (one more float32
-   array) and :func:`update` adds ``alpha p`` to ``hi + lo`` in float64
-   (:func:`krylov_dots` gives the step's inner products).
+3. a flexible conjugate-gradient step turns ``e`` into a direction ``p`` (stored as int16
+   fixed point with one scale per direction) and :func:`update` adds ``alpha p`` to
+   ``hi + lo`` in float64 (:func:`krylov_dots` gives the step's inner products).
 
 Only step 1 needs float64; the smoother runs on float32 vectors. The correction system
 uses the float32 inverse diagonal (written by the first :func:`residual` of a solve): a relative
@@ -43,6 +43,7 @@ from niche3d.fields._kernels import krylov_accumulate, krylov_sums, lo_part, res
 
 VALUE = 1
 PERIODIC = 2
+P_MAX = 32767  # largest |q| of the int16 Krylov direction p = q * scale
 _CHUNK = 8  # z-planes per chunk of the fused passes (fixed: results must not depend on threads)
 MAX_STAGES = (_CHUNK + 1) // 2  # smooth_stages: chunk borders 2 s planes wide must not touch
 
@@ -239,7 +240,7 @@ def residual(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode
 
 
 @jit(error_model="numpy")
-def _update_plane(hi, lo, e, p, b32, alpha, z):  # type: ignore[no-untyped-def]
+def _update_plane(hi, lo, e, p, b32, ps_old, inv_ps, ps, alpha, z):  # type: ignore[no-untyped-def]
     ny, nx = hi.shape[1], hi.shape[2]
     for y in range(ny):
         h = hi[z, y]
@@ -248,22 +249,32 @@ def _update_plane(hi, lo, e, p, b32, alpha, z):  # type: ignore[no-untyped-def]
         pr = p[z, y]
         for x in range(nx):
             # beta = 0 starts a new direction: p (left from any earlier solve) is ignored
-            pv = er[x] + b32 * pr[x] if b32 != 0 else er[x]
-            pr[x] = pv
+            pv = er[x] + b32 * (np.float32(pr[x]) * ps_old) if b32 != 0 else er[x]
+            t = min(max(pv * inv_ps, np.float32(-P_MAX)), np.float32(P_MAX))
+            q = np.rint(t)
+            pr[x] = np.int16(q)
             hx = h[x]
-            v = np.float64(hx) + np.float64(lo_part(hx, lw[x])) + alpha * np.float64(pv)
+            v = np.float64(hx) + np.float64(lo_part(hx, lw[x])) + alpha * (np.float64(q) * ps)
             h[x], lw[x] = split(v)
 
 
 @jit(parallel=True, error_model="numpy")
-def update(hi, lo, e, p, beta, alpha):  # type: ignore[no-untyped-def]
-    """``p = e + beta p`` and ``hi + lo += alpha p`` (in float64) in one pass. (Fusing
-    this with the next :func:`residual` in a plane wavefront saved no measurable time, the
-    residual being compute-bound, and doubled the compile time of the residual code.)"""
+def update(hi, lo, e, p, beta, alpha, ps_old, ps):  # type: ignore[no-untyped-def]
+    """``p = e + beta p`` and ``hi + lo += alpha p`` (in float64) in one pass.
+
+    The direction is stored as int16 fixed point: ``p = q * ps`` with one scale per
+    direction (``ps_old`` for the stored one, ``ps`` for the new one; the caller chooses
+    ``ps`` so that ``|e + beta p| <= P_MAX ps``). The update adds the stored (rounded)
+    direction, so the solution moves exactly along what the next Krylov step reads.
+    (Fusing this with the next :func:`residual` in a plane wavefront saved no measurable
+    time, the residual being compute-bound, and doubled the compile time of the
+    residual code.)"""
     nz = hi.shape[0]
     b32 = np.float32(beta)
+    p32 = np.float32(ps_old)
+    inv = np.float32(1.0 / ps) if ps > 0.0 else np.float32(0.0)
     for z in prange(nz):
-        _update_plane(hi, lo, e, p, b32, alpha, z)
+        _update_plane(hi, lo, e, p, b32, p32, inv, np.float64(ps), alpha, z)
 
 
 @jit(error_model="numpy")
@@ -422,8 +433,9 @@ def prolong_add(e, invd, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-
 
 @jit(parallel=True, error_model="numpy")
 def krylov_dots(e, r, invd, p, D, px, py, pz, part):  # type: ignore[no-untyped-def]
-    """Per-plane partial sums for the Krylov step: ``part[z] = (z.Az, p.Az, r.z, r.p)``
-    with ``z = e`` and A the float32 correction operator."""
+    """Per-plane partial sums for the Krylov step: ``part[z] = (z.Az, q.Az, r.z, r.q,
+    max |z|)`` with ``z = e``, A the float32 correction operator and q the int16
+    direction (``p = q * scale``: the caller scales the sums)."""
     nz, ny, nx = e.shape
     D32 = np.float32(D)
     for z in prange(nz):
@@ -431,7 +443,7 @@ def krylov_dots(e, r, invd, p, D, px, py, pz, part):  # type: ignore[no-untyped-
         zm, zp = _nb(zi, nz, pz)
         az = np.empty(nx, np.float32)
         zrow = np.zeros(nx, np.float32)
-        acc = np.zeros((4, nx), np.float64)
+        acc = np.zeros((5, nx), np.float64)
         for y in range(ny):
             ym, yp = _nb(y, ny, py)
             _nbsum_row(e, zi, y, zm, zp, ym, yp, px, zrow, az)

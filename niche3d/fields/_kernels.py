@@ -494,14 +494,15 @@ def coarse_gs(ax, ay, az, kr, e, rhs, px, py, pz, colour):  # type: ignore[no-un
 
 @jit(parallel=True, error_model="numpy")
 def coarse_krylov_dots(ax, ay, az, kr, e, rhs, p, px, py, pz, part):  # type: ignore[no-untyped-def]
-    """Per-plane sums ``part[z] = (e.Ae, p.Ae, r.e, r.p)`` on a level with stored
-    coefficients, ``r = rhs`` (the Krylov step of the general path)."""
+    """Per-plane sums ``part[z] = (e.Ae, q.Ae, r.e, r.q, max |e|)`` on a level with stored
+    coefficients, ``r = rhs`` and q the int16 direction (the Krylov step of the general
+    path; see :func:`krylov_accumulate`)."""
     nz, ny, nx = kr.shape
     for z in prange(nz):
         zrow = np.zeros(nx, np.float32)
         out = np.empty(nx, np.float32)
         dg = np.empty(nx, np.float32)
-        acc = np.zeros((4, nx), np.float64)
+        acc = np.zeros((5, nx), np.float64)
         for y in range(ny):
             _coarse_row(ax, ay, az, kr, e, rhs, px, py, pz, z, y, zrow, out, dg)
             ec = e[z, y]
@@ -516,22 +517,31 @@ def coarse_krylov_dots(ax, ay, az, kr, e, rhs, p, px, py, pz, part):  # type: ig
 
 @jit(error_model="numpy")
 def krylov_accumulate(e, p, r, a, acc):  # type: ignore[no-untyped-def]
-    """Add one row's products (e.a, p.a, r.e, r.p) into per-column float64 sums, a = A e."""
+    """Add one row's products (e.a, q.a, r.e, r.q) into per-column float64 sums, a = A e
+    and q the int16 direction (its scale is applied by the caller), and the largest |e|
+    into ``acc[4]``."""
     for x in range(e.shape[0]):
+        q = np.float64(p[x])
         acc[0, x] += np.float64(e[x]) * a[x]
-        acc[1, x] += np.float64(p[x]) * a[x]
+        acc[1, x] += q * a[x]
         acc[2, x] += np.float64(r[x]) * e[x]
-        acc[3, x] += np.float64(r[x]) * p[x]
+        acc[3, x] += np.float64(r[x]) * q
+        acc[4, x] = max(acc[4, x], abs(np.float64(e[x])))
 
 
 @jit(error_model="numpy")
 def krylov_sums(acc, part, z):  # type: ignore[no-untyped-def]
-    """``part[z, k]`` = sum over columns of ``acc[k]`` (a fixed order: thread-independent)."""
+    """``part[z, k]`` = sum over columns of ``acc[k]`` for k < 4 (a fixed order:
+    thread-independent) and ``part[z, 4]`` = the largest ``acc[4]``."""
     for k in range(4):
         t = 0.0
         for x in range(acc.shape[1]):
             t += acc[k, x]
         part[z, k] = t
+    m = 0.0
+    for x in range(acc.shape[1]):
+        m = max(m, acc[4, x])
+    part[z, 4] = m
 
 
 @jit(parallel=True, error_model="numpy")

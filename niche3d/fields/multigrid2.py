@@ -581,16 +581,17 @@ class Multigrid:
         return (cell, upt, prot, hasprot, psens, old, inv_dt, scode, sval, k0, kcode, kval, D,
                 np.uint8(inact), bk, bv)
 
-    def _pool(self, name: str) -> np.ndarray:
-        """A level-0 float32 work array from the (shared) pool."""
-        key = (name, self.shape)
+    def _pool(self, name: str, dtype: type = np.float32) -> np.ndarray:
+        """A level-0 work array from the (shared) pool."""
+        key = (name, self.shape, np.dtype(dtype).str)
         if key not in self.scratch:
-            self.scratch[key] = (np.zeros(self.shape, np.float32),)
+            self.scratch[key] = (np.zeros(self.shape, dtype),)
         return self.scratch[key][0]
 
     def _work(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Level-0 float32 correction, residual, inverse diagonal and Krylov direction."""
-        return self._pool("e"), self._pool("r"), self._pool("invd"), self._pool("p")
+        """Level-0 float32 correction, residual, inverse diagonal and the int16 Krylov
+        direction (fixed point, see :func:`niche3d.fields._fast.update`)."""
+        return self._pool("e"), self._pool("r"), self._pool("invd"), self._pool("p", np.int16)
 
     @property
     def scratch_nbytes(self) -> int:
@@ -716,8 +717,8 @@ class Multigrid:
             for i in range(n):
                 F.smooth(e, r, invd, D, px, py, pz, (c1 + i) & 1, first and i == 0)
 
-        dots = np.zeros((self.shape[0], 4), np.float64)
-        pAp = 0.0  # p.Ap of the previous direction (0: none yet)
+        dots = np.zeros((self.shape[0], 5), np.float64)
+        kry = _Krylov()
         cycles = 0
         stall = _Stall(rel)
         while rel > tol and cycles < max_cycles and not stall.stuck:
@@ -739,8 +740,7 @@ class Multigrid:
             # flexible conjugate gradient step: p = e + beta p_old, A-orthogonal to p_old;
             # alpha minimises the A-norm of the error along p
             F.krylov_dots(e, r, invd, p, D, px, py, pz, dots)
-            beta, alpha, pAp = _krylov_step(dots, pAp)
-            F.update(hi, lo, e, p, beta, alpha)
+            F.update(hi, lo, e, p, *kry.step(dots))
             F.residual(lab, hi, lo, *args, r, part, invd, False)
             rel = float(np.sqrt(_serial_sum(part[:, 0]))) / bnorm
             stall.add(rel)
@@ -760,7 +760,7 @@ class Multigrid:
         t = op.tail()
         lab = op.labels
         self._find_blocks(op)
-        p = self._pool("p")
+        p = self._pool("p", np.int16)
         part = np.zeros(self.shape[0], np.float64)
 
         def residual() -> float:
@@ -777,8 +777,8 @@ class Multigrid:
         px, py, pz = self.periodic[2], self.periodic[1], self.periodic[0]
         L1 = self.levels[0]
         fz, fy, fx = self.factors[0]
-        dots = np.zeros((self.shape[0], 4), np.float64)
-        pAp = 0.0
+        dots = np.zeros((self.shape[0], 5), np.float64)
+        kry = _Krylov()
         cycles = 0
         stall = _Stall(rel)
         while rel > tol and cycles < max_cycles and not stall.stuck:
@@ -800,8 +800,7 @@ class Multigrid:
             self._fjord_correct(L0.e, L0.rhs)
             K.coarse_krylov_dots(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, p, px, py, pz,
                                  dots)
-            beta, alpha, pAp = _krylov_step(dots, pAp)
-            F.update(hi, lo, L0.e, p, beta, alpha)
+            F.update(hi, lo, L0.e, p, *kry.step(dots))
             rel = residual()
             stall.add(rel)
         return cycles, r0, rel
@@ -829,12 +828,33 @@ class _Stall:
         return self.since >= _STALL_CYCLES
 
 
-def _krylov_step(dots: np.ndarray, pAp: float) -> tuple[float, float, float]:
-    """Flexible-CG coefficients from per-plane sums (z.Az, p.Az, r.z, r.p) of the new
+class _Krylov:
+    """State of the flexible-CG step of one solve: p.Ap of the current direction and the
+    scale of its int16 storage (``p = q * scale``)."""
+
+    def __init__(self) -> None:
+        self.pAp = 0.0  # 0: no direction yet (the stored one is from anything earlier)
+        self.scale = 0.0
+
+    def step(self, dots: np.ndarray) -> tuple[float, float, float, float]:
+        """(beta, alpha, scale of the old direction, scale of the new one) for
+        :func:`niche3d.fields._fast.update`, from the per-plane sums (z.Az, q.Az, r.z, r.q,
+        max |z|) of the new preconditioned correction z and the stored direction q."""
+        zAz, qAz, rz, rq = (_serial_sum(dots[:, k]) for k in range(4))
+        zmax = float(dots[:, 4].max()) if dots.shape[0] else 0.0
+        old = self.scale
+        beta, alpha, self.pAp = _krylov_step(zAz, qAz * old, rz, rq * old, self.pAp)
+        # |z + beta p| <= max|z| + |beta| P_MAX old; the margin covers float32 rounding
+        self.scale = (zmax / F.P_MAX + abs(beta) * old) * (1.0 + 1e-5)
+        return beta, alpha, old, self.scale
+
+
+def _krylov_step(zAz: float, pAz: float, rz: float, rp: float,
+                 pAp: float) -> tuple[float, float, float]:
+    """Flexible-CG coefficients from the inner products (z.Az, p.Az, r.z, r.p) of the new
     preconditioned correction z and the previous direction p (``pAp`` = its p.Ap, 0 when
     there is none): ``beta`` makes ``z + beta p`` A-orthogonal to p, ``alpha`` minimises
     the error's energy norm along it. Returns (beta, alpha, p.Ap of the new direction)."""
-    zAz, pAz, rz, rp = (_serial_sum(dots[:, k]) for k in range(4))
     beta = 0.0
     pAp_new = zAz
     if pAp > 0.0:  # a previous direction of this solve (else p holds anything: ignore it)
