@@ -155,7 +155,10 @@ class FieldsConfig(Section):
         6.0, unit="h", gt=0.0, le=240.0, description="re-solve interval when no source changed"
     )
     tolerance: float = param(
-        1e-5, unit="-", gt=0.0, lt=1.0, description="relative residual at which a solve stops"
+        1e-5, unit="-", gt=0.0, lt=1.0,
+        description="relative residual at which a solve stops (the stored solution, float32 "
+                    "with an int16 extension, resolves ~1e-12 to 1e-9 depending on the "
+                    "operator: a solve that stalls above the tolerance stops and warns)"
     )
     max_cycles: int = param(
         100, unit="-", ge=1, le=10000, description="multigrid V-cycles at most per field and solve"
