@@ -439,9 +439,9 @@ class FieldSet:
             f.built_inv_dt = inv_dt
             if r > tol and not f.warned:
                 f.warned = True  # once per field: a run solves thousands of times
-                why = ("it stalled at the resolution of the stored solution: lower the "
-                       "tolerance no further than ~1e-10" if cycles < self.config.max_cycles
-                       else "raise fields.max_cycles")
+                why = ("it stalled at the resolution of the stored solution, ~1e-12 to 1e-9 "
+                       "depending on the operator: raise fields.tolerance"
+                       if cycles < self.config.max_cycles else "raise fields.max_cycles")
                 warnings.warn(
                     f"field {name!r}: the solve stopped at relative residual {r:.2e} after "
                     f"{cycles} cycles, above fields.tolerance = {tol:g} ({why}); this "
