@@ -453,6 +453,32 @@ def test_fjord_depth_must_be_a_nonnegative_integer(bad) -> None:
         Multigrid((8, 8, 8), (False, False, False), fjord_depth=bad)
 
 
+@pytest.mark.parametrize("key", ["pre", "post", "coarse_smooth"])
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_smoothing_counts_must_be_nonnegative_integers(key, bad) -> None:
+    with pytest.raises(ValueError, match=f"{key} must be an integer >= 0"):
+        Multigrid((8, 8, 8), (False, False, False), **{key: bad})
+
+
+def test_coarse_smoothing_changes_the_cycles_not_the_answer() -> None:
+    """The coarse-level sweep count is a preconditioner setting: every count reaches the
+    direct solution, and the default (3) needs no more cycles than 1 sweep."""
+    lab = _fjord_lattice()
+    op = _fjord_op(lab)
+    A, b, act = assemble(op)
+    x = spsolve(A, b)
+    cycles = {}
+    for n in (1, 3):
+        mg = Multigrid(lab.shape, (False, False, False), coarse_smooth=n)
+        hi = np.zeros(lab.shape, np.float32)
+        lo = np.zeros(hi.shape, np.int16)
+        cycles[n], _r0, r = mg.solve(op, hi, lo, tol=1e-10, max_cycles=400)
+        assert r <= 1e-10
+        c = FK.solution(hi, lo)
+        assert np.max(np.abs(c.ravel()[act] - x)) <= 1e-8 * np.max(np.abs(x))
+    assert cycles[3] <= cycles[1], cycles
+
+
 def test_moving_cells_update_the_coarse_reaction_sums_incrementally() -> None:
     """After the cells move, the coarse levels equal a fresh build (float32 sums to 1e-6
     relative, faces bit-identical) and the solution equals the direct solve to 1e-8."""
