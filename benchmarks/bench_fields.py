@@ -83,7 +83,9 @@ def assemble(op: OperatorSpec) -> tuple[sp.csr_matrix, np.ndarray]:
     newid[act.ravel()] = np.arange(int(act.sum()))
     idx = newid.reshape(lab.shape)
     Dv = op.diffusion[lab]
-    k = op.decay[lab] + op.uptake * op.cell
+    cell = np.zeros(lab.size)
+    cell[op.cell_list()] = 1.0
+    k = op.decay[lab] + op.uptake * cell.reshape(lab.shape)
     diag = k.astype(np.float64)
     b = op.secretion[lab].astype(np.float64)
     rows, cols, vals = [], [], []
@@ -117,7 +119,7 @@ def assemble(op: OperatorSpec) -> tuple[sp.csr_matrix, np.ndarray]:
 def memory_breakdown(fs: FieldSet, name: str) -> dict:
     """Bytes per voxel held by the solver of one field, by role. The level-0 work arrays
     are one pool shared by all fields of the FieldSet (solved one after the other), as is
-    the cell mask; ``*_shared`` entries are the whole pool, not a per-field share."""
+    the cell list; ``*_shared`` entries are the whole pool, not a per-field share."""
     f = fs._fields[name]
     n = fs.lattice.size
     pool = {k[0]: v[0] for k, v in f.mg.scratch.items()}
@@ -128,7 +130,7 @@ def memory_breakdown(fs: FieldSet, name: str) -> dict:
         "level0_correction_e_r_invd_shared": sum(pool[k].nbytes for k in ("e", "r", "invd")
                                                  if k in pool) / n,
         "krylov_direction_int16_shared": pool["p"].nbytes / n if "p" in pool else 0.0,
-        "cell_mask_shared": fs._cell.nbytes / n,
+        "cell_list_shared": fs._cells_key.nbytes / n,
     }
     nf = len(fs.names)
     out["fields_sharing_the_pool"] = nf
@@ -136,7 +138,7 @@ def memory_breakdown(fs: FieldSet, name: str) -> dict:
     # correction arrays (e, r, invd) as the finest level of the correction hierarchy
     out["beyond_field_and_hierarchy_per_field"] = (
         out["lo_int16_extension"]
-        + (out["krylov_direction_int16_shared"] + out["cell_mask_shared"]) / nf
+        + (out["krylov_direction_int16_shared"] + out["cell_list_shared"]) / nf
     )
     # the same with the level-0 correction arrays counted as beyond
     out["beyond_field_and_coarse_levels_per_field"] = (

@@ -64,7 +64,7 @@ def point_source() -> None:
         D, K = _tables(1.0, 1 / L**2)
         S = np.zeros(16)
         S[Tissue.STROMA] = 1.0
-        op = OperatorSpec(lab, D, K, S, np.zeros(6, np.int64), np.zeros(6), np.zeros_like(lab))
+        op = OperatorSpec(lab, D, K, S, np.zeros(6, np.int64), np.zeros(6), np.zeros(0, np.int64))
         c, _ = _solve(op)
         r = np.arange(1, n - c0)
         num = c[c0, c0, c0 + r]
@@ -102,7 +102,7 @@ def slab() -> None:
         D, K = _tables(1.0 / h**2, 1.0 / lam**2)
         bk = np.array([0, 0, 0, 0, 1, 1])
         bv = np.array([0, 0, 0, 0, g0, g1], float)
-        op = OperatorSpec(lab, D, K, np.zeros(16), bk, bv, np.zeros_like(lab))
+        op = OperatorSpec(lab, D, K, np.zeros(16), bk, bv, np.zeros(0, np.int64))
         c, _ = _solve(op, 1e-12)
         x = (np.arange(n) + 0.5) * h
         ex = (g0 * np.sinh((1 - x) / lam) + g1 * np.sinh(x / lam)) / np.sinh(1 / lam)

@@ -39,7 +39,13 @@ import numpy as np
 from numba import prange
 
 from niche3d._jit import jit
-from niche3d.fields._kernels import krylov_accumulate, krylov_sums, lo_part, restrict_row, split
+from niche3d.fields._kernels import (
+    krylov_accumulate,
+    krylov_sums,
+    lo_part,
+    restrict_row,
+    split,
+)
 
 VALUE = 1
 PERIODIC = 2
@@ -60,13 +66,14 @@ def _nb(i: int, n: int, periodic: bool) -> tuple[int, int]:
 
 
 @jit(error_model="numpy")
-def _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0, kcode,
+def _coef_plane(lab, cells, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0, kcode,
                 kval, D, inact, bk, bv, z, S, Kd):  # type: ignore[no-untyped-def]
     """Source ``S`` and diagonal ``Kd`` (float64, shape (ny, nx)) of plane z.
 
-    ``Kd = k + uptake * cell [+ psens * protease] [+ 1/dt] + D * (permeable neighbours)
-    + 2 D per fixed-value domain face``; ``S = secretion [+ old / dt] + 2 D g per
-    fixed-value face``. Inactive voxels get ``S = 0`` and ``Kd = 1``.
+    ``Kd = k + uptake [at the voxels in cells] [+ psens * protease] [+ 1/dt]
+    + D * (permeable neighbours) + 2 D per fixed-value domain face``; ``S = secretion
+    [+ old / dt] + 2 D g per fixed-value face``. Inactive voxels get ``S = 0`` and
+    ``Kd = 1``. ``cells`` are the sorted flat indices of the voxels that hold a cell.
     """
     nz, ny, nx = lab.shape
     pz, py, px = bk[0] == PERIODIC, bk[2] == PERIODIC, bk[4] == PERIODIC
@@ -77,6 +84,8 @@ def _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sva
     zm = zm if zm >= 0 else z
     zp = zp if zp >= 0 else z
     D2 = 2.0 * D
+    ncells = cells.shape[0]
+    jc = np.searchsorted(cells, z * ny * nx)
     for y in range(ny):
         ym, yp = _nb(y, ny, py)
         vym = 1 if ym >= 0 else 0
@@ -88,12 +97,17 @@ def _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sva
         lyp = lab[z, yp]
         lzm = lab[zm, y]
         lzp = lab[zp, y]
-        cr = cell[z, y]
         Sr = S[y]
         Kr = Kd[y]
         for x in range(nx):
             Sr[x] = 0.0
-            Kr[x] = k0 + inv_dt + uptake * np.float64(cr[x])
+            Kr[x] = k0 + inv_dt
+        # the row's cells (a few, not a row-long mask): rows are visited in order, so a
+        # pointer walks the sorted list from the plane's first cell
+        row_start = (z * ny + y) * nx
+        while jc < ncells and cells[jc] < row_start + nx:
+            Kr[cells[jc] - row_start] += uptake
+            jc += 1
         for i in range(scode.shape[0]):
             c = scode[i]
             s = sval[i]
@@ -152,14 +166,14 @@ def _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sva
 
 
 @jit(error_model="numpy")
-def _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval,
+def _residual_plane(lab, hi, lo, cells, uptake, prot, hasprot, psens, old, inv_dt, scode, sval,
                     k0, kcode, kval, D, inact, bk, bv, r, invd, want_invd, z, S, Kd, acc, sq,
                     zrow, zrow16):  # type: ignore[no-untyped-def]
     """Residual of plane z into ``r`` (and ``invd`` if wanted); returns its sum of r²."""
     nz, ny, nx = lab.shape
     pz, py, px = bk[0] == PERIODIC, bk[2] == PERIODIC, bk[4] == PERIODIC
     z = np.int64(z)
-    _coef_plane(lab, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
+    _coef_plane(lab, cells, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
                 kcode, kval, D, inact, bk, bv, z, S, Kd)
     sq[:, :] = 0.0  # per-column sums of r² and b²: no serial chain per row
     zm, zp = _nb(np.int64(z), nz, pz)
@@ -218,7 +232,7 @@ def _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt
 
 
 @jit(parallel=True, error_model="numpy")
-def residual(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
+def residual(lab, hi, lo, cells, uptake, prot, hasprot, psens, old, inv_dt, scode, sval, k0,
              kcode, kval, D, inact, bk, bv, r, part, invd, want_invd):  # type: ignore[no-untyped-def]
     """``r = b - A (hi + lo)`` in float64, stored as float32; ``part[z]`` = (sum of r²,
     sum of b²) over plane z, b being the right-hand side (sources, fixed-value faces,
@@ -232,7 +246,7 @@ def residual(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt, scode
         sq = np.empty((2, nx), np.float64)
         zrow = np.zeros(nx, np.float32)
         zrow16 = np.zeros(nx, np.int16)
-        r2, b2 = _residual_plane(lab, hi, lo, cell, uptake, prot, hasprot, psens, old, inv_dt,
+        r2, b2 = _residual_plane(lab, hi, lo, cells, uptake, prot, hasprot, psens, old, inv_dt,
                                  scode, sval, k0, kcode, kval, D, inact, bk, bv, r, invd,
                                  want_invd, z, S, Kd, acc, sq, zrow, zrow16)
         part[z, 0] = r2

@@ -17,8 +17,8 @@ is at most ``|hi| * 2**-24``). That is 2 bytes per voxel for a relative resoluti
 tolerance needs; float32 alone cannot reach a 1e-6 residual (see ``docs/fields.md``).
 
 The level-0 kernels here look coefficients up per voxel from the tissue labels
-(``H[16 * a + b]`` face table, ``klut`` / ``slut`` per tissue), the cell occupancy mask
-and the optional protease map: the float64 residual of the solution
+(``H[16 * a + b]`` face table, ``klut`` / ``slut`` per tissue), the cells (sorted flat
+voxel indices, marked per row: :func:`mark_row_cells`) and the optional protease map: the float64 residual of the solution
 ``hi + lo`` (:func:`fine_residual_restrict`, :func:`fine_residual_norm`), the norm of the
 right-hand side and the coarse-level build. The vectorised kernels of operators with one
 diffusivity are in :mod:`niche3d.fields._fast`. Coarse levels (and level 0 of operators
@@ -192,10 +192,27 @@ def _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx):  # type: igno
 
 
 @jit(error_model="numpy")
-def _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt, z, y, x):  # type: ignore[no-untyped-def]
-    """Reaction coefficient and source of one voxel (all terms in 1/min, unit/min)."""
+def row_cells(cells, row_start, nx):  # type: ignore[no-untyped-def]
+    """Range ``[j0, j1)`` of the sorted flat cell indices ``cells`` that lie in the row
+    of ``nx`` voxels starting at flat index ``row_start``."""
+    return np.searchsorted(cells, row_start), np.searchsorted(cells, row_start + nx)
+
+
+@jit(error_model="numpy")
+def mark_row_cells(cells, row_start, crow):  # type: ignore[no-untyped-def]
+    """``crow[x]`` = 1 where voxel x of the row starting at ``row_start`` holds a cell."""
+    crow[:] = 0.0
+    j0, j1 = row_cells(cells, row_start, crow.shape[0])
+    for j in range(j0, j1):
+        crow[cells[j] - row_start] = 1.0
+
+
+@jit(error_model="numpy")
+def _fine_kS(lab, klut, slut, cflag, uptake, prot, hasprot, psens, old, inv_dt, z, y, x):  # type: ignore[no-untyped-def]
+    """Reaction coefficient and source of one voxel (all terms in 1/min, unit/min);
+    ``cflag`` is 1.0 when the voxel holds a cell."""
     t = lab[z, y, x]
-    k = klut[t] + uptake * cell[z, y, x] + inv_dt
+    k = klut[t] + uptake * cflag + inv_dt
     s = slut[t]
     if hasprot:
         k += psens * prot[z, y, x]
@@ -205,10 +222,12 @@ def _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt, z
 
 
 @jit(error_model="numpy")
-def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot, hasprot,
-                  psens, old, inv_dt, z, y, buf, Y, fx):  # type: ignore[no-untyped-def]
-    """Residuals along one row: added to buf[Y, x // fx] (if fx > 0); returns sum r²."""
+def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot, hasprot,
+                  psens, old, inv_dt, z, y, buf, Y, fx, crow):  # type: ignore[no-untyped-def]
+    """Residuals along one row: added to buf[Y, x // fx] (if fx > 0); returns sum r².
+    ``crow`` (float64, nx) is scratch for the row's cell flags."""
     nz, ny, nx = lab.shape
+    mark_row_cells(cells, (np.int64(z) * ny + y) * nx, crow)
     acc2 = 0.0
     inner = 0 < z < nz - 1 and 0 < y < ny - 1
     for x in range(nx):
@@ -227,7 +246,7 @@ def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pro
                    + w2 * _val(hi, lo, z, y - 1, x) + w3 * _val(hi, lo, z, y + 1, x)
                    + w4 * _val(hi, lo, z - 1, y, x) + w5 * _val(hi, lo, z + 1, y, x))
             sc = w0 + w1 + w2 + w3 + w4 + w5
-            k = klut[t] + uptake * cell[z, y, x] + inv_dt
+            k = klut[t] + uptake * crow[x] + inv_dt
             src = slut[t]
             if hasprot:
                 k += psens * prot[z, y, x]
@@ -235,8 +254,8 @@ def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pro
                 src += inv_dt * old[z, y, x]
         else:
             sc, acc = _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx)
-            k, src = _fine_kS(lab, klut, slut, cell, uptake, prot, hasprot, psens, old, inv_dt,
-                              z, y, x)
+            k, src = _fine_kS(lab, klut, slut, crow[x], uptake, prot, hasprot, psens, old,
+                              inv_dt, z, y, x)
         r = src + acc - (k + sc) * _val(hi, lo, z, y, x)
         acc2 += r * r
         if fx == 2:
@@ -247,19 +266,20 @@ def _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, pro
 
 
 @jit(parallel=True, error_model="numpy")
-def fine_residual_restrict(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot,
+def fine_residual_restrict(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot,
                            hasprot, psens, old, inv_dt, fz, fy, fx, rhs_c, part):  # type: ignore[no-untyped-def]
     """Residual of level 0 summed into the coarse rhs; per-coarse-plane sums of r² in part."""
     nz, ny, nx = lab.shape
     NZ, NY, NX = rhs_c.shape
     for Z in prange(NZ):
         buf = np.zeros((NY, NX), dtype=np.float64)
+        crow = np.empty(nx, dtype=np.float64)
         acc2 = 0.0
         for z in range(Z * fz, min(Z * fz + fz, nz)):
             for y in range(ny):
-                acc2 += _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell,
+                acc2 += _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells,
                                       uptake, prot, hasprot, psens, old, inv_dt, z, y, buf,
-                                      y // fy, fx)
+                                      y // fy, fx, crow)
         for Y in range(NY):
             for X in range(NX):
                 rhs_c[Z, Y, X] = buf[Y, X]
@@ -267,16 +287,17 @@ def fine_residual_restrict(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, up
 
 
 @jit(parallel=True, error_model="numpy")
-def fine_residual_norm(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake, prot,
+def fine_residual_norm(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot,
                        hasprot, psens, old, inv_dt, part):  # type: ignore[no-untyped-def]
     """Per-plane sums of r² on level 0 (part has length nz)."""
     nz, ny, nx = lab.shape
     for z in prange(nz):
         buf = np.zeros((1, 1), dtype=np.float64)
+        crow = np.empty(nx, dtype=np.float64)
         acc2 = 0.0
         for y in range(ny):
-            acc2 += _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cell, uptake,
-                                  prot, hasprot, psens, old, inv_dt, z, y, buf, 0, 0)
+            acc2 += _fine_res_row(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake,
+                                  prot, hasprot, psens, old, inv_dt, z, y, buf, 0, 0, crow)
         part[z] = acc2
 
 
@@ -352,7 +373,7 @@ def _fine_face_z(lab, H, D2, bk, z, y, x, nz):  # type: ignore[no-untyped-def]
 
 
 @jit(parallel=True, error_model="numpy")
-def build_from_fine(lab, act, H, D2, klut, bk, cell, uptake, prot, hasprot, psens, inv_dt,
+def build_from_fine(lab, act, H, D2, klut, bk, cells, uptake, prot, hasprot, psens, inv_dt,
                     fz, fy, fx, ax, ay, az, kr):  # type: ignore[no-untyped-def]
     """Coarse level 1 from the lattice: summed reaction, face sums divided by the factor."""
     nz, ny, nx = lab.shape
@@ -362,16 +383,18 @@ def build_from_fine(lab, act, H, D2, klut, bk, cell, uptake, prot, hasprot, psen
         bx = np.zeros((NY, NX + 1), dtype=np.float64)
         by = np.zeros((NY + 1, NX), dtype=np.float64)
         cnt = np.zeros((NY, NX), dtype=np.int32)
+        crow = np.empty(nx, dtype=np.float64)
         for z in range(Z * fz, min(Z * fz + fz, nz)):
             for y in range(ny):
                 Y = y // fy
                 yface = y == Y * fy and y > 0
+                mark_row_cells(cells, (np.int64(z) * ny + y) * nx, crow)
                 for x in range(nx):
                     X = x // fx
                     t = lab[z, y, x]
                     if act[t] != 0:
                         cnt[Y, X] += 1
-                        k = klut[t] + uptake * cell[z, y, x] + inv_dt
+                        k = klut[t] + uptake * crow[x] + inv_dt
                         if hasprot:
                             k += psens * prot[z, y, x]
                         bk_[Y, X] += k

@@ -162,7 +162,8 @@ class FieldSet:
         }
         for f in self._fields.values():
             self._check_solvable(f)
-        self._cell = np.zeros(lattice.shape, np.uint8)
+        # occupied voxels, sorted and unique: a list rather than a per-voxel mask, so the
+        # solver's memory beyond the fields grows with the cells, not with the lattice
         self._cells_key: np.ndarray = np.zeros(0, np.int64)
         self._protease: float | np.ndarray = 0.0
         mcfg = config.membrane_scf
@@ -333,7 +334,7 @@ class FieldSet:
             secretion=f.secretion * f.scale,
             bkind=f.bkind,
             bvalue=f.bvalue,
-            cell=self._cell,
+            cells=self._cells_key,
             uptake=f.cfg.uptake_per_min,
             protease=prot_map,
             psens=f.cfg.protease_sensitivity,
@@ -384,9 +385,6 @@ class FieldSet:
                 )
         if np.array_equal(idx, self._cells_key):
             return
-        flat = self._cell.reshape(-1)
-        flat[self._cells_key] = 0
-        flat[idx] = 1
         self._cells_key = idx
         for f in self._fields.values():
             f.dirty = True
@@ -483,7 +481,8 @@ class FieldSet:
         if op.protease is not None:
             kmap = kmap + op.psens * op.protease
         dec = (kmap * c * active).sum()
-        upt = (f.cfg.uptake_per_min * self._cell * c * active).sum()
+        cells = self._cells_key
+        upt = f.cfg.uptake_per_min * (c.reshape(-1)[cells] * active.reshape(-1)[cells]).sum()
         out = 0.0
         D = f.diffusion[lab]
         for i in range(6):
@@ -572,8 +571,8 @@ class FieldSet:
     @property
     def nbytes(self) -> int:
         """Bytes held by solutions, multigrid hierarchies, the level-0 work arrays shared
-        by the fields' solves, cell mask and protease map."""
-        n = self._cell.nbytes + sum(a.nbytes for v in self._scratch.values() for a in v)
+        by the fields' solves, the cell list and the protease map."""
+        n = self._cells_key.nbytes + sum(a.nbytes for v in self._scratch.values() for a in v)
         if isinstance(self._protease, np.ndarray):
             n += self._protease.nbytes
         for f in self._fields.values():

@@ -76,8 +76,10 @@ class OperatorSpec:
     bkind, bvalue
         (6,) boundary kinds (0 no-flux, 1 value, 2 periodic) and values, face order
         zmin, zmax, ymin, ymax, xmin, xmax.
-    cell
-        uint8 occupancy mask (z, y, x); 1 adds ``uptake`` to k.
+    cells
+        Sorted, unique int64 flat indices (into ``labels.ravel()``) of the voxels that hold
+        a cell; each adds ``uptake`` to k there. A list, not a mask: cells are sparse, and
+        a dense mask would cost every field solve a byte per voxel.
     uptake
         1/min.
     protease, psens
@@ -92,7 +94,7 @@ class OperatorSpec:
     secretion: np.ndarray
     bkind: np.ndarray
     bvalue: np.ndarray
-    cell: np.ndarray
+    cells: np.ndarray
     uptake: float = 0.0
     protease: np.ndarray | None = None
     psens: float = 0.0
@@ -110,6 +112,20 @@ class OperatorSpec:
             h = np.where((da > 0) & (db > 0), 2.0 * da * db / (da + db), 0.0)
         return act, np.ascontiguousarray(h.ravel()), 2.0 * d
 
+    def cell_list(self) -> np.ndarray:
+        """``cells`` as a C-contiguous int64 array, checked to be sorted, unique and
+        inside the lattice (the kernels find a row's cells by binary search)."""
+        c = np.ascontiguousarray(self.cells)
+        if c.ndim != 1 or (c.size and c.dtype.kind not in "iu"):
+            raise ValueError(f"cells must be a 1D array of flat voxel indices, got "
+                             f"{c.dtype} array of shape {c.shape}")
+        c = c.astype(np.int64, copy=False)
+        if c.size and (c[0] < 0 or c[-1] >= self.labels.size or np.any(np.diff(c) <= 0)):
+            raise ValueError(f"cells must be sorted, unique flat indices in [0, "
+                             f"{self.labels.size}); got values from {c.min()} to {c.max()}"
+                             + ("" if np.all(np.diff(c) > 0) else ", not sorted and unique"))
+        return c
+
     def tail(self) -> tuple:
         """Argument tail shared by the level-0 kernels."""
         act, H, D2 = self.tables()
@@ -123,7 +139,7 @@ class OperatorSpec:
             np.ascontiguousarray(self.secretion, dtype=np.float64),
             np.ascontiguousarray(self.bkind, dtype=np.int64),
             np.ascontiguousarray(self.bvalue, dtype=np.float64),
-            self.cell,
+            self.cell_list(),
             float(self.uptake),
             prot,
             self.protease is not None,
@@ -269,8 +285,9 @@ class Multigrid:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the coarse levels and the fjord block solve (indices, coupling
-        matrix, right-hand side and the L and U factors)."""
+        """Bytes held by the coarse levels, the fjord block solve (indices, coupling
+        matrix, right-hand side and the L and U factors) and the copy of the cell list
+        that incremental rebuilds compare against (8 B per cell)."""
         n = sum(lv.nbytes for lv in self.levels) + self.fjords.nbytes + self._cells.nbytes
         if self._L0 is not None:
             n += self._L0.nbytes
@@ -297,23 +314,23 @@ class Multigrid:
             np.asarray(op.decay, np.float64).tobytes(), float(op.uptake), float(op.psens),
             float(op.inv_dt), np.asarray(op.bkind, np.int64).tobytes(), op.protease is None,
         )
-        cells = np.flatnonzero(op.cell.reshape(-1))
+        cells = op.cell_list()
         if (key == self._build_key and op.protease is None
                 and self._incremental < _FULL_REBUILD_EVERY):
             self._update_cells(op, cells)
             return
         t = op.tail()
-        act, H, D2, klut, _slut, bk, _bv, cell, upt, prot, hasprot, psens, _old, inv_dt = t
+        act, H, D2, klut, _slut, bk, _bv, cells_, upt, prot, hasprot, psens, _old, inv_dt = t
         fz, fy, fx = self.factors[0]
         L1 = self.levels[0]
-        K.build_from_fine(op.labels, act, H, D2, klut, bk, cell, upt, prot, hasprot, psens,
+        K.build_from_fine(op.labels, act, H, D2, klut, bk, cells_, upt, prot, hasprot, psens,
                           inv_dt, fz, fy, fx, L1.ax, L1.ay, L1.az, L1.kr)
         if self._uniform_args(op) is None:
             # general path: level 0 with stored face coefficients (see _solve_general)
             if self._L0 is None:
                 self._L0 = _Level(self.shape)
             L0 = self._L0
-            K.build_from_fine(op.labels, act, H, D2, klut, bk, cell, upt, prot, hasprot,
+            K.build_from_fine(op.labels, act, H, D2, klut, bk, cells_, upt, prot, hasprot,
                               psens, inv_dt, 1, 1, 1, L0.ax, L0.ay, L0.az, L0.kr)
         else:
             self._L0 = None
@@ -324,7 +341,7 @@ class Multigrid:
             fz, fy, fx = self.factors[lv]
             K.build_from_coarse(a.ax, a.ay, a.az, a.kr, fz, fy, fx, b.ax, b.ay, b.az, b.kr)
         self._build_key = key
-        self._cells = cells
+        self._cells = cells.copy()  # the caller may reuse its array
         self._incremental = 0
 
     def forget_build(self) -> None:
@@ -335,7 +352,7 @@ class Multigrid:
     def _update_cells(self, op: OperatorSpec, cells: np.ndarray) -> None:
         """Add +-uptake to the coarse reaction sums above voxels whose occupancy changed."""
         changed = np.setxor1d(cells, self._cells, assume_unique=True)
-        self._cells = cells
+        self._cells = cells.copy()
         if changed.size == 0 or op.uptake == 0.0:
             return
         act = np.asarray(op.diffusion)[op.labels.reshape(-1)[changed]] > 0
@@ -579,7 +596,7 @@ class Multigrid:
         D = float(d[act][0])
         inact = int(codes[~act][0]) if (~act).any() else 255
         t = op.tail()
-        _a, _H, _D2, klut, slut, bk, bv, cell, upt, prot, hasprot, psens, old, inv_dt = t
+        _a, _H, _D2, klut, slut, bk, bv, cells, upt, prot, hasprot, psens, old, inv_dt = t
         ac, an = codes[act], counts[act]
         kv = klut[ac]
         k0 = float(kv[int(np.argmax(an))])  # the decay of most permeable voxels
@@ -588,7 +605,7 @@ class Multigrid:
         sv = slut[ac]
         src = sv != 0.0
         scode, sval = ac[src].astype(np.uint8), sv[src].astype(np.float64)
-        return (cell, upt, prot, hasprot, psens, old, inv_dt, scode, sval, k0, kcode, kval, D,
+        return (cells, upt, prot, hasprot, psens, old, inv_dt, scode, sval, k0, kcode, kval, D,
                 np.uint8(inact), bk, bv)
 
     def _pool(self, name: str, dtype: type = np.float32) -> np.ndarray:
@@ -921,7 +938,8 @@ def _reaction_and_source(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Level-0 reaction diagonal (decay + uptake + 1/dt + protease) and right-hand side
     (secretion + old/dt) at the flat voxels ``idx`` whose tissue codes are ``codes``."""
-    diag = np.asarray(op.decay, np.float64)[codes] + op.uptake * op.cell.reshape(-1)[idx]
+    occupied = np.isin(idx, op.cell_list())
+    diag = np.asarray(op.decay, np.float64)[codes] + op.uptake * occupied
     diag = diag + op.inv_dt
     if op.protease is not None:
         diag = diag + op.psens * op.protease.reshape(-1)[idx].astype(np.float64)
