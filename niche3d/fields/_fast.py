@@ -45,6 +45,7 @@ from niche3d.fields._kernels import (
     lo_part,
     restrict_row,
     split,
+    stage_schedule,
 )
 
 VALUE = 1
@@ -357,44 +358,34 @@ def smooth(e, r, invd, D, px, py, pz, colour, first):  # type: ignore[no-untyped
 @jit(parallel=True, error_model="numpy")
 def smooth_stages(e, r, invd, D, px, py, c1, nstages, first):  # type: ignore[no-untyped-def]
     """``nstages`` red-black half-sweeps (colours ``c1``, ``1 - c1``, ``c1``, ...) in one
-    pass over memory, exactly equal to calling :func:`smooth` that many times.
-
-    Stage s of plane j needs stage s - 1 done on planes j - 1, j, j + 1 and stage s + 1
-    not yet done on j - 1 and j + 1. A wavefront meets both: at step k, stage s runs on
-    plane k - s, for s = 0, 1, ... Each chunk of ``_CHUNK`` planes runs its wavefront on
-    one thread (phase 1), leaving out the planes whose stage would need a neighbour
-    chunk: stage s of the first s and last s planes of a chunk. Phase 2 then finishes the
-    2 s planes around every chunk border, stage by stage (the borders are ``_CHUNK``
-    planes apart, far enough not to touch for up to ``MAX_STAGES`` stages). Not for a
-    periodic z axis: there the first and last planes are neighbours (use :func:`smooth`).
+    wavefront pass over memory (:func:`~niche3d.fields._kernels.stage_schedule`), exactly
+    equal to calling :func:`smooth` that many times. Not for a periodic z axis: there the
+    first and last planes are neighbours (use :func:`smooth`).
     """
     if nstages > MAX_STAGES or nstages < 1:
         raise ValueError("smooth_stages: nstages must be 1..MAX_STAGES")
     nz, ny, nx = e.shape
     D32 = np.float32(D)
-    nch = (nz + _CHUNK - 1) // _CHUNK
-    S = nstages
-    for c in prange(nch):
+    sched, border = stage_schedule(nz, nstages, _CHUNK)
+    for c in prange(sched.shape[0]):
         tmp = np.empty(nx, np.float32)
         zrow = np.zeros(nx, np.float32)
-        z0 = c * _CHUNK
-        z1 = min(z0 + _CHUNK, nz)
-        for k in range(z0, z1 + S):
-            for s in range(S):
-                j = k - s
-                lo_ = z0 + s if c > 0 else 0
-                hi_ = z1 - 1 - s if c < nch - 1 else nz - 1
-                if lo_ <= j <= hi_:
-                    _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1,
-                                  first and s == 0, j, tmp, zrow)
-    for b in prange(1, nch):
+        for i in range(sched.shape[1]):
+            j = sched[c, i, 0]
+            if j < 0:
+                break
+            s = sched[c, i, 1]
+            _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1, first and s == 0, j,
+                          tmp, zrow)
+    for b in prange(border.shape[0]):
         tmp = np.empty(nx, np.float32)
         zrow = np.zeros(nx, np.float32)
-        zb = b * _CHUNK
-        for s in range(1, S):
-            for j in range(zb - s, min(zb + s, nz)):
-                _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1,
-                              first and s == 0, j, tmp, zrow)
+        for i in range(border.shape[1]):
+            j = border[b, i, 0]
+            if j < 0:
+                break
+            _smooth_plane(e, r, invd, D32, px, py, False, (c1 + border[b, i, 1]) & 1, False, j,
+                          tmp, zrow)
 
 
 @jit(parallel=True, error_model="numpy")

@@ -57,6 +57,8 @@ _POCKET_MAX = 4096  # closed permeable pockets up to this size are solved direct
 _FULL_REBUILD_EVERY = 64  # incremental cell updates between full rebuilds
 _FJORD_MAX = 50000  # fjord pieces up to this size get an exact block solve
 _STALL_CYCLES = 5  # cycles without a new lowest residual that end a solve (see _Stall)
+_GS_CHUNK = 8  # z-planes per chunk of the fused coarse-level sweeps (fixed: determinism)
+_GS_STAGES = 4  # half-sweeps per fused pass: (_GS_CHUNK + 1) // 2, kept even
 
 
 @dataclass
@@ -419,9 +421,7 @@ class Multigrid:
                 sol[active] = lu.solve(rhs)
             L.e[...] = sol.reshape(L.shape).astype(np.float32)
             return
-        for _ in range(self.coarse_smooth):
-            K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, 0)
-            K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, 1)
+        self._gs(L, 0, 2 * self.coarse_smooth)
         N = self.levels[lv + 1]
         fz, fy, fx = self.factors[lv + 1]
         K.coarse_residual_restrict(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, fz, fy, fx,
@@ -429,9 +429,22 @@ class Multigrid:
         N.e[...] = 0.0
         self._coarse_cycle(lv + 1)
         K.coarse_prolong_add(L.kr, L.e, N.e, *self.tables[lv + 1])
-        for _ in range(self.coarse_smooth):
-            K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, 1)
-            K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, 0)
+        self._gs(L, 1, 2 * self.coarse_smooth)
+
+    def _gs(self, L: _Level, c1: int, n: int) -> None:
+        """n red-black half-sweeps on a level with stored coefficients, starting with
+        colour c1; fused in wavefront passes (one read of the coefficients per pass of up
+        to _GS_STAGES half-sweeps) unless z is periodic."""
+        px, py, pz = self.periodic[2], self.periodic[1], self.periodic[0]
+        if pz:
+            for i in range(n):
+                K.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, pz, (c1 + i) & 1)
+            return
+        while n > 0:
+            m = min(n, _GS_STAGES)
+            K.coarse_gs_stages(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, px, py, c1, m, _GS_CHUNK)
+            c1 = (c1 + m) & 1
+            n -= m
 
     # ------------------------------------------------------------------ closed pockets
     def _find_isolated(self, op: OperatorSpec) -> None:
@@ -811,17 +824,13 @@ class Multigrid:
         while rel > tol and cycles < max_cycles and not stall.stuck:
             cycles += 1
             L0.e[...] = 0.0
-            for _ in range(self.pre):
-                K.coarse_gs(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz, 0)
-                K.coarse_gs(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz, 1)
+            self._gs(L0, 0, 2 * self.pre)
             K.coarse_residual_restrict(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz,
                                        fz, fy, fx, L1.rhs)
             L1.e[...] = 0.0
             self._coarse_cycle(0)
             K.coarse_prolong_add(L0.kr, L0.e, L1.e, *self.tables[0])
-            for _ in range(self.post):
-                K.coarse_gs(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz, 1)
-                K.coarse_gs(L0.ax, L0.ay, L0.az, L0.kr, L0.e, L0.rhs, px, py, pz, 0)
+            self._gs(L0, 1, 2 * self.post)
             if iso.size:  # closed pockets already hold their exact solution
                 L0.e.reshape(-1)[iso] = 0.0
             self._fjord_correct(L0.e, L0.rhs)
