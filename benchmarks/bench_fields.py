@@ -3,6 +3,7 @@
 For each lattice size it measures, in one run:
 
 * one plain 7-point float32 stencil sweep (numba, parallel): the memory-bandwidth unit;
+* the time of each step of one correction cycle, in sweep equivalents (uniform path);
 * our cold solve (zero start, hierarchy built) and warm re-solve (after a 1 % change of
   the stromal source) to a relative residual of 1e-6, in seconds and in sweep
   equivalents, and the first solve of a fresh FieldSet (which also finds and factorises
@@ -126,6 +127,60 @@ def assemble(op: OperatorSpec) -> tuple[sp.csr_matrix, np.ndarray]:
     return A, b.ravel()[a]
 
 
+def cycle_profile(fs: FieldSet, name: str, sweep: float, repeats: int = 5) -> dict | None:
+    """Time of each step of one correction cycle of the uniform-diffusivity path, in
+    sweep equivalents (best of ``repeats``), on the current state of field ``name``:
+    where a cycle's cost goes. None for a per-tissue-D field (general path)."""
+    from niche3d.fields import _fast as F
+
+    f = fs._fields[name]
+    mg = f.mg
+    op = fs._op(f)
+    args = mg._uniform_args(op)
+    if args is None:
+        return None
+    e, r, invd, p = mg._work()
+    D = args[12]
+    px, py, pz = mg.periodic[2], mg.periodic[1], mg.periodic[0]
+    if pz:
+        return None  # the fused level-0 passes are for a non-periodic z axis
+    L1 = mg.levels[0]
+    fz, fy, fx = mg.factors[0]
+    part = np.zeros((mg.shape[0], 2))
+    dots = np.zeros((mg.shape[0], 5))
+    hi, lo = f.hi.copy(), f.lo.copy()
+    F.residual(op.labels, hi, lo, *args, r, part, invd, True)
+
+    def coarse() -> None:
+        L1.e[...] = 0.0
+        mg._coarse_cycle(0)
+
+    steps = {
+        "residual_float64": lambda: F.residual(op.labels, hi, lo, *args, r, part, invd, False),
+        "pre_smoothing": lambda: F.smooth_stages(e, r, invd, D, px, py, 0, 2 * mg.pre, True),
+        "residual_and_restriction": lambda: F.residual_restrict(e, r, invd, D, px, py, pz,
+                                                                fz, fy, fx, L1.rhs),
+        "coarse_levels": coarse,
+        "prolongation": lambda: F.prolong_add(e, invd, L1.e, *mg.tables[0]),
+        "post_smoothing": lambda: F.smooth_stages(e, r, invd, D, px, py, 1, 2 * mg.post,
+                                                  False),
+        "fjord_block_solve": lambda: mg._fjord_correct(e, r),
+        "krylov_inner_products": lambda: F.krylov_dots(e, r, invd, p, D, px, py, pz, dots),
+        "update": lambda: F.update(hi, lo, e, p, 0.0, 0.0, 1.0, 1.0),
+    }
+    out = {}
+    for key, fn in steps.items():
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        out[key] = min(ts) / sweep
+    out["total"] = sum(out.values())
+    return out
+
+
 def memory_breakdown(fs: FieldSet, name: str) -> dict:
     """Bytes per voxel held by the solver of one field, by role. The level-0 work arrays
     are one pool shared by all fields of the FieldSet (solved one after the other), as is
@@ -239,6 +294,11 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
         "bytes_per_voxel_beyond_field": (fs.nbytes - fs["cxcl12"].nbytes) / lat.size,
         "bytes_per_voxel": memory_breakdown(fs, "cxcl12"),
     }
+    prof = cycle_profile(fs, "cxcl12", ts)
+    if prof is not None:
+        out["ours"]["cycle_profile_sweeps"] = prof
+        print(f"[{n}^3] one cycle: " + ", ".join(f"{k} {v:.1f}" for k, v in prof.items())
+              + " sweeps", flush=True)
     # The counterpart of pyamg's setup: a fresh FieldSet's first solve also finds the
     # closed pockets and fjords, factorises them and builds the coarse levels.
     fs2 = FieldSet(lat, cfg)
