@@ -3,9 +3,10 @@
 The solution of a field is a float32 ``hi`` (the field the simulation reads) and an int16
 ``lo`` that extends its mantissa by 15 bits (value ``hi + lo * |hi| * 2**-39``, see
 :mod:`niche3d.fields._kernels`). Each solve is a defect correction accelerated by
-flexible conjugate gradients: the float64 residual of ``hi + lo``, one float32
-V(2, 2)-cycle for the correction (red-black Gauss-Seidel), a Krylov step, an update of
-``hi + lo`` computed in float64.
+flexible conjugate gradients: the float64 residual of ``hi + lo``, one float32 V-cycle
+for the correction (red-black Gauss-Seidel: ``pre`` / ``post`` = 2 sweeps on level 0,
+``coarse_smooth`` = 3 on the coarse levels, fused in wavefront passes), a Krylov step, an
+update of ``hi + lo`` computed in float64.
 
 * Operators with one diffusivity over the permeable tissues (the default) keep level 0
   matrix-free: sources and diagonal are rebuilt per plane from the labels, and the
