@@ -366,26 +366,19 @@ def smooth_stages(e, r, invd, D, px, py, c1, nstages, first):  # type: ignore[no
         raise ValueError("smooth_stages: nstages must be 1..MAX_STAGES")
     nz, ny, nx = e.shape
     D32 = np.float32(D)
-    sched, border = stage_schedule(nz, nstages, _CHUNK)
-    for c in prange(sched.shape[0]):
-        tmp = np.empty(nx, np.float32)
-        zrow = np.zeros(nx, np.float32)
-        for i in range(sched.shape[1]):
-            j = sched[c, i, 0]
-            if j < 0:
-                break
-            s = sched[c, i, 1]
-            _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1, first and s == 0, j,
-                          tmp, zrow)
-    for b in prange(border.shape[0]):
-        tmp = np.empty(nx, np.float32)
-        zrow = np.zeros(nx, np.float32)
-        for i in range(border.shape[1]):
-            j = border[b, i, 0]
-            if j < 0:
-                break
-            _smooth_plane(e, r, invd, D32, px, py, False, (c1 + border[b, i, 1]) & 1, False, j,
-                          tmp, zrow)
+    sched = stage_schedule(nz, nstages, _CHUNK)
+    for ph in range(2):
+        phase = sched[ph]  # (a prange indexing sched itself breaks numba's parfor lowering)
+        for c in prange(phase.shape[0]):
+            tmp = np.empty(nx, np.float32)
+            zrow = np.zeros(nx, np.float32)
+            for i in range(phase.shape[1]):
+                j = phase[c, i, 0]
+                if j < 0:
+                    break
+                s = phase[c, i, 1]
+                _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1, first and s == 0,
+                              j, tmp, zrow)
 
 
 @jit(parallel=True, error_model="numpy")

@@ -522,16 +522,17 @@ def stage_schedule(nz, nstages, chunk):  # type: ignore[no-untyped-def]
     Stage s of plane j needs stage s - 1 done on planes j - 1, j, j + 1 and stage s + 1
     not yet done on j - 1 and j + 1. A wavefront meets both: at step k, stage s runs on
     plane k - s. Each chunk of ``chunk`` planes runs its wavefront on one thread
-    (``first[c]``), leaving out the planes whose stage would need a neighbour chunk:
-    stage s of the first s and last s planes of a chunk. ``border[b - 1]`` then finishes
-    the 2 s planes around the border between chunks b - 1 and b, stage by stage (borders
-    ``chunk`` planes apart do not touch for up to ``(chunk + 1) // 2`` stages). Rows are
-    (plane, stage) pairs padded with -1. Not for a periodic z axis, whose first and last
+    (phase 0, ``sched[0, c]``), leaving out the planes whose stage would need a neighbour
+    chunk: stage s of the first s and last s planes of a chunk. Phase 1,
+    ``sched[1, b - 1]``, then finishes the 2 s planes around the border between chunks
+    b - 1 and b, stage by stage (borders ``chunk`` planes apart do not touch for up to
+    ``(chunk + 1) // 2`` stages). Rows are (plane, stage) pairs padded with -1; the rows of
+    a phase run in parallel, the phases one after the other. Not for a periodic z axis, whose first and last
     planes are neighbours.
     """
     S = nstages
     nch = (nz + chunk - 1) // chunk
-    first = np.full((nch, (chunk + S) * S, 2), -1, np.int64)
+    sched = np.full((2, nch, (chunk + S) * S, 2), -1, np.int64)
     for c in range(nch):
         z0 = c * chunk
         z1 = min(z0 + chunk, nz)
@@ -542,19 +543,18 @@ def stage_schedule(nz, nstages, chunk):  # type: ignore[no-untyped-def]
                 lo_ = z0 + s if c > 0 else 0
                 hi_ = z1 - 1 - s if c < nch - 1 else nz - 1
                 if lo_ <= j <= hi_:
-                    first[c, i, 0] = j
-                    first[c, i, 1] = s
+                    sched[0, c, i, 0] = j
+                    sched[0, c, i, 1] = s
                     i += 1
-    border = np.full((max(nch - 1, 0), max(S * S, 1), 2), -1, np.int64)
     for b in range(1, nch):
         zb = b * chunk
         i = 0
         for s in range(1, S):
             for j in range(zb - s, min(zb + s, nz)):
-                border[b - 1, i, 0] = j
-                border[b - 1, i, 1] = s
+                sched[1, b - 1, i, 0] = j
+                sched[1, b - 1, i, 1] = s
                 i += 1
-    return first, border
+    return sched
 
 
 @jit(parallel=True, error_model="numpy")
@@ -565,27 +565,19 @@ def coarse_gs_stages(ax, ay, az, kr, e, rhs, px, py, c1, nstages, chunk):  # typ
     if nstages < 1 or nstages > (chunk + 1) // 2:
         raise ValueError("coarse_gs_stages: nstages must be 1..(chunk + 1) // 2")
     nz, ny, nx = kr.shape
-    first, border = stage_schedule(nz, nstages, chunk)
-    for c in prange(first.shape[0]):
-        zrow = np.zeros(nx, np.float32)
-        out = np.empty(nx, np.float32)
-        dg = np.empty(nx, np.float32)
-        for i in range(first.shape[1]):
-            j = first[c, i, 0]
-            if j < 0:
-                break
-            _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, False, (c1 + first[c, i, 1]) & 1,
-                             j, zrow, out, dg)
-    for b in prange(border.shape[0]):
-        zrow = np.zeros(nx, np.float32)
-        out = np.empty(nx, np.float32)
-        dg = np.empty(nx, np.float32)
-        for i in range(border.shape[1]):
-            j = border[b, i, 0]
-            if j < 0:
-                break
-            _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, False, (c1 + border[b, i, 1]) & 1,
-                             j, zrow, out, dg)
+    sched = stage_schedule(nz, nstages, chunk)
+    for ph in range(2):
+        phase = sched[ph]  # (a prange indexing sched itself breaks numba's parfor lowering)
+        for c in prange(phase.shape[0]):
+            zrow = np.zeros(nx, np.float32)
+            out = np.empty(nx, np.float32)
+            dg = np.empty(nx, np.float32)
+            for i in range(phase.shape[1]):
+                j = phase[c, i, 0]
+                if j < 0:
+                    break
+                _coarse_gs_plane(ax, ay, az, kr, e, rhs, px, py, False,
+                                 (c1 + phase[c, i, 1]) & 1, j, zrow, out, dg)
 
 
 @jit(parallel=True, error_model="numpy")
