@@ -157,15 +157,16 @@ def cycle_profile(fs: FieldSet, name: str, sweep: float, repeats: int = 5) -> di
 
     steps = {
         "residual_float64": lambda: F.residual(op.labels, hi, lo, *args, r, part, invd, False),
-        "pre_smoothing": lambda: F.smooth_stages(e, r, invd, D, px, py, 0, 2 * mg.pre, True),
+        "pre_smoothing": lambda: F.smooth_stages(e, r, invd, D, px, py, 0, 2 * mg.pre, True,
+                                                 p, dots, False),
         "residual_and_restriction": lambda: F.residual_restrict(e, r, invd, D, px, py, pz,
                                                                 fz, fy, fx, L1.rhs),
         "coarse_levels": coarse,
         "prolongation": lambda: F.prolong_add(e, invd, L1.e, *mg.tables[0]),
-        "post_smoothing": lambda: F.smooth_stages(e, r, invd, D, px, py, 1, 2 * mg.post,
-                                                  False),
         "fjord_block_solve": lambda: mg._fjord_correct(e, r),
-        "krylov_inner_products": lambda: F.krylov_dots(e, r, invd, p, D, px, py, pz, dots),
+        # the solver fuses the Krylov inner products into the post-smoothing pass
+        "post_smoothing_and_krylov_inner_products": lambda: F.smooth_stages(
+            e, r, invd, D, px, py, 1, 2 * mg.post, False, p, dots, True),
         "update": lambda: F.update(hi, lo, e, p, 0.0, 0.0, 1.0, 1.0),
     }
     out = {}

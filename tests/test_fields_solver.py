@@ -544,7 +544,8 @@ def test_moving_cells_update_the_coarse_reaction_sums_incrementally() -> None:
 @pytest.mark.parametrize("periodic_z", [False, True])
 def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
     """The one-pass red-black stages equal that many half-sweeps exactly (shape 22 =
-    chunks of 8, 8 and 6 planes), and the Krylov update adds alpha (e + beta p)."""
+    chunks of 10, 10 and 2 planes), with or without the Krylov inner products fused as a
+    last stage, and the Krylov update adds alpha (e + beta p)."""
     from niche3d.fields import _fast as F
 
     bk = [2, 2, 0, 1, 0, 0] if periodic_z else [1, 0, 2, 2, 0, 1]
@@ -566,6 +567,8 @@ def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
     # the same pass gives ||b|| (sources, fixed-value faces), as the general kernel does
     assert np.sqrt(part[:, 1].sum()) == pytest.approx(mg.rhs_norm(op), rel=1e-12)
     px, py, pz = False, not periodic_z, periodic_z
+    part5 = np.zeros((shape[0], 5))
+    q = np.where(act, rng.integers(-F.P_MAX, F.P_MAX + 1, shape), 0).astype(np.int16)
     for first in (True, False):
         for n in (1, 2, 3, 4):
             e1 = np.where(act, rng.random(shape), 0).astype(np.float32)
@@ -574,10 +577,24 @@ def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
                 F.smooth(e1, r, invd, args[12], px, py, pz, (1 + i) & 1, first and i == 0)
             if periodic_z:  # the fused pass is for non-periodic z only
                 continue
-            F.smooth_stages(e2, r, invd, args[12], px, py, 1, n, first)
+            F.smooth_stages(e2, r, invd, args[12], px, py, 1, n, first, q, part5, False)
             assert np.array_equal(e1, e2), (first, n)
+            # the Krylov inner products fused as one more stage: the same numbers as the
+            # separate pass over the smoothed e
+            dots1 = np.zeros((shape[0], 5))
+            dots2 = np.full((shape[0], 5), np.nan)
+            e3 = np.where(act, rng.random(shape), 0).astype(np.float32)
+            e4 = e3.copy()
+            for i in range(n):
+                F.smooth(e3, r, invd, args[12], px, py, pz, (1 + i) & 1, first and i == 0)
+            F.krylov_dots(e3, r, invd, q, args[12], px, py, pz, dots1)
+            F.smooth_stages(e4, r, invd, args[12], px, py, 1, n, first, q, dots2, True)
+            assert np.array_equal(e3, e4) and np.array_equal(dots1, dots2), (first, n)
     with pytest.raises(ValueError, match="nstages"):
-        F.smooth_stages(e2, r, invd, args[12], px, py, 1, F.MAX_STAGES + 1, False)
+        F.smooth_stages(e2, r, invd, args[12], px, py, 1, F.MAX_STAGES + 1, False, q, part5,
+                        False)
+    with pytest.raises(ValueError, match="nstages"):
+        F.smooth_stages(e2, r, invd, args[12], px, py, 1, F.MAX_STAGES, False, q, part5, True)
     e = np.where(act, rng.random(shape), 0).astype(np.float32)
     q = np.where(act, rng.integers(-F.P_MAX, F.P_MAX + 1, shape), 0).astype(np.int16)
     ps_old, ps = 2.0**-14, 2.5 / F.P_MAX  # |e + 0.7 p| < 1 + 0.7 * 2 < 2.5

@@ -51,8 +51,10 @@ from niche3d.fields._kernels import (
 VALUE = 1
 PERIODIC = 2
 P_MAX = 32767  # largest |q| of the int16 Krylov direction p = q * scale
-_CHUNK = 8  # z-planes per chunk of the fused passes (fixed: results must not depend on threads)
-MAX_STAGES = (_CHUNK + 1) // 2  # smooth_stages: chunk borders 2 s planes wide must not touch
+_CHUNK = 10  # z-planes per chunk of the fused passes (fixed: results must not depend on threads)
+# smooth_stages: chunk borders 2 s planes wide must not touch. 5 = the 4 half-sweeps of
+# the post-smoothing plus the Krylov inner products fused after them.
+MAX_STAGES = (_CHUNK + 1) // 2
 
 
 @jit(error_model="numpy")
@@ -356,29 +358,39 @@ def smooth(e, r, invd, D, px, py, pz, colour, first):  # type: ignore[no-untyped
 
 
 @jit(parallel=True, error_model="numpy")
-def smooth_stages(e, r, invd, D, px, py, c1, nstages, first):  # type: ignore[no-untyped-def]
+def smooth_stages(e, r, invd, D, px, py, c1, nstages, first, p, part, want_dots):  # type: ignore[no-untyped-def]
     """``nstages`` red-black half-sweeps (colours ``c1``, ``1 - c1``, ``c1``, ...) in one
     wavefront pass over memory (:func:`~niche3d.fields._kernels.stage_schedule`), exactly
     equal to calling :func:`smooth` that many times. Not for a periodic z axis: there the
     first and last planes are neighbours (use :func:`smooth`).
+
+    With ``want_dots`` the pass has one more stage, the Krylov inner products of the
+    smoothed ``e`` into ``part`` (exactly :func:`krylov_dots`): a plane's products need
+    its neighbours' last half-sweep, which is what the wavefront gives any next stage.
+    That saves the separate pass over e, r, invd and p (~3 sweeps of a 256^3 cycle).
     """
-    if nstages > MAX_STAGES or nstages < 1:
-        raise ValueError("smooth_stages: nstages must be 1..MAX_STAGES")
+    total = nstages + (1 if want_dots else 0)
+    if nstages < 1 or total > MAX_STAGES:
+        raise ValueError("smooth_stages: nstages (+1 with want_dots) must be 1..MAX_STAGES")
     nz, ny, nx = e.shape
     D32 = np.float32(D)
-    sched = stage_schedule(nz, nstages, _CHUNK)
+    sched = stage_schedule(nz, total, _CHUNK)
     for ph in range(2):
         phase = sched[ph]  # (a prange indexing sched itself breaks numba's parfor lowering)
         for c in prange(phase.shape[0]):
             tmp = np.empty(nx, np.float32)
             zrow = np.zeros(nx, np.float32)
+            acc = np.empty((5, nx), np.float64)
             for i in range(phase.shape[1]):
                 j = phase[c, i, 0]
                 if j < 0:
                     break
                 s = phase[c, i, 1]
-                _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1, first and s == 0,
-                              j, tmp, zrow)
+                if s == nstages:
+                    _dots_plane(e, r, invd, p, D32, px, py, False, j, tmp, zrow, acc, part)
+                else:
+                    _smooth_plane(e, r, invd, D32, px, py, False, (c1 + s) & 1,
+                                  first and s == 0, j, tmp, zrow)
 
 
 @jit(parallel=True, error_model="numpy")
@@ -429,6 +441,26 @@ def prolong_add(e, invd, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-
                     ec[x] += b * row[x]
 
 
+@jit(error_model="numpy")
+def _dots_plane(e, r, invd, p, D32, px, py, pz, z, az, zrow, acc, part):  # type: ignore[no-untyped-def]
+    """:func:`krylov_dots` of plane z into ``part[z]``."""
+    nz, ny, nx = e.shape
+    zi = np.int64(z)
+    zm, zp = _nb(zi, nz, pz)
+    acc[:, :] = 0.0
+    for y in range(ny):
+        ym, yp = _nb(y, ny, py)
+        _nbsum_row(e, zi, y, zm, zp, ym, yp, px, zrow, az)
+        ec = e[zi, y]
+        ic = invd[zi, y]
+        rc = r[zi, y]
+        pc = p[zi, y]
+        for x in range(nx):
+            az[x] = ec[x] / ic[x] - D32 * az[x] if ic[x] > 0 else np.float32(0.0)
+        krylov_accumulate(ec, pc, rc, az, acc)
+    krylov_sums(acc, part, zi)
+
+
 @jit(parallel=True, error_model="numpy")
 def krylov_dots(e, r, invd, p, D, px, py, pz, part):  # type: ignore[no-untyped-def]
     """Per-plane partial sums for the Krylov step: ``part[z] = (z.Az, q.Az, r.z, r.q,
@@ -437,19 +469,7 @@ def krylov_dots(e, r, invd, p, D, px, py, pz, part):  # type: ignore[no-untyped-
     nz, ny, nx = e.shape
     D32 = np.float32(D)
     for z in prange(nz):
-        zi = np.int64(z)
-        zm, zp = _nb(zi, nz, pz)
         az = np.empty(nx, np.float32)
         zrow = np.zeros(nx, np.float32)
-        acc = np.zeros((5, nx), np.float64)
-        for y in range(ny):
-            ym, yp = _nb(y, ny, py)
-            _nbsum_row(e, zi, y, zm, zp, ym, yp, px, zrow, az)
-            ec = e[zi, y]
-            ic = invd[zi, y]
-            rc = r[zi, y]
-            pc = p[zi, y]
-            for x in range(nx):
-                az[x] = ec[x] / ic[x] - D32 * az[x] if ic[x] > 0 else np.float32(0.0)
-            krylov_accumulate(ec, pc, rc, az, acc)
-        krylov_sums(acc, part, z)
+        acc = np.empty((5, nx), np.float64)
+        _dots_plane(e, r, invd, p, D32, px, py, pz, z, az, zrow, acc, part)

@@ -376,7 +376,9 @@ class FieldSet:
                 )
             if arr.size and arr.dtype.kind not in "iu":
                 raise ValueError(f"cell_voxels must be integers, got dtype {arr.dtype}")
-            idx = np.unique(arr.astype(np.int64))
+            idx = arr.astype(np.int64)
+            if idx.size > 1 and not np.all(idx[1:] > idx[:-1]):  # sorted input: no sort
+                idx = np.unique(idx)
             if idx.size and (idx[0] < 0 or idx[-1] >= self.lattice.size):
                 bad = idx[0] if idx[0] < 0 else idx[-1]
                 raise ValueError(
