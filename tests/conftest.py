@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parent.parent
+
+# Every numba kernel of the suite runs with bounds checking (niche3d._jit reads
+# NICHE3D_BOUNDSCHECK when a kernel is decorated). numba's on-disk cache is keyed by source
+# and signature, not by the boundscheck flag, so the suite compiles into a cache of its own:
+# a kernel cached by a normal run can never stand in for a checked one, nor the reverse.
+# Both variables must be set before numba is first imported, which is why this is done at
+# conftest import, not in a fixture; subprocesses started by tests inherit them.
+os.environ.setdefault("NICHE3D_BOUNDSCHECK", "1")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".pytest_cache" / "numba-boundscheck"))
+
 # No Qt platform is forced here: pytest-xvfb gives the session a display, and the
 # plugin's tests choose offscreen themselves only when no display can exist.
-
-REPO = Path(__file__).resolve().parent.parent
 
 #: a scenario small enough for a test: 20 x 32 x 32 voxels, 2 simulated days
 TINY = {
