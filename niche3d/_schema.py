@@ -4,19 +4,33 @@ Each section of a scenario is a :class:`Section` (pydantic v2, unknown keys forb
 assignment validated). Every parameter is declared with :func:`param`, which records its
 unit, range and one-line description so that ``niche3d scenario docs`` can print the
 reference from the schema itself.
+
+This module is the ground floor of the package: it imports pydantic and the leaf
+:mod:`niche3d.names`, nothing else of niche3d.
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["Section", "param", "check_tissue_table"]
+from niche3d.names import TISSUE_NAMES
+
+__all__ = ["Section", "param", "check_tissue_table", "merge_tables"]
 
 
 class Section(BaseModel):
-    """Base of every scenario section: strict keys, validated assignment."""
+    """Base of every scenario section: strict keys, validated assignment.
+
+    A table parameter declared with ``param(..., merge=True)`` merges what the user gives
+    over its default key by key (recursively, through nested tables), the way a
+    ``--set a.b.c=value`` override does: ``[fields.diffusible.cxcl12]`` with one key
+    changes that key of the calibrated CXCL12 field and keeps ``scf``; a per-tissue table
+    with one tissue changes that tissue only. Lists and values replace; a model instance
+    given from Python is taken whole.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -24,6 +38,24 @@ class Section(BaseModel):
         validate_default=True,
         populate_by_name=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_over_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = None
+        for name, f in cls.model_fields.items():
+            extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+            if not extra.get("merge") or f.default_factory is None:
+                continue
+            key = name if name in data else (f.alias if f.alias in data else None)
+            if key is None or not isinstance(data[key], dict):
+                continue
+            if out is None:
+                out = dict(data)
+            out[key] = merge_tables(f.default_factory(), data[key])  # type: ignore[call-arg]
+        return data if out is None else out
 
 
 def param(
@@ -36,6 +68,7 @@ def param(
     le: float | None = None,
     lt: float | None = None,
     default_factory: Any = None,
+    merge: bool = False,
 ) -> Any:
     """Declare a scenario parameter with unit, range and description.
 
@@ -52,8 +85,15 @@ def param(
         Allowed range (inclusive / exclusive bounds).
     default_factory
         Callable making the default (for mutable defaults: tables, lists).
+    merge
+        For a table with a ``default_factory``: a table the user gives is merged over
+        the default key by key instead of replacing it (see :class:`Section`).
     """
-    extra = {"unit": unit}
+    extra: dict[str, Any] = {"unit": unit}
+    if merge:
+        if default_factory is None:
+            raise ValueError("merge=True needs a default_factory (the table to merge over)")
+        extra["merge"] = True
     if default_factory is not None:
         return Field(
             default_factory=default_factory,
@@ -75,19 +115,52 @@ def param(
     )
 
 
+def merge_tables(default: Any, user: Any) -> Any:
+    """``user`` merged over ``default``: dicts key by key, recursively; anything else replaces.
+
+    A pydantic model on the default side stands for its dump, so a user's partial table
+    completes a default model (``{"uptake_per_min": 0.2}`` over the calibrated CXCL12).
+
+    >>> merge_tables({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": 9}})
+    {'a': 1, 'b': {'c': 9, 'd': 3}}
+    """
+    if isinstance(default, BaseModel) and isinstance(user, dict):
+        default = default.model_dump()
+    if not (isinstance(default, dict) and isinstance(user, dict)):
+        return user
+    out = dict(default)
+    for k, v in user.items():
+        out[k] = merge_tables(default[k], v) if k in default else v
+    return out
+
+
 def check_tissue_table(
-    table: dict[str, float], *, what: str, ge: float | None = 0.0
+    table: dict[str, float],
+    *,
+    what: str,
+    ge: float | None = 0.0,
+    require: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Validate a per-tissue table ``{tissue name: value}``.
 
-    Raises ``ValueError`` naming the unknown tissue (with a did-you-mean) or the
-    out-of-range value; used as a pydantic field validator by section models.
+    Parameters
+    ----------
+    table
+        The user's table.
+    what
+        Its name in messages.
+    ge
+        Smallest allowed value (None: no bound).
+    require
+        Tissue names the table must give (``("marrow",)`` for tables whose marrow
+        value stands for every tissue not listed).
+
+    Raises
+    ------
+    ValueError
+        An unknown tissue (with a did-you-mean), an out-of-range value or a missing
+        required tissue; used as a pydantic field validator by section models.
     """
-    import difflib
-
-    # imported here: niche3d.tissue's package init imports the section schemas
-    from niche3d.tissue.codes import TISSUE_NAMES
-
     tissue_keys = tuple(TISSUE_NAMES.values())
     out: dict[str, float] = {}
     for key, value in table.items():
@@ -102,4 +175,10 @@ def check_tissue_table(
         if ge is not None and not v >= ge:
             raise ValueError(f"{what}[{name}] = {value!r} must be >= {ge}")
         out[name] = v
+    for name in require:
+        if name not in out:
+            raise ValueError(
+                f"{what} must give {name!r} (the value of every tissue not listed), "
+                f"got {dict(table)!r}"
+            )
     return out

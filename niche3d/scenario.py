@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
 from niche3d._schema import Section, param
 from niche3d.cells.config import CellsConfig
 from niche3d.fields.config import FieldsConfig
-from niche3d.interventions.config import Intervention
+from niche3d.interventions.config import GCSF, Intervention, Knockout
+from niche3d.names import CELL_FIELDS, CXCL12, MEMBRANE_SCF
 from niche3d.tissue.config import TissueConfig
 
 __all__ = [
@@ -105,6 +106,48 @@ class Scenario(Section):
     )
     output: OutputConfig = param(None, default_factory=OutputConfig, unit="-", description="records")
     run: RunConfig = param(None, default_factory=RunConfig, unit="-", description="run control")
+
+    @model_validator(mode="after")
+    def _signals_exist(self) -> Scenario:
+        problems = self.missing_signals()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def missing_signals(self) -> list[str]:
+        """What the cell rules and the interventions need but ``fields`` does not define.
+
+        The cell rules read the diffusible fields of :data:`niche3d.names.CELL_FIELDS`
+        every step; a knockout targets a diffusible field or ``membrane_scf``; G-CSF
+        lowers osteoblast CXCL12 production. Each problem is one message naming the key.
+        Validation runs this, and so does :class:`~niche3d.simulation.Simulation` before
+        any work, because Python code can replace ``scenario.fields.diffusible`` after
+        validation.
+        """
+        names = set(self.fields.diffusible)
+        out = [
+            f"fields.diffusible.{n}: required by the cell rules but missing (defined: "
+            f"{', '.join(sorted(names)) or 'none'})"
+            for n in CELL_FIELDS
+            if n not in names
+        ]
+        targets = names | {MEMBRANE_SCF}
+        for i, iv in enumerate(self.interventions):
+            if isinstance(iv, Knockout) and iv.field not in targets:
+                out.append(
+                    f"interventions.{i}.field = {iv.field!r}: no such signal; allowed: "
+                    + ", ".join(sorted(targets))
+                )
+            if isinstance(iv, GCSF) and CXCL12 not in names:
+                out.append(f"interventions.{i}: gcsf lowers osteoblast {CXCL12} production, "
+                           "but fields.diffusible does not define it")
+        return out
+
+    def check(self) -> None:
+        """Raise :class:`ScenarioError` if :meth:`missing_signals` finds anything."""
+        problems = self.missing_signals()
+        if problems:
+            raise ScenarioError("invalid scenario:\n  " + "\n  ".join(problems))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -316,6 +359,9 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         path = ".".join(clean) or "(top level)"
         value = err.get("input")
         etype = err.get("type", "")
+        if not clean and etype == "value_error":  # a whole-scenario check: its own words
+            lines.extend(str(err.get("msg", "invalid")).removeprefix("Value error, ").split("\n"))
+            continue
         if etype == "extra_forbidden":
             key = str(loc[-1])
             tags = [p for p in loc[:-1] if isinstance(p, str) and p in _KINDS]

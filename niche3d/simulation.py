@@ -3,7 +3,7 @@
 One cell step (``run.dt_hours``) is::
 
     effects = interventions at t            (doses, knockouts)
-    if effects changed or solve interval passed or cells moved a lot:
+    if effects changed by > 1 % or the solve interval (fields.solve_every_hours) passed:
         fields.solve(cells as sinks)        (quasi-steady, warm-started)
     cells.step(signals, modifiers)          (motility sub-steps, adhesion, cycle, fate, blood)
     t += dt; record at every output interval; checkpoint every N records
@@ -32,6 +32,7 @@ from niche3d._version import code_version
 from niche3d.cells import EVENT_NAMES, STATE_NAMES, CellModel, Modifiers, Signals
 from niche3d.fields import FieldSet
 from niche3d.interventions import Effects, InterventionSchedule
+from niche3d.names import CXCL12, MEMBRANE_SCF, SCF
 from niche3d.scenario import Scenario, ScenarioError
 from niche3d.tissue import Lattice, build_lattice
 
@@ -71,6 +72,8 @@ class Simulation:
     ) -> None:
         if not isinstance(scenario, Scenario):
             raise TypeError(f"scenario must be a niche3d Scenario, got {type(scenario).__name__}")
+        # before any expensive work: Python code may have removed a field after validation
+        scenario.check()
         self.scenario = scenario
         rc = scenario.run
         self.threads = set_threads(rc.threads)
@@ -281,12 +284,8 @@ class Simulation:
         return int(round(days * 24.0 / self.dt_hours)) // self._steps_per_record + 1
 
     def _signals(self) -> Signals:
-        f = self.fields
-        return Signals(
-            cxcl12=f["cxcl12"] if "cxcl12" in f.names else np.zeros(self.lattice.shape, np.float32),
-            scf=f["scf"] if "scf" in f.names else np.zeros(self.lattice.shape, np.float32),
-            membrane_scf=f.membrane_scf,
-        )
+        f = self.fields  # Scenario.check() made sure the cell fields exist
+        return Signals(cxcl12=f[CXCL12], scf=f[SCF], membrane_scf=f.membrane_scf)
 
     def _modifiers(self) -> Modifiers:
         e = self.effects
@@ -302,7 +301,7 @@ class Simulation:
         old = self._effects
         if not force and old is not None and new.close_to(old):
             return False
-        targets = set(self.fields.names) | {"membrane_scf"}
+        targets = set(self.fields.names) | {MEMBRANE_SCF}
         prev = old.source_scale if old is not None else {}
         for target in targets:
             for tissue in set(new.source_scale.get(target, {})) | set(prev.get(target, {})):

@@ -1,8 +1,14 @@
 """Scenario section ``[fields]``: diffusible signals and membrane SCF.
 
-Every rate is per tissue, keyed by tissue name (see :mod:`niche3d.tissue.codes`); a
-tissue missing from a table takes the table's ``marrow`` value for diffusion and 0 for
-secretion. Values are starting points from shared/BIOLOGY.md section 5 *(calibrate)*.
+Every rate is per tissue, keyed by tissue name (see :mod:`niche3d.names`); a tissue
+missing from a table takes the table's ``marrow`` value for diffusion and decay (so those
+tables must give ``marrow``) and 0 for secretion. Values are calibrated
+(docs/calibration.md) from the starting points of shared/BIOLOGY.md section 5.
+
+Tables merge over the defaults key by key: ``[fields.diffusible.cxcl12]`` with one key
+changes that key of the calibrated CXCL12 field and keeps ``scf``, and
+``secretion_per_min = {stroma = 0}`` changes stroma only (set a tissue to 0 to remove its
+production).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Literal
 from pydantic import field_validator, model_validator
 
 from niche3d._schema import Section, check_tissue_table, param
+from niche3d.names import CXCL12, MEMBRANE_SCF, SCF
 
 __all__ = ["FieldConfig", "BoundaryConfig", "MembraneSCFConfig", "FieldsConfig", "FACES"]
 
@@ -36,18 +43,21 @@ class FieldConfig(Section):
         default_factory=lambda: {"marrow": 20.0, "bone": 0.0},
         unit="µm²/s",
         description="effective diffusion coefficient per tissue (bone must be 0: impermeable)",
+        merge=True,
     )
     decay_per_min: dict[str, float] = param(
         None,
         default_factory=lambda: {"marrow": 0.05},
         unit="1/min",
         description="first-order decay (matrix binding, degradation) per tissue",
+        merge=True,
     )
     secretion_per_min: dict[str, float] = param(
         None,
         default_factory=dict,
         unit="field unit/min",
         description="production rate per tissue voxel",
+        merge=True,
     )
     uptake_per_min: float = param(
         0.1, unit="1/min", ge=0.0, description="receptor internalisation by a cell in its voxel"
@@ -68,7 +78,9 @@ class FieldConfig(Section):
     @field_validator("diffusion_um2_s", "decay_per_min", "secretion_per_min")
     @classmethod
     def _tables(cls, v: dict[str, float], info) -> dict[str, float]:  # type: ignore[no-untyped-def]
-        return check_tissue_table(v, what=info.field_name)
+        # diffusion and decay fall back to the marrow value for unlisted tissues
+        need = ("marrow",) if info.field_name != "secretion_per_min" else ()
+        return check_tissue_table(v, what=info.field_name, require=need)
 
     @field_validator("boundary")
     @classmethod
@@ -102,14 +114,14 @@ def _default_fields() -> dict[str, FieldConfig]:
         # effective diffusion is ~1 µm²/s (free ~100 µm²/s over a bound/free ratio ~100);
         # lifetime ~10 min (CXCR4/ACKR3 internalisation, CD26 and MMP cleavage). The decay
         # length sqrt(D/k) ~ 24 µm keeps CXCL12 at the perivascular stroma that makes it.
-        "cxcl12": FieldConfig(
+        CXCL12: FieldConfig(
             diffusion_um2_s={"marrow": 1.0, "bone": 0.0},
             decay_per_min={"marrow": 0.1},
             secretion_per_min={"stroma": 5.0, "endothelium": 1.5, "endosteum": 0.5, "sno": 0.5},
             uptake_per_min=0.1,
             window=(0.0, 40.0),
         ),
-        "scf": FieldConfig(
+        SCF: FieldConfig(
             diffusion_um2_s={"marrow": 30.0, "bone": 0.0},
             decay_per_min={"marrow": 0.05},
             secretion_per_min={"stroma": 2.0, "endothelium": 2.0, "endosteum": 0.3, "sno": 0.3},
@@ -127,6 +139,7 @@ class MembraneSCFConfig(Section):
         default_factory=lambda: {"endothelium": 1.0, "stroma": 1.0, "endosteum": 0.5, "sno": 0.5},
         unit="-",
         description="relative membrane SCF per expressing tissue (0 = knockout)",
+        merge=True,
     )
 
     protease_half_activity_per_min: float = param(
@@ -146,7 +159,12 @@ class FieldsConfig(Section):
     """All signals: diffusible fields by name plus membrane SCF."""
 
     diffusible: dict[str, FieldConfig] = param(
-        None, default_factory=_default_fields, unit="-", description="diffusible fields by name"
+        None,
+        default_factory=_default_fields,
+        unit="-",
+        description="diffusible fields by name (a table you give merges over the calibrated "
+        "cxcl12 and scf key by key)",
+        merge=True,
     )
     membrane_scf: MembraneSCFConfig = param(
         None, default_factory=MembraneSCFConfig, unit="-", description="membrane-bound SCF contact map"
@@ -163,3 +181,18 @@ class FieldsConfig(Section):
     max_cycles: int = param(
         100, unit="-", ge=1, le=10000, description="multigrid V-cycles at most per field and solve"
     )
+
+    @field_validator("diffusible")
+    @classmethod
+    def _names(cls, v: dict[str, FieldConfig]) -> dict[str, FieldConfig]:
+        if MEMBRANE_SCF in v:
+            raise ValueError(
+                f"{MEMBRANE_SCF!r} is the membrane SCF contact map ([fields.membrane_scf]), "
+                "not a diffusible field name"
+            )
+        for name in v:
+            if not name or not name.replace("_", "").isalnum():
+                raise ValueError(
+                    f"diffusible field name {name!r} must be letters, digits and '_'"
+                )
+        return v

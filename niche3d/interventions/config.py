@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from niche3d._schema import Section, check_tissue_table, param
+from niche3d.names import CXCL12, MEMBRANE_SCF
 
 __all__ = ["Knockout", "AMD3100", "GCSF", "FiveFU", "Transplant", "Intervention"]
 
@@ -22,7 +23,7 @@ class Knockout(Section):
     """
 
     kind: Literal["knockout"] = "knockout"
-    field: str = param("cxcl12", unit="-", description="diffusible field name or 'membrane_scf'")
+    field: str = param(CXCL12, unit="-", description=f"diffusible field name or {MEMBRANE_SCF!r}")
     sources: dict[str, float] = param(
         None,
         default_factory=lambda: {"stroma": 0.0},

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from niche3d.interventions.config import AMD3100, GCSF, FiveFU, Intervention, Knockout, Transplant
+from niche3d.names import CXCL12, MEMBRANE_SCF
 
 __all__ = ["Effects", "InterventionSchedule"]
 
@@ -86,12 +87,17 @@ class InterventionSchedule:
     """
 
     def __init__(self, interventions: Sequence[Intervention], field_names: Sequence[str]) -> None:
-        targets = set(field_names) | {"membrane_scf"}
+        targets = set(field_names) | {MEMBRANE_SCF}
         for i, iv in enumerate(interventions):
             if isinstance(iv, Knockout) and iv.field not in targets:
                 raise ValueError(
                     f"interventions.{i}.field = {iv.field!r}: no such signal; allowed: "
                     + ", ".join(sorted(targets))
+                )
+            if isinstance(iv, GCSF) and CXCL12 not in field_names:
+                raise ValueError(
+                    f"interventions.{i}: gcsf lowers osteoblast {CXCL12} production, but "
+                    f"there is no {CXCL12!r} field (fields: {', '.join(field_names) or 'none'})"
                 )
         self.interventions = list(interventions)
         self.field_names = tuple(field_names)
@@ -150,9 +156,9 @@ class InterventionSchedule:
                 protease += iv.protease_per_dose * level
                 if level > 0.01:
                     active.append("gcsf")
-                if keep < 1.0 and "cxcl12" in self.field_names:
+                if keep < 1.0:  # the constructor checked that CXCL12 exists
                     for tissue in _OSTEOBLAST:
-                        mul("cxcl12", tissue, keep)
+                        mul(CXCL12, tissue, keep)
         blockade = 0.0
         if conc > 0 and peak > 0:
             k = (1.0 - peak) / peak

@@ -1,15 +1,17 @@
 """Tissue codes: the one place that names, numbers and colours marrow tissue.
 
-The run store (``labels/tissue`` colours and names), the field specs (per-tissue
+The codes and names are declared in the leaf module :mod:`niche3d.names` (so that the
+scenario schema reads them without importing this package) and re-exported here, beside
+their descriptions and colours. The run store (``labels/tissue`` colours and names), the field specs (per-tissue
 tables keyed by name) and the napari plugin all read this module, so a code never
 means two things.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 import numpy as np
+
+from niche3d.names import TISSUE_NAMES, Tissue
 
 __all__ = [
     "Tissue",
@@ -20,26 +22,6 @@ __all__ = [
     "color_table",
 ]
 
-
-class Tissue(IntEnum):
-    """uint8 codes of the voxel lattice.
-
-    ``OUTSIDE`` is 0 so that napari draws it transparent.
-    """
-
-    OUTSIDE = 0
-    MARROW = 1
-    BONE = 2
-    ENDOSTEUM = 3
-    SNO = 4
-    SINUSOID = 5
-    ENDOTHELIUM = 6
-    ARTERIOLE = 7
-    STROMA = 8
-
-
-#: lower-case names used in scenario tables (``secretion = {stroma = 1.0}``).
-TISSUE_NAMES: dict[int, str] = {int(t): t.name.lower() for t in Tissue}
 
 TISSUE_DESCRIPTIONS: dict[str, str] = {
     "outside": "outside the simulated marrow block",
