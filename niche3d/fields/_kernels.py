@@ -434,6 +434,38 @@ def build_from_fine(lab, act, H, D2, klut, bk, cells, uptake, prot, hasprot, pse
                 az[Z, Y, X] = bz[Y, X] / fz
 
 
+@jit(parallel=True, error_model="numpy")
+def reaction_from_fine(lab, act, klut, cells, uptake, inv_dt, fz, fy, fx, kr, which):
+    """Recompute the reaction ``kr`` of the coarse cells ``which`` (flat indices into kr)
+    from the lattice, bit-identically to :func:`build_from_fine` (no protease map): the
+    same float64 terms added in the same order (z, then y, then x over the cell's
+    voxels), so an incremental update after cells moved equals a full rebuild."""
+    nz, ny, nx = lab.shape
+    NZ, NY, NX = kr.shape
+    for i in prange(which.shape[0]):
+        w = np.int64(which[i])
+        Z = w // (NY * NX)
+        Y = (w // NX) % NY
+        X = w % NX
+        s = 0.0
+        cnt = 0
+        for z in range(Z * fz, min(Z * fz + fz, nz)):
+            for y in range(Y * fy, min(Y * fy + fy, ny)):
+                row_start = (np.int64(z) * ny + y) * nx
+                j0, j1 = row_cells(cells, row_start, nx)
+                for x in range(X * fx, min(X * fx + fx, nx)):
+                    t = lab[z, y, x]
+                    if act[t] != 0:
+                        cnt += 1
+                        c = 0.0
+                        for j in range(j0, j1):
+                            if cells[j] == row_start + x:
+                                c = 1.0
+                        k = klut[t] + uptake * c + inv_dt
+                        s += k
+        kr[Z, Y, X] = s if cnt > 0 else -1.0
+
+
 # --------------------------------------------------------------------------- coarse levels
 @jit(error_model="numpy")
 def restrict_row(res, brow, fx):  # type: ignore[no-untyped-def]
@@ -709,6 +741,30 @@ def build_from_coarse(ax, ay, az, kr, fz, fy, fx, AX, AY, AZ, KR):  # type: igno
             Y = y // fy
             for x in range(nx):
                 AZ[Z, Y, x // fx] += az[z, y, x] / fz
+
+
+@jit(parallel=True, error_model="numpy")
+def reaction_from_coarse(kr, fz, fy, fx, KR, which):
+    """Recompute the reaction ``KR`` of the coarse cells ``which`` (flat indices into KR)
+    from level ``kr`` below, bit-identically to :func:`build_from_coarse` (float32 sums
+    of the active children in z, y, x order)."""
+    nz, ny, nx = kr.shape
+    NZ, NY, NX = KR.shape
+    for i in prange(which.shape[0]):
+        w = np.int64(which[i])
+        Z = w // (NY * NX)
+        Y = (w // NX) % NY
+        X = w % NX
+        s = np.float32(0.0)
+        cnt = 0
+        for z in range(Z * fz, min(Z * fz + fz, nz)):
+            for y in range(Y * fy, min(Y * fy + fy, ny)):
+                for x in range(X * fx, min(X * fx + fx, nx)):
+                    k = kr[z, y, x]
+                    if k >= 0.0:
+                        cnt += 1
+                        s += k
+        KR[Z, Y, X] = s if cnt > 0 else np.float32(-1.0)
 
 
 # --------------------------------------------------------------------------- reference unit

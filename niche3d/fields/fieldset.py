@@ -519,13 +519,13 @@ class FieldSet:
         return out
 
     def reset_solver_state(self) -> None:
-        """Forget history-dependent solver state; the next solve rebuilds every hierarchy.
+        """Make the next solve rebuild every multigrid hierarchy from scratch (optional).
 
-        The multigrid updates its coarse operators incrementally when only cells moved,
-        so their float32 rounding depends on the sequence of past updates. A checkpoint
-        holds the solutions but not that history: calling this at every checkpoint (as
-        :class:`~niche3d.simulation.Simulation` does) makes a run resumed from it continue
-        bit-identically to the run that wrote it.
+        Not needed for reproducibility: the hierarchy is a function of the current
+        operator only (an incremental update after cells moved is bit-identical to a full
+        rebuild, and cached block factorisations are reused only for an identical
+        matrix), so a run resumed from a checkpoint continues bit-identically with or
+        without this call, which costs one full rebuild per field and changes no result.
         """
         for f in self._fields.values():
             f.dirty = True

@@ -56,7 +56,6 @@ __all__ = ["OperatorSpec", "Multigrid"]
 _SERIAL_BELOW = 32**3  # coarse levels smaller than this run on one thread
 _DIRECT_MAX = 4096  # the coarsest level is solved by a sparse LU
 _POCKET_MAX = 4096  # closed permeable pockets up to this size are solved directly
-_FULL_REBUILD_EVERY = 64  # incremental cell updates between full rebuilds
 _FJORD_MAX = 50000  # fjord pieces up to this size get an exact block solve
 _STALL_CYCLES = 5  # cycles without a new lowest residual that end a solve (see _Stall)
 _GS_CHUNK = 8  # z-planes per chunk of the fused coarse-level sweeps (fixed: determinism)
@@ -319,9 +318,8 @@ class Multigrid:
 
         When only the cell occupancy changed since the last build (same labels, tables,
         uptake, boundary kinds, dt, no protease map), only the reaction sums of the coarse
-        cells above the changed voxels are updated (``+-uptake`` per voxel on every level);
-        every ``_FULL_REBUILD_EVERY``-th update is a full rebuild, which bounds the float32
-        rounding drift of the sums.
+        cells above the changed voxels are summed again (:meth:`_update_cells`), with a
+        result bit-identical to a full rebuild.
         """
         key = (
             id(op.labels), op.labels.shape, zlib.adler32(np.ascontiguousarray(op.labels)),
@@ -330,8 +328,7 @@ class Multigrid:
             float(op.inv_dt), np.asarray(op.bkind, np.int64).tobytes(), op.protease is None,
         )
         cells = op.cell_list()
-        if (key == self._build_key and op.protease is None
-                and self._incremental < _FULL_REBUILD_EVERY):
+        if key == self._build_key and op.protease is None:
             self._update_cells(op, cells)
             return
         t = op.tail()
@@ -360,12 +357,22 @@ class Multigrid:
         self._incremental = 0
 
     def forget_build(self) -> None:
-        """Make the next :meth:`build` a full rebuild (no incremental update)."""
+        """Make the next :meth:`build` a full rebuild (no incremental update). Optional:
+        the result is bit-identical to an incremental update (see :meth:`_update_cells`)."""
         self._build_key = None
         self._incremental = 0
 
     def _update_cells(self, op: OperatorSpec, cells: np.ndarray) -> None:
-        """Add +-uptake to the coarse reaction sums above voxels whose occupancy changed."""
+        """Recompute the reaction of the coarse cells above voxels whose occupancy changed.
+
+        Each touched coarse cell is summed again from the level below, in the order and
+        precision of the full build (:func:`~niche3d.fields._kernels.reaction_from_fine`,
+        :func:`~niche3d.fields._kernels.reaction_from_coarse`), so the hierarchy after any
+        sequence of incremental updates is bit-identical to a full rebuild for the same
+        operator: it depends on the current cells, not on how they got there. (Adding
+        ``+-uptake`` to the float32 sums, as an earlier version did, left rounding that
+        depended on the history of moves, so a rebuild at a checkpoint changed results.)
+        """
         changed = np.setxor1d(cells, self._cells, assume_unique=True)
         self._cells = cells.copy()
         if changed.size == 0 or op.uptake == 0.0:
@@ -374,22 +381,26 @@ class Multigrid:
         changed = changed[act]
         if changed.size == 0:
             return
-        delta = np.where(np.isin(changed, cells, assume_unique=True), op.uptake, -op.uptake)
+        act_t, _H, _D2 = op.tables()
+        klut = np.ascontiguousarray(op.decay, dtype=np.float64)
+        upt, inv_dt = float(op.uptake), float(op.inv_dt)
         nz, ny, nx = self.shape
         z, rem = np.divmod(changed, ny * nx)
         y, x = np.divmod(rem, nx)
-        pairs = list(zip(self.factors, self.levels, strict=True))
-        if self._L0 is not None:
-            pairs.insert(0, ((1, 1, 1), self._L0))
-        for f, L in pairs:
+        if self._L0 is not None:  # general path: level 0 stores the reaction per voxel
+            K.reaction_from_fine(op.labels, act_t, klut, cells, upt, inv_dt, 1, 1, 1,
+                                 self._L0.kr, changed)
+        below: _Level | None = None
+        for f, L in zip(self.factors, self.levels, strict=True):
             z, y, x = z // f[0], y // f[1], x // f[2]
             _, cy, cx = L.shape
-            flat = (z * cy + y) * cx + x
-            kr = L.kr.reshape(-1)
-            acc = np.zeros(kr.size, np.float64)
-            np.add.at(acc, flat, delta)
-            touched = np.unique(flat)
-            kr[touched] = (kr[touched].astype(np.float64) + acc[touched]).astype(np.float32)
+            which = np.unique((z * cy + y) * cx + x)
+            if below is None:
+                K.reaction_from_fine(op.labels, act_t, klut, cells, upt, inv_dt, *f, L.kr,
+                                     which)
+            else:
+                K.reaction_from_coarse(below.kr, *f, L.kr, which)
+            below = L
         self._lu = None
         self._incremental += 1
 
