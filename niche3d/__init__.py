@@ -11,9 +11,9 @@ takes seconds, which a CLI ``--help`` should not pay):
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from niche3d._lazy import lazy_exports
 from niche3d._version import __version__
 
 __all__ = [
@@ -49,14 +49,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from niche3d.tissue.lattice import Lattice
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'niche3d' has no attribute {name!r}")
-    value = getattr(import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -165,8 +165,41 @@ class Scenario(Section):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Scenario:
-        """Read and validate a TOML scenario file."""
+        """Read and validate a TOML scenario file (the same as :func:`load_scenario`)."""
         return load_scenario(path)
+
+    @classmethod
+    def from_toml_text(
+        cls, text: str, *, source: str = "scenario", base_dir: str | Path | None = None
+    ) -> Scenario:
+        """Parse and validate TOML text: the one parser behind every way to load a scenario.
+
+        Parameters
+        ----------
+        text
+            The TOML document.
+        source
+            Its name in error messages (a file path, or a store's ``scenario``).
+        base_dir
+            Directory that a relative ``tissue.image.path`` is relative to (the scenario
+            file's); None leaves relative paths as written.
+
+        Raises
+        ------
+        ScenarioError
+            TOML syntax error, unknown key, wrong type or value out of range.
+        """
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
+        tissue = data.get("tissue")
+        img = tissue.get("image") if isinstance(tissue, dict) else None
+        if base_dir is not None and isinstance(img, dict) and isinstance(img.get("path"), str):
+            ip = Path(img["path"])
+            if not ip.is_absolute():
+                img["path"] = str((Path(base_dir) / ip).resolve())
+        return cls.from_dict(data, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/TOML-safe dict (None values dropped)."""
@@ -207,18 +240,10 @@ def load_scenario(path: str | Path, overrides: list[str] | dict[str, Any] | None
     if p.is_dir():
         raise ScenarioError(f"scenario path {str(p)!r} is a directory, expected a .toml file")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ScenarioError(f"{p}: not a UTF-8 text file") from None
-    # relative image paths are relative to the scenario file
-    img = data.get("tissue", {}).get("image") if isinstance(data.get("tissue"), dict) else None
-    if isinstance(img, dict) and isinstance(img.get("path"), str):
-        ip = Path(img["path"])
-        if not ip.is_absolute():
-            img["path"] = str((p.parent / ip).resolve())
-    sc = Scenario.from_dict(data, source=str(p))
+    sc = Scenario.from_toml_text(text, source=str(p), base_dir=p.parent)
     if overrides:
         sc = sc.with_overrides(overrides)
     return sc
@@ -456,6 +481,12 @@ def scenario_reference(fmt: Literal["markdown", "text"] = "markdown") -> str:
         "name, a domain face); the defaults shown there are those of a newly added entry: the",
         "calibrated values of the built-in `cxcl12` and `scf` fields are printed in full by",
         "`niche3d scenario show`. `[[interventions]]` tables are chosen by their `kind`.",
+        "",
+        "Tables with calibrated defaults (`fields.diffusible`, its per-tissue tables and",
+        "`fields.membrane_scf.expression`) merge key by key: `[fields.diffusible.cxcl12]`",
+        "with one key changes that key of the calibrated CXCL12 and keeps `scf`;",
+        "`secretion_per_min = {stroma = 0}` changes stroma only. Other tables (a knockout's",
+        "`sources`, `tissue.image.labels`) are exactly what you write.",
         "",
         "| key | default | unit | allowed | description |",
         "|---|---|---|---|---|",

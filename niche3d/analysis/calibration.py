@@ -221,7 +221,7 @@ def _wall_distance(lattice: Lattice, compartment: str) -> np.ndarray:
 def _check_run(run: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     for attr in ("cells", "metrics", "tissue", "voxel_um"):
         if not hasattr(run, attr):
-            raise ValueError(f"run must be a niche3d Run (open_run), got {type(run).__name__} without .{attr}")
+            raise TypeError(f"run must be a niche3d Run (open_run), got {type(run).__name__} without .{attr}")
     metrics = run.metrics
     if len(metrics) < 2:
         raise ValueError(f"{getattr(run, 'path', 'run')}: need at least two records, found {len(metrics)}")

@@ -1,15 +1,20 @@
-"""Timed perturbations: drugs with pharmacokinetics, knockouts by source tissue."""
+"""Timed perturbations: drugs with pharmacokinetics, knockouts by source tissue.
 
-from niche3d.interventions.config import AMD3100, GCSF, FiveFU, Intervention, Knockout, Transplant
-from niche3d.interventions.schedule import Effects, InterventionSchedule
+Names load lazily (see :mod:`niche3d._lazy`).
+"""
 
-__all__ = [
-    "AMD3100",
-    "GCSF",
-    "FiveFU",
-    "Knockout",
-    "Transplant",
-    "Intervention",
-    "Effects",
-    "InterventionSchedule",
-]
+from __future__ import annotations
+
+from niche3d._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(
+        ("AMD3100", "GCSF", "FiveFU", "Knockout", "Transplant", "Intervention"),
+        "niche3d.interventions.config",
+    ),
+    "Effects": "niche3d.interventions.schedule",
+    "InterventionSchedule": "niche3d.interventions.schedule",
+}
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

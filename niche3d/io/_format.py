@@ -9,8 +9,11 @@ every integer up to 2**53 exactly; larger integers are refused at write time.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +29,8 @@ __all__ = [
     "column_unit",
     "encode_columns",
     "decode_table",
+    "is_run_store",
+    "records_written",
 ]
 
 FORMAT_NAME = "niche3d-run"
@@ -33,6 +38,48 @@ FORMAT_NAME = "niche3d-run"
 FORMAT_VERSION = 2
 TABLES: tuple[str, ...] = ("cells", "events", "metrics")
 MAX_EXACT_INT = 2**53
+
+def _run_attrs(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The root ``niche3d`` run attributes of a store, or None; never raises."""
+    try:
+        meta_path = Path(path) / "zarr.json"
+        if not meta_path.is_file():
+            return None
+        with open(meta_path, "rb") as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError, TypeError):
+        return None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    run = attrs.get("niche3d") if isinstance(attrs, dict) else None
+    # the root's run attributes; sub-groups (tables/) carry a "niche3d" dict too, without it
+    if isinstance(run, dict) and "n_records_written" in run:
+        return run
+    return None
+
+
+def is_run_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a niche3d run store (its root ``zarr.json`` has run attributes).
+
+    Reads one small JSON file with the standard library (no zarr), so a napari reader can
+    ask it of every path it is offered; never raises. A store this returns True for may
+    still be damaged: :func:`niche3d.io.check_store` checks it whole.
+    """
+    return _run_attrs(path) is not None
+
+
+def records_written(path: str | os.PathLike[str]) -> int:
+    """Records committed to the run store at ``path`` so far; -1 if it is not a run store.
+
+    Cheap (one small JSON file), for polling a store that another process is writing.
+    """
+    run = _run_attrs(path)
+    if run is None:
+        return -1
+    try:
+        return int(run["n_records_written"])
+    except (TypeError, ValueError):
+        return -1
+
 
 #: units of well-known columns; others are derived from a name suffix or are dimensionless.
 _KNOWN_UNITS: dict[str, str] = {
@@ -100,7 +147,7 @@ def encode_columns(
         float64 columns, the original numpy dtype name of each column and the row count.
     """
     if not isinstance(columns, Mapping):
-        raise ValueError(f"{table}: columns must be a mapping of name -> array, got {type(columns).__name__}")
+        raise TypeError(f"{table}: columns must be a mapping of name -> array, got {type(columns).__name__}")
     values: dict[str, np.ndarray] = {}
     dtypes: dict[str, str] = {}
     n_rows: int | None = None

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import threading
-import tomllib
 from collections import OrderedDict
 from functools import cached_property
 from pathlib import Path
@@ -311,8 +310,8 @@ class Run:
         from niche3d.scenario import Scenario, ScenarioError
 
         try:
-            return Scenario.from_dict(tomllib.loads(self.scenario_toml), source=f"{self.path} scenario")
-        except (ScenarioError, tomllib.TOMLDecodeError) as exc:
+            return Scenario.from_toml_text(self.scenario_toml, source=f"{self.path} scenario")
+        except ScenarioError as exc:
             raise StoreError(
                 f"{self.path}: the stored scenario does not validate with this niche3d "
                 f"(written by {self.code_version}): {exc}"

@@ -195,7 +195,7 @@ class RunWriter:
         from niche3d.scenario import Scenario
 
         if not isinstance(scenario, Scenario):
-            raise ValueError(f"scenario must be a niche3d.scenario.Scenario, got {type(scenario).__name__}")
+            raise TypeError(f"scenario must be a niche3d.scenario.Scenario, got {type(scenario).__name__}")
         labels = np.asarray(labels)
         if labels.ndim != 3 or labels.dtype != np.uint8 or min(labels.shape) < 1:
             raise ValueError(
@@ -552,7 +552,7 @@ class RunWriter:
 
     def _metric_columns(self, metrics: Mapping[str, float]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         if not isinstance(metrics, Mapping):
-            raise ValueError(f"metrics must be a mapping of name -> number, got {type(metrics).__name__}")
+            raise TypeError(f"metrics must be a mapping of name -> number, got {type(metrics).__name__}")
         for k, v in metrics.items():
             if np.ndim(v) != 0:
                 raise ValueError(f"metric {k!r} must be a single number, got shape {np.shape(v)}")
@@ -786,9 +786,9 @@ def _write_checkpoint(
     import io
 
     if not isinstance(state, Mapping):
-        raise ValueError(f"state must be a mapping of name -> array, got {type(state).__name__}")
+        raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")
     if not isinstance(meta, Mapping):
-        raise ValueError(f"meta must be a mapping, got {type(meta).__name__}")
+        raise TypeError(f"meta must be a mapping, got {type(meta).__name__}")
     arrays: dict[str, np.ndarray] = {}
     for k, v in state.items():
         if not isinstance(k, str) or not k or k.startswith("__niche3d"):

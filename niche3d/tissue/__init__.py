@@ -1,6 +1,9 @@
 """The static world: tissue codes, the voxel lattice, the procedural marrow generator,
 import of segmented images and geometry statistics.
 
+Names load lazily (see :mod:`niche3d._lazy`): the scenario schema imports
+``niche3d.tissue.config`` without paying for scipy and numba.
+
 Examples
 --------
 >>> from niche3d.tissue import TissueConfig, build_lattice, geometry_report
@@ -11,86 +14,28 @@ Examples
 
 from __future__ import annotations
 
-from niche3d.tissue.codes import (
-    TISSUE_COLORS,
-    TISSUE_DESCRIPTIONS,
-    TISSUE_NAMES,
-    Tissue,
-    color_table,
-    tissue_code,
-)
-from niche3d.tissue.config import ImageConfig, TissueConfig
-from niche3d.tissue.generator import generate_marrow
-from niche3d.tissue.importer import ImportReport, load_label_image, read_label_image
-from niche3d.tissue.lattice import Lattice
-from niche3d.tissue.stats import (
-    format_geometry_report,
-    geometry_report,
-    geometry_stats,
-    local_thickness,
-)
+from niche3d._lazy import lazy_exports
 
-__all__ = [
-    "Tissue",
-    "TISSUE_NAMES",
-    "TISSUE_COLORS",
-    "TISSUE_DESCRIPTIONS",
-    "tissue_code",
-    "color_table",
-    "Lattice",
-    "TissueConfig",
-    "ImageConfig",
-    "ImportReport",
-    "build_lattice",
-    "generate_marrow",
-    "load_label_image",
-    "read_label_image",
-    "geometry_stats",
-    "geometry_report",
-    "format_geometry_report",
-    "local_thickness",
-]
+_EXPORTS = {
+    "Tissue": "niche3d.tissue.codes",
+    "TISSUE_NAMES": "niche3d.tissue.codes",
+    "TISSUE_COLORS": "niche3d.tissue.codes",
+    "TISSUE_DESCRIPTIONS": "niche3d.tissue.codes",
+    "tissue_code": "niche3d.tissue.codes",
+    "color_table": "niche3d.tissue.codes",
+    "Lattice": "niche3d.tissue.lattice",
+    "TissueConfig": "niche3d.tissue.config",
+    "ImageConfig": "niche3d.tissue.config",
+    "ImportReport": "niche3d.tissue.importer",
+    "build_lattice": "niche3d.tissue.build",
+    "generate_marrow": "niche3d.tissue.generator",
+    "load_label_image": "niche3d.tissue.importer",
+    "read_label_image": "niche3d.tissue.importer",
+    "geometry_stats": "niche3d.tissue.stats",
+    "geometry_report": "niche3d.tissue.stats",
+    "format_geometry_report": "niche3d.tissue.stats",
+    "local_thickness": "niche3d.tissue.stats",
+}
+__all__ = list(_EXPORTS)
 
-
-def build_lattice(
-    shape: tuple[int, int, int], voxel_um: float, config: TissueConfig, seed: int
-) -> Lattice:
-    """Build the lattice a scenario asks for.
-
-    Parameters
-    ----------
-    shape
-        Domain shape (z, y, x) in voxels (``domain.shape``).
-    voxel_um
-        Voxel edge in µm (``domain.voxel_um``).
-    config
-        The ``[tissue]`` section. ``config.source`` selects the procedural generator
-        (:func:`generate_marrow`) or the import of a segmented image
-        (:func:`load_label_image`).
-    seed
-        Run seed; used when ``config.seed`` is None (a fixed ``config.seed`` shares one
-        geometry across replicates).
-
-    Returns
-    -------
-    Lattice
-
-    Notes
-    -----
-    For ``source = "image"`` the image defines the lattice: it is resampled to
-    ``voxel_um``, and its resulting shape wins over ``shape``. A difference is not an
-    error; it is reported on the returned lattice's ``import_report`` attribute
-    (``shape_requested`` and ``shape``), which ``niche3d geometry`` and the run log print.
-    """
-    if not isinstance(config, TissueConfig):
-        raise ValueError(f"config must be a TissueConfig, got {type(config).__name__}")
-    use_seed = config.seed if config.seed is not None else seed
-    if config.source == "procedural":
-        return generate_marrow(shape, voxel_um, config, use_seed)
-    if config.source == "image":
-        if config.image is None:  # the config validator prevents this; keep the message
-            raise ValueError("tissue.source = 'image' needs a [tissue.image] table with a path")
-        return load_label_image(config, voxel_um, shape_requested=shape, seed=use_seed)
-    raise ValueError(
-        f"tissue.source = {config.source!r} is not supported; allowed: 'procedural', 'image'"
-    )
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -457,7 +457,7 @@ def _check_inputs(shape: tuple[int, int, int], voxel_um: float, config: TissueCo
     ):
         raise ValueError(f"voxel_um must be a positive number of µm, got {voxel_um!r}")
     if not isinstance(config, TissueConfig):
-        raise ValueError(f"config must be a TissueConfig, got {type(config).__name__}")
+        raise TypeError(f"config must be a TissueConfig, got {type(config).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     return shp  # type: ignore[return-value]

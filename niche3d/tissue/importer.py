@@ -375,7 +375,7 @@ def load_label_image(
     elif isinstance(config, ImageConfig):
         img, tcfg = config, TissueConfig()
     else:
-        raise ValueError(f"config must be a TissueConfig or ImageConfig, got {type(config).__name__}")
+        raise TypeError(f"config must be a TissueConfig or ImageConfig, got {type(config).__name__}")
     if isinstance(voxel_um, bool) or not (
         isinstance(voxel_um, numbers.Real) and math.isfinite(voxel_um) and voxel_um > 0
     ):

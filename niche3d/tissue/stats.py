@@ -398,7 +398,7 @@ def geometry_stats(
           ``sno_share_of_endosteum``, ``arteriole_fraction``, ``enterable_fraction``.
     """
     if not isinstance(lattice, Lattice):
-        raise ValueError(f"lattice must be a niche3d Lattice, got {type(lattice).__name__}")
+        raise TypeError(f"lattice must be a niche3d Lattice, got {type(lattice).__name__}")
     v = lattice.voxel_um
     lab = lattice.labels
     tissue = lab != Tissue.OUTSIDE
@@ -569,7 +569,7 @@ def geometry_report(
     from niche3d.tissue.config import TissueConfig
 
     if not isinstance(config, TissueConfig):
-        raise ValueError(f"config must be a TissueConfig, got {type(config).__name__}")
+        raise TypeError(f"config must be a TissueConfig, got {type(config).__name__}")
     cort = config.cortical_thickness_um if config.cortical_shell else 0.0
     stats = geometry_stats(lattice, cortical_um=cort)
     rows: list[tuple[str, float, float | None, str]] = []

@@ -1,8 +1,9 @@
 """Reader: a niche3d run store -> napari layers.
 
 The reader claims a path only when its root ``zarr.json`` carries a ``niche3d``
-attribute, checked with :mod:`json` alone (no zarr, no niche3d import), so it never
-steals other zarr stores and answers in well under a millisecond for them.
+attribute, checked by :func:`niche3d.io.is_run_store` (one small JSON file; no zarr, and
+niche3d's lazy namespaces load nothing else), so it never steals other zarr stores and
+answers in well under a millisecond for them.
 
 Every layer shares one world frame: data coordinates are (record index, voxel z, y, x),
 ``scale = (record_hours, voxel_um, voxel_um, voxel_um)`` and ``translate`` = the first
@@ -12,7 +13,6 @@ centres) and the time slider steps one record at a time for every layer.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -86,7 +86,7 @@ class RunLike(Protocol):
 
 # ---------------------------------------------------------------------- detection
 def is_run_store(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a niche3d run store: its ``zarr.json`` has ``niche3d`` run attributes.
+    """Whether ``path`` is a niche3d run store (:func:`niche3d.io.is_run_store`).
 
     Reads one small JSON file; never raises for a missing or malformed path.
 
@@ -100,18 +100,9 @@ def is_run_store(path: str | os.PathLike[str]) -> bool:
     bool
         True for a niche3d run store.
     """
-    try:
-        meta_path = Path(path) / "zarr.json"
-        if not meta_path.is_file():
-            return False
-        with open(meta_path, "rb") as fh:
-            meta = json.load(fh)
-    except (OSError, ValueError, TypeError):
-        return False
-    attrs = meta.get("attributes") if isinstance(meta, dict) else None
-    run_attrs = attrs.get("niche3d") if isinstance(attrs, dict) else None
-    # the root's run attributes; sub-groups (tables/) carry a "niche3d" dict too, without it
-    return isinstance(run_attrs, dict) and "n_records_written" in run_attrs
+    from niche3d.io import is_run_store as probe
+
+    return probe(path)
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerDataTuple]] | None:

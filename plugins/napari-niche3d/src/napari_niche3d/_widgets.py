@@ -54,14 +54,9 @@ _NOT_METRICS = frozenset({"t", "t_hours", "record"})
 
 
 def _records_written(path: str) -> int:
-    import json
+    from niche3d.io import records_written
 
-    try:
-        with open(Path(path) / "zarr.json", "rb") as fh:
-            attrs = json.load(fh).get("attributes", {}).get("niche3d", {})
-        return int(attrs.get("n_records_written", -1))
-    except (OSError, ValueError, TypeError):
-        return -1
+    return records_written(path)
 
 
 def open_run_cached(path: str) -> Any:
