@@ -349,9 +349,11 @@ class Simulation:
             "last_solve_step": self._last_solve_step,
             "effects_t_hours": self._effects_t,
         }
+        # No solver reset here: the multigrid hierarchy is a pure function of the current
+        # operator (incremental cell updates equal a full rebuild bit for bit), so a run
+        # resumed from this checkpoint, with its freshly built hierarchy, continues exactly
+        # as this one does, and the checkpoint cadence cannot change any result.
         self.writer.write_checkpoint(state, meta)
-        # the resumed run starts from a fresh solver hierarchy: so must this one
-        self.fields.reset_solver_state()
 
     def _load_state(self, state: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         cells = {k.removeprefix("cells/"): v for k, v in state.items() if k.startswith("cells/")}

@@ -92,6 +92,30 @@ def test_resume_after_checkpoint_is_bit_identical(tmp_path: Path, tiny_scenario)
     _tables_equal(open_run(tmp_path / "full.zarr"), open_run(tmp_path / "part.zarr"))
 
 
+def test_output_settings_do_not_change_results(tmp_path: Path, tiny_scenario) -> None:
+    """Checkpoint cadence, stored fields or no store at all: the same cells and metrics."""
+    from niche3d.io import open_run
+    from niche3d.simulation import Simulation
+
+    sc = tiny_scenario.with_overrides({"output.interval_hours": 6.0})
+    runs = {}
+    for label, over in (("every record", {"output.checkpoint_every_records": 1}),
+                        ("never", {"output.checkpoint_every_records": 1000}),
+                        ("no fields", {"output.checkpoint_every_records": 3, "output.fields": False})):
+        sim = Simulation(sc.with_overrides(over), tmp_path / f"{len(runs)}.zarr").run()
+        runs[label] = (open_run(sim.out), sim.snapshot())
+    memory = Simulation(sc).run().snapshot()
+    ref, ref_snap = runs["every record"]
+    for label, (run, snap) in runs.items():
+        for name in ("cells", "events", "metrics"):
+            pd.testing.assert_frame_equal(getattr(run, name), getattr(ref, name), obj=f"{label} {name}")
+        for key in ref_snap:
+            np.testing.assert_array_equal(snap[key], ref_snap[key], err_msg=f"{label} {key}")
+    for key in ref_snap:
+        np.testing.assert_array_equal(memory[key], ref_snap[key], err_msg=f"in memory {key}")
+    _tables_equal(runs["never"][0], ref)
+
+
 def test_thread_count_does_not_change_the_store(tmp_path: Path) -> None:
     outs = []
     for threads in (1, 2):
