@@ -203,3 +203,28 @@ def test_other_bad_arguments(run):
         division_intervals(run.metrics.iloc[:1])
     with pytest.raises(ValueError, match="niche3d Run"):
         calibration_table(object())
+
+
+#: The acceptable ranges as BIOLOGY.md section 6 states them, written out here on purpose:
+#: widening a range in niche3d.analysis.calibration (to make a run "pass") must fail this
+#: test, and a deliberate change must be made in both places, with its source.
+PINNED_RANGES = {
+    "perisinusoidal_share": (0.75, 0.95),
+    "perisinusoidal_enrichment": (1.0, math.inf),
+    "dividing_vs_resting_sinusoid_p": (0.01, 1.0),
+    "dormant_endosteal_enrichment": (1.0, math.inf),
+    "sg2m_fraction": (0.03, 0.06),
+    "g0_fraction": (0.55, 0.75),
+    "dormant_fraction": (0.12, 0.30),
+    "dormant_residence_days": (90.0, 250.0),
+    "active_division_interval_days": (7.0, 40.0),
+    "hsc_drift_per_30d": (-0.10, 0.10),
+    "mpp_output_weeks_share": (0.95, 1.0),
+    "mpp_zero_days_excess": (-math.inf, 0.0),
+}
+
+
+def test_target_ranges_are_pinned() -> None:
+    assert {k: (t.low, t.high) for k, t in TARGETS.items()} == PINNED_RANGES
+    for t in TARGETS.values():
+        assert t.source.strip(), f"{t.key} has no source"
