@@ -41,7 +41,8 @@ from scipy.sparse.linalg import cg
 
 import niche3d.fields
 from niche3d.fields import FieldSet, OperatorSpec
-from niche3d.fields import _kernels as K
+from niche3d.fields import _solution_storage as K
+from niche3d.fields import _uniform_kernels as UK
 from niche3d.fields.config import FieldsConfig
 from niche3d.tissue.codes import Tissue
 from niche3d.tissue.lattice import Lattice
@@ -131,8 +132,6 @@ def cycle_profile(fs: FieldSet, name: str, sweep: float, repeats: int = 5) -> di
     """Time of each step of one correction cycle of the uniform-diffusivity path, in
     sweep equivalents (best of ``repeats``), on the current state of field ``name``:
     where a cycle's cost goes. None for a per-tissue-D field (general path)."""
-    from niche3d.fields import _fast as F
-
     f = fs._fields[name]
     mg = f.mg
     op = fs._op(f)
@@ -140,7 +139,7 @@ def cycle_profile(fs: FieldSet, name: str, sweep: float, repeats: int = 5) -> di
     if args is None:
         return None
     e, r, invd, p = mg._work()
-    D = args[12]
+    D = args.D
     px, py, pz = mg.periodic[2], mg.periodic[1], mg.periodic[0]
     if pz:
         return None  # the fused level-0 passes are for a non-periodic z axis
@@ -149,25 +148,25 @@ def cycle_profile(fs: FieldSet, name: str, sweep: float, repeats: int = 5) -> di
     part = np.zeros((mg.shape[0], 2))
     dots = np.zeros((mg.shape[0], 5))
     hi, lo = f.hi.copy(), f.lo.copy()
-    F.residual(op.labels, hi, lo, *args, r, part, invd, True)
+    UK.residual(op.labels, hi, lo, *args, r, part, invd, True)
 
     def coarse() -> None:
         L1.e[...] = 0.0
-        mg._coarse_cycle(0)
+        mg.coarse.cycle(0)
 
     steps = {
-        "residual_float64": lambda: F.residual(op.labels, hi, lo, *args, r, part, invd, False),
-        "pre_smoothing": lambda: F.smooth_stages(e, r, invd, D, px, py, 0, 2 * mg.pre, True,
+        "residual_float64": lambda: UK.residual(op.labels, hi, lo, *args, r, part, invd, False),
+        "pre_smoothing": lambda: UK.smooth_stages(e, r, invd, D, px, py, 0, 2 * mg.pre, True,
                                                  p, dots, False),
-        "residual_and_restriction": lambda: F.residual_restrict(e, r, invd, D, px, py, pz,
+        "residual_and_restriction": lambda: UK.residual_restrict(e, r, invd, D, px, py, pz,
                                                                 fz, fy, fx, L1.rhs),
         "coarse_levels": coarse,
-        "prolongation": lambda: F.prolong_add(e, invd, L1.e, *mg.tables[0]),
-        "fjord_block_solve": lambda: mg._fjord_correct(e, r),
+        "prolongation": lambda: UK.prolong_add(e, invd, L1.e, *mg.tables[0]),
+        "fjord_block_solve": lambda: mg.blocks.correct_fjords(e, r),
         # the solver fuses the Krylov inner products into the post-smoothing pass
-        "post_smoothing_and_krylov_inner_products": lambda: F.smooth_stages(
+        "post_smoothing_and_krylov_inner_products": lambda: UK.smooth_stages(
             e, r, invd, D, px, py, 1, 2 * mg.post, False, p, dots, True),
-        "update": lambda: F.update(hi, lo, e, p, 0.0, 0.0, 1.0, 1.0),
+        "update": lambda: UK.update(hi, lo, e, p, 0.0, 0.0, 1.0, 1.0),
     }
     out = {}
     for key, fn in steps.items():
@@ -217,11 +216,11 @@ def memory_breakdown(fs: FieldSet, name: str) -> dict:
 def sweep_time(shape: tuple[int, int, int], repeats: int = 10) -> float:
     u = np.random.default_rng(0).random(shape, dtype=np.float32)
     v = np.zeros_like(u)
-    K.stencil_sweep(u, v)
+    UK.stencil_sweep(u, v)
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
-        K.stencil_sweep(u, v)
+        UK.stencil_sweep(u, v)
         ts.append(time.perf_counter() - t)
     return float(np.median(ts))
 

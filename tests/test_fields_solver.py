@@ -10,7 +10,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
 from niche3d.fields import FieldSet, Multigrid, OperatorSpec
-from niche3d.fields import _kernels as FK
+from niche3d.fields import _level_kernels as LK
+from niche3d.fields import _solution_storage as FK
 from niche3d.fields.config import BoundaryConfig, FieldConfig, FieldsConfig
 from niche3d.tissue.codes import Tissue
 from niche3d.tissue.lattice import Lattice
@@ -442,7 +443,7 @@ def test_local_system_reproduces_rows_of_the_assembled_matrix(seed: int) -> None
     active = np.flatnonzero(act)
     idx = np.sort(rng.choice(active, active.size // 3, replace=False))
     mg = Multigrid(shape, (True, False, False))
-    A_II, b_I, W, ext = mg._local_system(op, idx)
+    A_II, b_I, W, ext = mg.blocks.local_system(op, idx)
     xfull = np.zeros(act.size)
     xfull[act] = rng.random(active.size)
     pos = np.full(act.size, -1)
@@ -606,7 +607,7 @@ def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
     """The one-pass red-black stages equal that many half-sweeps exactly (shape 22 =
     chunks of 10, 10 and 2 planes), with or without the Krylov inner products fused as a
     last stage, and the Krylov update adds alpha (e + beta p)."""
-    from niche3d.fields import _fast as F
+    from niche3d.fields import _uniform_kernels as F
 
     bk = [2, 2, 0, 1, 0, 0] if periodic_z else [1, 0, 2, 2, 0, 1]
     op = random_op((22, 11, 13), 7, bk, [0.5, 0, 0, 1.0, 0, 2.0], protease=True,
@@ -634,10 +635,10 @@ def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
             e1 = np.where(act, rng.random(shape), 0).astype(np.float32)
             e2 = e1.copy()
             for i in range(n):
-                F.smooth(e1, r, invd, args[12], px, py, pz, (1 + i) & 1, first and i == 0)
+                F.smooth(e1, r, invd, args.D, px, py, pz, (1 + i) & 1, first and i == 0)
             if periodic_z:  # the fused pass is for non-periodic z only
                 continue
-            F.smooth_stages(e2, r, invd, args[12], px, py, 1, n, first, q, part5, False)
+            F.smooth_stages(e2, r, invd, args.D, px, py, 1, n, first, q, part5, False)
             assert np.array_equal(e1, e2), (first, n)
             # the Krylov inner products fused as one more stage: the same numbers as the
             # separate pass over the smoothed e
@@ -646,15 +647,15 @@ def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:
             e3 = np.where(act, rng.random(shape), 0).astype(np.float32)
             e4 = e3.copy()
             for i in range(n):
-                F.smooth(e3, r, invd, args[12], px, py, pz, (1 + i) & 1, first and i == 0)
-            F.krylov_dots(e3, r, invd, q, args[12], px, py, pz, dots1)
-            F.smooth_stages(e4, r, invd, args[12], px, py, 1, n, first, q, dots2, True)
+                F.smooth(e3, r, invd, args.D, px, py, pz, (1 + i) & 1, first and i == 0)
+            F.krylov_dots(e3, r, invd, q, args.D, px, py, pz, dots1)
+            F.smooth_stages(e4, r, invd, args.D, px, py, 1, n, first, q, dots2, True)
             assert np.array_equal(e3, e4) and np.array_equal(dots1, dots2), (first, n)
     with pytest.raises(ValueError, match="nstages"):
-        F.smooth_stages(e2, r, invd, args[12], px, py, 1, F.MAX_STAGES + 1, False, q, part5,
+        F.smooth_stages(e2, r, invd, args.D, px, py, 1, F.MAX_STAGES + 1, False, q, part5,
                         False)
     with pytest.raises(ValueError, match="nstages"):
-        F.smooth_stages(e2, r, invd, args[12], px, py, 1, F.MAX_STAGES, False, q, part5, True)
+        F.smooth_stages(e2, r, invd, args.D, px, py, 1, F.MAX_STAGES, False, q, part5, True)
     e = np.where(act, rng.random(shape), 0).astype(np.float32)
     q = np.where(act, rng.integers(-F.P_MAX, F.P_MAX + 1, shape), 0).astype(np.int16)
     ps_old, ps = 2.0**-14, 2.5 / F.P_MAX  # |e + 0.7 p| < 1 + 0.7 * 2 < 2.5
@@ -688,15 +689,15 @@ def test_fused_coarse_sweeps_equal_plain_half_sweeps(shape) -> None:
                 e0 = np.where(L.kr >= 0, rng.random(L.shape), 0).astype(np.float32)
                 L.e[...] = e0
                 for i in range(n):
-                    FK.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, True, False, False,
+                    LK.coarse_gs(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, True, False, False,
                                  (c1 + i) & 1)
                 plain = L.e.copy()
                 L.e[...] = e0
-                FK.coarse_gs_stages(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, True, False, c1, n, 8)
+                LK.coarse_gs_stages(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, True, False, c1, n, 8)
                 assert np.array_equal(L.e, plain), (L.shape, c1, n)
                 assert not np.array_equal(plain, e0)
     with pytest.raises(ValueError, match="nstages"):
-        FK.coarse_gs_stages(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, True, False, 0, 5, 8)
+        LK.coarse_gs_stages(L.ax, L.ay, L.az, L.kr, L.e, L.rhs, True, False, 0, 5, 8)
 
 
 @pytest.mark.parametrize("shape", [(1, 5, 7), (3, 1, 9), (4, 6, 1), (2, 2, 2), (40, 3, 3)])

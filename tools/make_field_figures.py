@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from niche3d.fields import FieldSet, Multigrid, OperatorSpec  # noqa: E402
-from niche3d.fields import _kernels as K  # noqa: E402
+from niche3d.fields import _solution_storage as K  # noqa: E402
 from niche3d.fields.config import BoundaryConfig, FieldConfig, FieldsConfig  # noqa: E402
 from niche3d.tissue.codes import Tissue  # noqa: E402
 from niche3d.tissue.lattice import Lattice  # noqa: E402

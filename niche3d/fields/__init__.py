@@ -13,7 +13,8 @@ from niche3d.fields.config import (
     MembraneSCFConfig,
 )
 from niche3d.fields.fieldset import MEMBRANE_SCF, FieldSet, SolveReport
-from niche3d.fields.multigrid2 import Multigrid, OperatorSpec
+from niche3d.fields.multigrid import Multigrid
+from niche3d.fields.operator import OperatorSpec
 
 __all__ = [
     "FieldSet",

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from niche3d.fields import _kernels as K
-from niche3d.fields._kernels import NOFLUX, PERIODIC, VALUE
+from niche3d.fields import _solution_storage as K
+from niche3d.fields._boundary import KINDS, PERIODIC, VALUE
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
-from niche3d.fields.multigrid2 import Multigrid, OperatorSpec
+from niche3d.fields.multigrid import Multigrid
+from niche3d.fields.operator import OperatorSpec
 from niche3d.tissue.codes import TISSUE_NAMES, tissue_code
 from niche3d.tissue.lattice import Lattice
 
@@ -32,7 +33,6 @@ __all__ = ["FieldSet", "SolveReport", "MEMBRANE_SCF"]
 MEMBRANE_SCF = "membrane_scf"
 
 _NCODES = 16
-_KIND = {"noflux": NOFLUX, "value": VALUE, "periodic": PERIODIC}
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,14 @@ class _Field:
         for i, face in enumerate(FACES):
             b = cfg.boundary.get(face)
             if b is not None:
-                self.bkind[i] = _KIND[b.kind]
+                self.bkind[i] = KINDS[b.kind]
                 self.bvalue[i] = b.value if b.kind == "value" else 0.0
         periodic = tuple(bool(self.bkind[2 * a] == PERIODIC) for a in range(3))
         value_faces = tuple(bool(k == VALUE) for k in self.bkind)
         self.mg = Multigrid(lattice.shape, periodic, value_faces,  # type: ignore[arg-type]
                             scratch=scratch)
         self.hi = np.zeros(lattice.shape, np.float32)
-        self.lo = np.zeros(lattice.shape, np.int16)  # mantissa extension of hi (_kernels)
+        self.lo = np.zeros(lattice.shape, np.int16)  # mantissa extension of hi
         self.dirty = True
         self.built_inv_dt = -1.0
         self.warned = False  # a non-converged solve was reported
@@ -504,7 +504,7 @@ class FieldSet:
         """Arrays that restore solutions, source scales and protease exactly.
 
         Keys: ``field.<name>`` (float32) and ``field_lo.<name>`` (int16): the solution
-        ``hi + lo * |hi| * 2**-39`` (see :mod:`niche3d.fields._kernels`),
+        ``hi + lo * |hi| * 2**-39`` (see :mod:`niche3d.fields._solution_storage`),
         ``scale.<name>`` and ``scale.membrane_scf`` (float64, per tissue code),
         ``protease`` (float32; 0-d for a uniform activity).
         """

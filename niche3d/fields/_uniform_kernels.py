@@ -1,6 +1,6 @@
 """Vectorised level-0 kernels for fields with one diffusivity over the permeable tissues.
 
-Used by :class:`niche3d.fields.multigrid2.Multigrid` when every permeable tissue has the
+Used by :class:`niche3d.fields.multigrid.Multigrid` when every permeable tissue has the
 same diffusivity ``D`` and the only impermeable tissue on the lattice is one code (bone),
 which is the default for every field. Then every face between two permeable voxels has
 the coefficient ``D``, a voxel's diagonal is ``k + D * (number of permeable neighbours)``
@@ -9,7 +9,7 @@ and the operator needs no per-face table look-up, so the loops over ``x`` vector
 The solve is a defect correction (mixed-precision iterative refinement):
 
 1. :func:`residual` computes ``r = b - A (hi + lo)`` in float64 from the solution (float32
-   ``hi`` and its int16 extension ``lo``, see :mod:`niche3d.fields._kernels`) and stores it
+   ``hi`` and its int16 extension ``lo``, see :mod:`niche3d.fields._solution_storage`) and stores it
    as float32 (with the per-plane sums of ``r²``);
 2. a V-cycle solves ``A e = r`` for the correction ``e`` in plain float32 on level 0
    (:func:`smooth_stages`, :func:`smooth`, :func:`residual_restrict`, :func:`prolong_add`)
@@ -29,7 +29,7 @@ faces) are read as a row of zeros; periodic faces wrap. Red-black Gauss-Seidel c
 whole row and stores one colour (a masked store vectorises; a stride-2 loop does not).
 
 Every parallel loop writes only its own z-plane (the last plane after the others, as in
-:mod:`niche3d.fields._kernels`), and reductions go through per-plane partial sums, so
+:mod:`niche3d.fields._level_kernels`), and reductions go through per-plane partial sums, so
 results are bit-identical for any thread count.
 """
 
@@ -39,17 +39,15 @@ import numpy as np
 from numba import prange
 
 from niche3d._jit import jit
-from niche3d.fields._kernels import (
+from niche3d.fields._boundary import PERIODIC, VALUE
+from niche3d.fields._level_kernels import (
     krylov_accumulate,
     krylov_sums,
-    lo_part,
     restrict_row,
-    split,
     stage_schedule,
 )
+from niche3d.fields._solution_storage import lo_part, split
 
-VALUE = 1
-PERIODIC = 2
 P_MAX = 32767  # largest |q| of the int16 Krylov direction p = q * scale
 _CHUNK = 10  # z-planes per chunk of the fused passes (fixed: results must not depend on threads)
 # smooth_stages: chunk borders 2 s planes wide must not touch. 5 = the 4 half-sweeps of
@@ -360,7 +358,7 @@ def smooth(e, r, invd, D, px, py, pz, colour, first):  # type: ignore[no-untyped
 @jit(parallel=True, error_model="numpy")
 def smooth_stages(e, r, invd, D, px, py, c1, nstages, first, p, part, want_dots):  # type: ignore[no-untyped-def]
     """``nstages`` red-black half-sweeps (colours ``c1``, ``1 - c1``, ``c1``, ...) in one
-    wavefront pass over memory (:func:`~niche3d.fields._kernels.stage_schedule`), exactly
+    wavefront pass over memory (:func:`~niche3d.fields._level_kernels.stage_schedule`), exactly
     equal to calling :func:`smooth` that many times. Not for a periodic z axis: there the
     first and last planes are neighbours (use :func:`smooth`).
 
@@ -423,7 +421,7 @@ def residual_restrict(e, r, invd, D, px, py, pz, fz, fy, fx, rhs_c):  # type: ig
 @jit(parallel=True, error_model="numpy")
 def prolong_add(e, invd, E, iz, sz, iy, sy, ix, sx):  # type: ignore[no-untyped-def]
     """``e += P E`` on permeable voxels (piecewise constant, halved next to a fixed-value
-    face, as :func:`niche3d.fields._kernels.coarse_prolong_add`)."""
+    face, as :func:`niche3d.fields._level_kernels.coarse_prolong_add`)."""
     nz, ny, nx = e.shape
     for z in prange(nz):
         Z = iz[z]
@@ -473,3 +471,21 @@ def krylov_dots(e, r, invd, p, D, px, py, pz, part):  # type: ignore[no-untyped-
         zrow = np.zeros(nx, np.float32)
         acc = np.empty((5, nx), np.float64)
         _dots_plane(e, r, invd, p, D32, px, py, pz, z, az, zrow, acc, part)
+
+
+# --------------------------------------------------------------------------- reference unit
+@jit(parallel=True, error_model="numpy")
+def stencil_sweep(u, v):  # type: ignore[no-untyped-def]
+    """One plain 7-point Laplacian sweep ``v = 6u - sum(neighbours)`` over the interior, in
+    float32: the memory-bandwidth unit that benchmarks divide by. The inner loop has no
+    reduction, so it vectorises and runs near the memory bandwidth (a float64 running sum
+    in the loop, as an earlier version had, made it ~5x slower and flattered every ratio
+    that divides by it)."""
+    nz, ny, nx = u.shape
+    six = np.float32(6.0)
+    for z in prange(1, nz - 1):
+        for y in range(1, ny - 1):
+            for x in range(1, nx - 1):
+                v[z, y, x] = (six * u[z, y, x] - u[z, y, x - 1] - u[z, y, x + 1]
+                              - u[z, y - 1, x] - u[z, y + 1, x] - u[z - 1, y, x]
+                              - u[z + 1, y, x])
