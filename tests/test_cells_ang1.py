@@ -15,8 +15,9 @@ from cells_testdata import quiet_config
 from scipy import stats
 
 from niche3d.cells import CellModel, CellsConfig, Modifiers, Signals
-from niche3d.cells.model import _ang1_map, _contact_maps
 from niche3d.tissue.codes import Tissue
+from niche3d.tissue.contact import ang1_map as _ang1_map
+from niche3d.tissue.contact import contact_maps as _contact_maps
 from niche3d.tissue.lattice import Lattice
 
 ALPHA = 0.001

@@ -5,16 +5,127 @@ outputs (or occupancy entries that are provably distinct), serial kernels apply 
 decisions in slot order (= id order), so results do not depend on the thread count.
 
 Directions: 0 -z, 1 +z, 2 -y, 3 +y, 4 -x, 5 +x (axis ``d // 2``, sign ``+1`` for odd d).
+
+The integer constants the kernels read are declared once elsewhere: state, action, event
+and counter codes in :mod:`niche3d.cells.codes`, the parameter indices ``K_*`` in
+:mod:`niche3d.cells.params`, the contact bits in :mod:`niche3d.tissue.contact`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 from numba import prange
 
 from niche3d._jit import jit
+from niche3d.cells.codes import (
+    A_CLEAR,
+    A_DEATH,
+    A_DIVIDE,
+    A_EGRESS,
+    A_EXIT,
+    A_HOME,
+    A_NONE,
+    ACTIONS,
+    C_ANG1,
+    C_ENDO,
+    C_OPN,
+    C_SNO,
+    COUNTERS,
+    E_BIRTH,
+    E_CLEARANCE,
+    E_DEATH,
+    E_DIVISION,
+    E_EGRESS,
+    E_EXIT,
+    E_HOMING,
+    E_STATE,
+    EVENTS,
+    N_ACTIVATION,
+    N_ASYM,
+    N_CLEAR,
+    N_DEATH,
+    N_DIV,
+    N_EGRESS,
+    N_ENTRY,
+    N_EXIT,
+    N_HOME_FAIL,
+    N_HOMING,
+    N_PUSH,
+    N_RETURN,
+    N_WAIT,
+    S_CIRC,
+    S_DEAD,
+    S_DORMANT,
+    S_G0,
+    S_G1,
+    S_MPP,
+    S_SG2M,
+    STATES,
+)
+from niche3d.cells.params import (
+    K_ACT,
+    K_ACT_ANG1,
+    K_ASYM,
+    K_BIND_HALF,
+    K_BIND_HILL,
+    K_BLOCK,
+    K_CHEMO_GAIN,
+    K_CHEMO_THR,
+    K_CLEAR,
+    K_CYTO,
+    K_DEATH,
+    K_DEATH_NOSCF,
+    K_DEATH_OPN,
+    K_DEMAND,
+    K_DEMAND_GAIN,
+    K_DEVIATION,
+    K_DT,
+    K_EGRESS,
+    K_ENTRY,
+    K_ENTRY_CXCL,
+    K_F_W_CXCR4,
+    K_F_W_SCF,
+    K_FATE_DEMAND,
+    K_G1_MEAN,
+    K_G1_SHAPE,
+    K_HOME,
+    K_HOME_HALF,
+    K_KD,
+    K_KOFF,
+    K_KON,
+    K_MPP_DEATH,
+    K_MPP_EXIT,
+    K_OFF_ANG1,
+    K_OFF_BLOCK,
+    K_OFF_PROT,
+    K_PERSIST,
+    K_PHOP,
+    K_PHOP_MPP,
+    K_PROT,
+    K_PUSH,
+    K_RENEW_K,
+    K_RENEW_MAX,
+    K_RENEW_MIN,
+    K_RENEW_N,
+    K_RET,
+    K_RET_ANG1,
+    K_RET_CXCR4,
+    K_RET_SCF,
+    K_RET_VCAM,
+    K_S_MEAN,
+    K_S_SHAPE,
+    K_SCF_HALF,
+    K_VCAM_PROT_HALF,
+    K_W_CXCR4,
+    K_W_ENDO,
+    K_W_NCAD,
+    K_W_SCF,
+    K_W_VCAM,
+    PARAMS,
+)
 from niche3d.cells.rng import Purpose, hash64, uniform
 
 # purpose numbers as plain module ints (numba freezes globals as constants)
@@ -37,118 +148,34 @@ PU_PLACE = Purpose.PLACE
 PU_PRIORITY = Purpose.PRIORITY
 PU_PUSH = Purpose.PUSH
 
-# ---------------------------------------------------------------- states / actions / events
-S_DORMANT = 0
-S_G0 = 1
-S_G1 = 2
-S_SG2M = 3
-S_MPP = 4
-S_CIRC = 5
-S_DEAD = 6
+# numba's on-disk cache is keyed by this file's time stamp, not by the values of the
+# globals a kernel reads, and the codes, parameter indices, purposes and contact bits are
+# declared in other modules: a change there alone would run stale compiled kernels. Their
+# layout is therefore pinned here; a changed layout refuses to import until this digest
+# is updated, and that edit invalidates the cache.
+_LAYOUT_DIGEST = "3611acbf95113cf1"
 
-A_NONE = 0
-A_DEATH = 1
-A_EGRESS = 2
-A_DIVIDE = 3
-A_EXIT = 4
-A_HOME = 5
-A_CLEAR = 6
 
-E_BIRTH = 0
-E_DIVISION = 1
-E_STATE = 2
-E_DEATH = 3
-E_EGRESS = 4
-E_HOMING = 5
-E_EXIT = 6
-E_CLEARANCE = 7
+def layout_digest() -> str:
+    """Digest of every integer layout the kernels freeze in: state, action, event and
+    counter codes, parameter indices, random-stream purposes and contact bits."""
+    rows = [STATES.constants, ACTIONS.constants, EVENTS.constants, COUNTERS.constants,
+            tuple(spec.name for spec in PARAMS),
+            tuple(sorted((k, v) for k, v in vars(Purpose).items() if isinstance(v, int))),
+            (C_ENDO, C_ANG1, C_SNO, C_OPN)]
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
 
-# contact bits (per voxel, from the 6 face neighbours' tissue codes)
-C_ENDO = 1  # touches sinusoidal endothelium (egress / homing site)
-C_ANG1 = 2  # touches endosteum or SNO (osteoblast contact; ANG1 signal = 1 there)
-C_SNO = 4  # touches an SNO (N-cadherin)
-C_OPN = 8  # inside the osteopontin zone near the endosteum
 
-# ---------------------------------------------------------------- parameter vector layout
-K_PHOP = 0
-K_PHOP_MPP = 1
-K_PERSIST = 2
-K_KD = 3
-K_CHEMO_GAIN = 4
-K_CHEMO_THR = 5
-K_KON = 6
-K_W_SCF = 7
-K_W_VCAM = 8
-K_W_NCAD = 9
-K_W_CXCR4 = 10
-K_KOFF = 11
-K_OFF_PROT = 12
-K_OFF_BLOCK = 13
-K_VCAM_PROT_HALF = 14
-K_EGRESS = 15
-K_RET_CXCR4 = 16
-K_RET_VCAM = 17
-K_RET_SCF = 18
-K_ACT = 19
-K_ACT_ANG1 = 20
-K_RET = 21
-K_RET_ANG1 = 22
-K_ENTRY = 23
-K_ENTRY_CXCL = 24
-K_DEMAND_GAIN = 25
-K_G1_MEAN = 26
-K_G1_SHAPE = 27
-K_S_MEAN = 28
-K_S_SHAPE = 29
-K_F_W_SCF = 30
-K_F_W_CXCR4 = 31
-K_RENEW_MIN = 32
-K_RENEW_MAX = 33
-K_RENEW_K = 34
-K_RENEW_N = 35
-K_ASYM = 36
-K_PUSH = 37
-K_DEATH = 38
-K_DEATH_OPN = 39
-K_DEATH_NOSCF = 40
-K_SCF_HALF = 41
-K_MPP_DEATH = 42
-K_MPP_EXIT = 43
-K_HOME = 44
-K_HOME_HALF = 45
-K_CLEAR = 46
-K_DEMAND = 47
-K_BLOCK = 48
-K_PROT = 49
-K_CYTO = 50
-K_DT = 51
-K_BIND_HALF = 52
-K_BIND_HILL = 53
-K_FATE_DEMAND = 54
-K_DEVIATION = 55
-K_W_ENDO = 56
-K_OFF_ANG1 = 57
-N_PAR = 58
+if layout_digest() != _LAYOUT_DIGEST:
+    raise RuntimeError(
+        "the kernel layout (codes, parameter table, purposes or contact bits) changed: set "
+        f"_LAYOUT_DIGEST = {layout_digest()!r} in niche3d/cells/_kernels.py so that numba "
+        "recompiles the kernels instead of loading stale ones from its cache"
+    )
 
 _DZ = np.array([-1, 1, 0, 0, 0, 0], dtype=np.int64)
 _DY = np.array([0, 0, -1, 1, 0, 0], dtype=np.int64)
 _DX = np.array([0, 0, 0, 0, -1, 1], dtype=np.int64)
-
-# counters (int64 vector kept by the model)
-N_DIV = 0
-N_DEATH = 1
-N_EGRESS = 2
-N_HOMING = 3
-N_EXIT = 4
-N_CLEAR = 5
-N_WAIT = 6
-N_PUSH = 7
-N_ASYM = 8
-N_HOME_FAIL = 9
-N_ACTIVATION = 10  # dormant -> active G0
-N_RETURN = 11  # active G0 -> dormant
-N_ENTRY = 12  # active G0 -> G1
-N_COUNTERS = 13
 
 
 # ---------------------------------------------------------------- signal helpers
