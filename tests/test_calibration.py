@@ -201,7 +201,7 @@ def test_other_bad_arguments(run):
         hsc_positions(run.cells, 8.0, ("sleeping",))
     with pytest.raises(ValueError, match="at least two records"):
         division_intervals(run.metrics.iloc[:1])
-    with pytest.raises(ValueError, match="niche3d Run"):
+    with pytest.raises(TypeError, match="niche3d Run"):  # a wrong type is a TypeError
         calibration_table(object())
 
 

@@ -35,6 +35,10 @@ _EXPORTS = {
     "geometry_report": "niche3d.tissue.stats",
     "format_geometry_report": "niche3d.tissue.stats",
     "local_thickness": "niche3d.tissue.stats",
+    **dict.fromkeys(
+        ("neighbour_sum", "neighbour_mean", "tissue_neighbour_mean", "contact_maps", "ang1_map"),
+        "niche3d.tissue.contact",
+    ),
 }
 __all__ = list(_EXPORTS)
 
