@@ -74,9 +74,9 @@ def test_constructor_validates_arguments():
         CellModel(cfg, lat, seed=1, dt_hours=0.0, motility_substeps=1)
     with pytest.raises(ValueError, match="motility_substeps"):
         CellModel(cfg, lat, seed=1, dt_hours=1.0, motility_substeps=0)
-    with pytest.raises(ValueError, match="config must be a CellsConfig"):
+    with pytest.raises(TypeError, match="config must be a CellsConfig"):
         CellModel({}, lat, seed=1, dt_hours=1.0, motility_substeps=1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="lattice"):
+    with pytest.raises(TypeError, match="lattice"):
         CellModel(cfg, np.zeros((4, 4, 4)), seed=1, dt_hours=1.0, motility_substeps=1)  # type: ignore[arg-type]
 
 

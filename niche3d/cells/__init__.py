@@ -11,23 +11,22 @@ kernel parameter table), :mod:`~niche3d.cells.signals` (``Signals``, ``Modifiers
 See docs/cells.md for every rule, parameter and unit.
 """
 
-from niche3d.cells.codes import EVENT_NAMES, STATE_NAMES, state_code
-from niche3d.cells.config import CellsConfig
-from niche3d.cells.lineage import LINEAGES
-from niche3d.cells.model import CellModel
-from niche3d.cells.rng import hash64, uniform, uniform_array
-from niche3d.cells.signals import Modifiers, Signals
+from niche3d._lazy import lazy_exports
 
-__all__ = [
-    "CellModel",
-    "CellsConfig",
-    "Signals",
-    "Modifiers",
-    "STATE_NAMES",
-    "EVENT_NAMES",
-    "LINEAGES",
-    "state_code",
-    "hash64",
-    "uniform",
-    "uniform_array",
-]
+# Lazy: the scenario schema imports niche3d.cells.config without loading numba.
+_EXPORTS = {
+    "CellModel": "niche3d.cells.model",
+    "CellsConfig": "niche3d.cells.config",
+    "Signals": "niche3d.cells.signals",
+    "Modifiers": "niche3d.cells.signals",
+    "STATE_NAMES": "niche3d.cells.codes",
+    "EVENT_NAMES": "niche3d.cells.codes",
+    "state_code": "niche3d.cells.codes",
+    "LINEAGES": "niche3d.cells.lineage",
+    "hash64": "niche3d.cells.rng",
+    "uniform": "niche3d.cells.rng",
+    "uniform_array": "niche3d.cells.rng",
+}
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

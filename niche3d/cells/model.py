@@ -93,9 +93,9 @@ class CellModel:
         motility_substeps: int,
     ) -> None:
         if not isinstance(config, CellsConfig):
-            raise ValueError(f"config must be a CellsConfig, got {type(config).__name__}")
+            raise TypeError(f"config must be a CellsConfig, got {type(config).__name__}")
         if not isinstance(lattice, Lattice):
-            raise ValueError(f"lattice must be a niche3d Lattice, got {type(lattice).__name__}")
+            raise TypeError(f"lattice must be a niche3d Lattice, got {type(lattice).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) < 2**63:
             raise ValueError(f"seed = {seed!r} must be an integer in [0, 2^63)")
         if not (isinstance(dt_hours, int | float | np.floating) and math.isfinite(dt_hours)
@@ -332,7 +332,7 @@ class CellModel:
         if not t_ok:
             raise ValueError(f"t_hours = {t_hours!r} must be a finite number")
         if not isinstance(modifiers, Modifiers):
-            raise ValueError(f"modifiers must be a niche3d.cells.Modifiers, got {type(modifiers).__name__}")
+            raise TypeError(f"modifiers must be a niche3d.cells.Modifiers, got {type(modifiers).__name__}")
         modifiers.validated()
         cxcl, scf, mscf = flat_signals(signals, self.shape)
         step = int(step_index)

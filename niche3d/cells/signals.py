@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Signals", "Modifiers", "flat_signals"]
+from niche3d.names import CXCL12, MEMBRANE_SCF, SCF
+
+__all__ = ["Signals", "Modifiers", "flat_signals", "SIGNAL_NAMES"]
+
+#: the attributes of :class:`Signals`, named as the fields they come from
+SIGNAL_NAMES: tuple[str, str, str] = (CXCL12, SCF, MEMBRANE_SCF)
 
 
 @dataclass
@@ -72,17 +77,18 @@ def flat_signals(
 
     Raises
     ------
+    TypeError
+        If ``signals`` is not a :class:`Signals` or an entry is not a numpy array.
     ValueError
-        If ``signals`` is not a :class:`Signals`, or an array is not a float array of
-        the lattice shape.
+        If an array is not a float array of the lattice shape.
     """
     if not isinstance(signals, Signals):
-        raise ValueError(f"signals must be a niche3d.cells.Signals, got {type(signals).__name__}")
+        raise TypeError(f"signals must be a niche3d.cells.Signals, got {type(signals).__name__}")
     out = []
-    for name in ("cxcl12", "scf", "membrane_scf"):
+    for name in SIGNAL_NAMES:
         a = getattr(signals, name)
         if not isinstance(a, np.ndarray):
-            raise ValueError(f"signals.{name} must be a numpy array, got {type(a).__name__}")
+            raise TypeError(f"signals.{name} must be a numpy array, got {type(a).__name__}")
         if a.shape != shape:
             raise ValueError(
                 f"signals.{name} has shape {a.shape}; it must match the lattice {shape}"
