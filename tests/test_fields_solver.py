@@ -601,6 +601,34 @@ def test_resetting_the_solver_state_changes_no_bit_of_a_run_of_solves() -> None:
         assert np.array_equal(a["field_lo.c"], b["field_lo.c"]), step
 
 
+def test_the_static_operator_is_derived_once_per_label_array() -> None:
+    """Pockets, fjords and codes are derived from the label array once: later solves with
+    the same array (other cells, decay) keep them without looking at the volume again;
+    a new label array starts the hierarchy afresh, with the numbers of a fresh one."""
+    import dataclasses
+
+    op = _fjord_op(_fjord_lattice())
+    mg = Multigrid(op.labels.shape, (False, False, False))
+    hi = np.zeros(op.labels.shape, np.float32)
+    lo = np.zeros(hi.shape, np.int16)
+    mg.solve(op, hi, lo, tol=1e-8, max_cycles=100)
+    static, fjords = mg._static, mg.fjords
+    assert fjords.size == 7 * 7 * 6 + 1
+    op2 = dataclasses.replace(op, cells=op.cells[::2], decay=op.decay * 1.1)
+    mg.solve(op2, hi, lo, tol=1e-8, max_cycles=100)
+    assert mg._static is static and mg.fjords is fjords
+    lab3 = op.labels.copy()
+    lab3[:, :, 12:] = Tissue.MARROW  # the bone wall and its chamber gone
+    op3 = dataclasses.replace(op, labels=lab3)
+    start = hi.copy(), lo.copy()
+    out = mg.solve(op3, hi, lo, tol=1e-8, max_cycles=100)
+    assert mg._static is not static and mg.fjords.size == 0
+    fresh = Multigrid(op.labels.shape, (False, False, False))
+    hi2, lo2 = start[0].copy(), start[1].copy()
+    out2 = fresh.solve(op3, hi2, lo2, tol=1e-8, max_cycles=100)
+    assert out == out2 and np.array_equal(hi, hi2) and np.array_equal(lo, lo2)
+
+
 # --------------------------------------------------------------------------- fused passes
 @pytest.mark.parametrize("periodic_z", [False, True])
 def test_fused_passes_equal_the_plain_ones(periodic_z) -> None:

@@ -204,8 +204,10 @@ class StaticOperator:
     def of(cls, op: OperatorSpec) -> StaticOperator:
         """The static part of ``op`` (one pass over the labels: the codes present)."""
         lab = op.labels
-        if not isinstance(lab, np.ndarray) or lab.dtype != np.uint8 or lab.ndim != 3:
-            raise ValueError("labels must be a 3D uint8 array of tissue codes")
+        if not isinstance(lab, np.ndarray) or lab.dtype.kind != "u" or lab.ndim != 3:
+            got = (f"{lab.dtype} array of shape {lab.shape}" if isinstance(lab, np.ndarray)
+                   else type(lab).__name__)
+            raise ValueError(f"labels must be a 3D array of tissue codes (uint8), got {got}")
         cnt = np.bincount(lab.reshape(-1), minlength=256)
         codes = np.flatnonzero(cnt)
         diffusion = np.array(op.diffusion, np.float64)
