@@ -4,8 +4,13 @@ Kernels use ``@jit`` (serial) or ``@jit(parallel=True)``; nothing else calls
 ``numba.njit`` directly. ``fastmath`` is restricted to flags that cannot change results
 between thread counts (no reassociation), so results are bit-identical for any
 ``NUMBA_NUM_THREADS``. Compiled kernels are cached on disk (``cache=True``) because
-start-up compile time is visible in the CLI. Set ``NICHE3D_BOUNDSCHECK=1`` (the test
-suite does) to turn on bounds checking.
+start-up compile time is visible in the CLI.
+
+Set ``NICHE3D_BOUNDSCHECK=1`` to compile every kernel with bounds checking; the test suite
+does (``tests/conftest.py``). numba's cache is keyed by source and signature, not by that
+flag, so a checked build caches only into an explicitly given ``NUMBA_CACHE_DIR`` (the
+suite's is ``.pytest_cache/numba-boundscheck-1``) and otherwise compiles without caching:
+checked kernels never land next to the sources, where a normal run would load them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ def jit[F: Callable[..., Any]](
     if error_model not in ("python", "numpy"):
         raise ValueError(f"error_model must be 'python' or 'numpy', got {error_model!r}")
     boundscheck = os.environ.get("NICHE3D_BOUNDSCHECK", "0") == "1"
+    # a checked kernel must never share a cache with an unchecked one (see module doc)
+    cache = cache and (not boundscheck or bool(numba.config.CACHE_DIR))
 
     def wrap(f: F) -> F:
         return numba.njit(

@@ -14,22 +14,26 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from niche3d.names import TISSUE_NAMES
 
-__all__ = ["Section", "param", "check_tissue_table", "merge_tables"]
+__all__ = ["Section", "param", "check_tissue_table", "merge_tables", "MERGE_CONTEXT"]
+
+#: validation-context key under which :class:`Section` merges tables over their defaults
+MERGE_CONTEXT = "merge_tables_over_defaults"
 
 
 class Section(BaseModel):
     """Base of every scenario section: strict keys, validated assignment.
 
-    A table parameter declared with ``param(..., merge=True)`` merges what the user gives
-    over its default key by key (recursively, through nested tables), the way a
-    ``--set a.b.c=value`` override does: ``[fields.diffusible.cxcl12]`` with one key
-    changes that key of the calibrated CXCL12 field and keeps ``scf``; a per-tissue table
-    with one tissue changes that tissue only. Lists and values replace; a model instance
-    given from Python is taken whole.
+    In a scenario document (TOML, or a dict given to ``Scenario.from_dict``), a table
+    parameter declared with ``param(..., merge=True)`` merges what the user gives over its
+    default key by key (recursively, through nested tables), the way a ``--set
+    a.b.c=value`` override does: ``[fields.diffusible.cxcl12]`` with one key changes that
+    key of the calibrated CXCL12 field and keeps ``scf``; a per-tissue table with one
+    tissue changes that tissue only. Lists and values replace. Python constructors and
+    attribute assignment take a table exactly as given.
     """
 
     model_config = ConfigDict(
@@ -41,8 +45,11 @@ class Section(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _merge_over_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
+    def _merge_over_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        # only while validating a scenario document (Scenario.from_dict passes the
+        # context): a Python constructor such as FieldsConfig(diffusible={"c": ...}) means
+        # exactly the table it is given
+        if not isinstance(data, dict) or not (info.context or {}).get(MERGE_CONTEXT):
             return data
         out = None
         for name, f in cls.model_fields.items():

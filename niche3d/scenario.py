@@ -24,7 +24,7 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
 
-from niche3d._schema import Section, param
+from niche3d._schema import MERGE_CONTEXT, Section, param
 from niche3d.cells.config import CellsConfig
 from niche3d.fields.config import FieldsConfig
 from niche3d.interventions.config import GCSF, Intervention, Knockout
@@ -159,7 +159,7 @@ class Scenario(Section):
     def from_dict(cls, data: dict[str, Any], *, source: str = "scenario") -> Scenario:
         """Validate a plain dict; raises :class:`ScenarioError` with readable messages."""
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(data, context={MERGE_CONTEXT: True})
         except ValidationError as exc:
             raise ScenarioError(_format_errors(exc, source)) from None
 

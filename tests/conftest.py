@@ -15,8 +15,12 @@ REPO = Path(__file__).resolve().parent.parent
 # a kernel cached by a normal run can never stand in for a checked one, nor the reverse.
 # Both variables must be set before numba is first imported, which is why this is done at
 # conftest import, not in a fixture; subprocesses started by tests inherit them.
-os.environ.setdefault("NICHE3D_BOUNDSCHECK", "1")
-os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".pytest_cache" / "numba-boundscheck"))
+# The cache directory is named after the flag in force, so a run with
+# NICHE3D_BOUNDSCHECK=0 cannot fill the checked cache with unchecked kernels.
+_CHECKED = os.environ.setdefault("NICHE3D_BOUNDSCHECK", "1")
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR", str(REPO / ".pytest_cache" / f"numba-boundscheck-{_CHECKED}")
+)
 
 # No Qt platform is forced here: pytest-xvfb gives the session a display, and the
 # plugin's tests choose offscreen themselves only when no display can exist.

@@ -190,5 +190,5 @@ def test_bad_inputs_raise_clear_errors() -> None:
     no_sink = FieldConfig(decay_per_min={"marrow": 0.0})
     with pytest.raises(ValueError, match="no decay and touches no fixed-value face"):
         FieldSet(Lattice(lab, 8.0), FieldsConfig(diffusible={"c": no_sink}))
-    with pytest.raises(ValueError, match="lattice must be a niche3d Lattice"):
+    with pytest.raises(TypeError, match="lattice must be a niche3d Lattice"):
         FieldSet(lab, FieldsConfig())  # type: ignore[arg-type]

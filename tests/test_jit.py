@@ -30,3 +30,26 @@ def test_suite_numba_cache_is_separate_from_the_users() -> None:
     assert os.environ["NICHE3D_BOUNDSCHECK"] == "1"
     assert Path(numba.config.CACHE_DIR) == Path(os.environ["NUMBA_CACHE_DIR"])
     assert Path(numba.config.CACHE_DIR) != REPO / "niche3d"
+
+
+def test_a_checked_build_without_a_cache_dir_does_not_cache(tmp_path: Path) -> None:
+    # run as a user would: NICHE3D_BOUNDSCHECK=1 but no NUMBA_CACHE_DIR
+    import subprocess
+    import sys
+
+    script = tmp_path / "kernel.py"  # a file, so that numba could cache it
+    script.write_text(
+        "from niche3d._jit import jit\n\n"
+        "@jit\n"
+        "def f(a):\n"
+        "    return a[0]\n\n"
+        "print(type(f._cache).__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    seen = {}
+    for flag in ("1", "0"):
+        env["NICHE3D_BOUNDSCHECK"] = flag
+        out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                             text=True, cwd=REPO, check=True)
+        seen[flag] = out.stdout.strip()
+    assert seen == {"1": "NullCache", "0": "FunctionCache"}

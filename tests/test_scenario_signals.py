@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from niche3d.fields.config import FieldConfig
 from niche3d.names import CELL_FIELDS, MEMBRANE_SCF
@@ -59,6 +60,14 @@ def test_a_new_field_starts_from_the_generic_defaults() -> None:
     assert sc.fields.diffusible["ang1"].diffusion_um2_s == FieldConfig().diffusion_um2_s
 
 
+def test_python_constructors_take_a_table_as_given() -> None:
+    from niche3d.fields.config import FieldsConfig
+
+    cfg = FieldsConfig(diffusible={"c": FieldConfig(secretion_per_min={"stroma": 1.0})})
+    assert set(cfg.diffusible) == {"c"}  # a FieldSet of one field, as asked
+    assert FieldConfig(secretion_per_min={"sno": 1.0}).secretion_per_min == {"sno": 1.0}
+
+
 def test_intervention_tables_are_not_merged() -> None:
     # a knockout's sources say exactly which tissues lose production
     sc = Scenario.from_dict({"interventions": [
@@ -68,8 +77,10 @@ def test_intervention_tables_are_not_merged() -> None:
 
 @pytest.mark.parametrize("table", ["diffusion_um2_s", "decay_per_min"])
 def test_marrow_entry_is_required_by_the_schema(table: str) -> None:
-    # a table merges over a default that gives marrow; replacing it from Python (assignment
-    # does not merge) without marrow fails at once, not when the FieldSet is built
+    # in a scenario a table merges over a default that gives marrow; from Python (which
+    # does not merge) a table without marrow fails at once, not when the FieldSet is built
+    with pytest.raises(ValueError, match=rf"{table} must give 'marrow'"):
+        FieldConfig(**{table: {"stroma": 1.0}})
     cfg = FieldConfig()
     with pytest.raises(ValueError, match=rf"{table} must give 'marrow'"):
         setattr(cfg, table, {"stroma": 1.0})
@@ -109,8 +120,21 @@ def test_knockout_of_an_unknown_signal_is_a_schema_error(tmp_path: Path) -> None
 
 
 def test_membrane_scf_is_not_a_diffusible_field_name() -> None:
-    with pytest.raises(ScenarioError, match="is the membrane SCF contact map"):
+    with pytest.raises(ScenarioError, match="reserved for the membrane SCF contact map"):
         Scenario.from_dict({"fields": {"diffusible": {MEMBRANE_SCF: {}}}})
+
+
+def test_no_string_literal_names_membrane_scf() -> None:
+    # one constant (niche3d.names.MEMBRANE_SCF) names the map in the library's code
+    hits = []
+    for path in (REPO / "niche3d").rglob("*.py"):
+        if path.name == "names.py":
+            continue
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if '"membrane_scf"' in code or "'membrane_scf'" in code:
+                hits.append(f"{path.relative_to(REPO)}:{i}")
+    assert hits == []
 
 
 def test_cli_reports_a_missing_signal_with_exit_2(tmp_path: Path) -> None:

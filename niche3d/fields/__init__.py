@@ -5,26 +5,20 @@ scenario section models, and the lower-level :class:`Multigrid` / :class:`Operat
 for scripted use and benchmarks.
 """
 
-from niche3d.fields.config import (
-    FACES,
-    BoundaryConfig,
-    FieldConfig,
-    FieldsConfig,
-    MembraneSCFConfig,
-)
-from niche3d.fields.fieldset import MEMBRANE_SCF, FieldSet, SolveReport
-from niche3d.fields.multigrid import Multigrid
-from niche3d.fields.operator import OperatorSpec
+from niche3d._lazy import lazy_exports
 
-__all__ = [
-    "FieldSet",
-    "SolveReport",
-    "MEMBRANE_SCF",
-    "Multigrid",
-    "OperatorSpec",
-    "FieldConfig",
-    "FieldsConfig",
-    "BoundaryConfig",
-    "MembraneSCFConfig",
-    "FACES",
-]
+# Lazy: the scenario schema imports niche3d.fields.config without loading numba or scipy.
+_EXPORTS = {
+    "FieldSet": "niche3d.fields.fieldset",
+    "SolveReport": "niche3d.fields.fieldset",
+    "MEMBRANE_SCF": "niche3d.names",
+    "Multigrid": "niche3d.fields.multigrid",
+    "OperatorSpec": "niche3d.fields.operator",
+    **dict.fromkeys(
+        ("FieldConfig", "FieldsConfig", "BoundaryConfig", "MembraneSCFConfig", "FACES"),
+        "niche3d.fields.config",
+    ),
+}
+__all__ = list(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

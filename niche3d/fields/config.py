@@ -187,8 +187,8 @@ class FieldsConfig(Section):
     def _names(cls, v: dict[str, FieldConfig]) -> dict[str, FieldConfig]:
         if MEMBRANE_SCF in v:
             raise ValueError(
-                f"{MEMBRANE_SCF!r} is the membrane SCF contact map ([fields.membrane_scf]), "
-                "not a diffusible field name"
+                f"{MEMBRANE_SCF!r} is reserved for the membrane SCF contact map "
+                "([fields.membrane_scf]); a diffusible field cannot take that name"
             )
         for name in v:
             if not name or not name.replace("_", "").isalnum():

@@ -24,13 +24,13 @@ from niche3d.fields._boundary import KINDS, PERIODIC, VALUE
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
 from niche3d.fields.multigrid import Multigrid
 from niche3d.fields.operator import OperatorSpec
+from niche3d.names import MEMBRANE_SCF
 from niche3d.tissue.codes import TISSUE_NAMES, tissue_code
+from niche3d.tissue.contact import tissue_neighbour_mean
 from niche3d.tissue.lattice import Lattice
 
 __all__ = ["FieldSet", "SolveReport", "MEMBRANE_SCF"]
 
-#: name of the non-diffusing membrane SCF map (a valid ``target`` of set_source_scale).
-MEMBRANE_SCF = "membrane_scf"
 
 _NCODES = 16
 
@@ -144,9 +144,9 @@ class FieldSet:
 
     def __init__(self, lattice: Lattice, config: FieldsConfig) -> None:
         if not isinstance(lattice, Lattice):
-            raise ValueError(f"lattice must be a niche3d Lattice, got {type(lattice).__name__}")
+            raise TypeError(f"lattice must be a niche3d Lattice, got {type(lattice).__name__}")
         if not isinstance(config, FieldsConfig):
-            raise ValueError(f"config must be a FieldsConfig, got {type(config).__name__}")
+            raise TypeError(f"config must be a FieldsConfig, got {type(config).__name__}")
         self.lattice = lattice
         self.config = config
         for name in config.diffusible:
@@ -218,16 +218,9 @@ class FieldSet:
         return self._membrane
 
     def _compute_membrane(self) -> np.ndarray:
+        # the same neighbour mean as the cells' contact maps (niche3d.tissue.contact)
         lut = (self._mexpr * self._mscale).astype(np.float32)
-        e = lut[self.lattice.labels]
-        s = np.zeros(e.shape, np.float32)
-        s[1:] += e[:-1]
-        s[:-1] += e[1:]
-        s[:, 1:] += e[:, :-1]
-        s[:, :-1] += e[:, 1:]
-        s[:, :, 1:] += e[:, :, :-1]
-        s[:, :, :-1] += e[:, :, 1:]
-        s *= np.float32(1.0 / 6.0)
+        s = tissue_neighbour_mean(self.lattice.labels, lut)
         a_half = self.config.membrane_scf.protease_half_activity_per_min
         a = self._protease
         if isinstance(a, np.ndarray):
@@ -243,7 +236,7 @@ class FieldSet:
         Parameters
         ----------
         target
-            A diffusible field name or ``"membrane_scf"``.
+            A diffusible field name or :data:`~niche3d.names.MEMBRANE_SCF` (membrane SCF).
         tissue
             Source tissue name (e.g. ``"stroma"``, ``"endosteum"``).
         factor
@@ -534,7 +527,7 @@ class FieldSet:
     def load_state_dict(self, d: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`state_dict` returned (keys and shapes are checked)."""
         if not isinstance(d, dict):
-            raise ValueError(f"state must be a dict of arrays, got {type(d).__name__}")
+            raise TypeError(f"state must be a dict of arrays, got {type(d).__name__}")
         need = [f"field.{n}" for n in self._fields] + [f"field_lo.{n}" for n in self._fields]
         need += [f"scale.{n}" for n in self._fields] + [f"scale.{MEMBRANE_SCF}", "protease"]
         missing = [k for k in need if k not in d]
