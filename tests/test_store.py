@@ -485,7 +485,8 @@ def test_create_rejects_bad_parameters(tmp_path: Path, kw: dict, message: str) -
         n_records=2, fields=FIELDS, seed=0, code_version="x", dt_hours=1.0,
     )
     args.update(kw)
-    with pytest.raises(ValueError, match=message):
+    expected = TypeError if "scenario" in kw else ValueError
+    with pytest.raises(expected, match=message):
         RunWriter.create(tmp_path / "bad.zarr", **args)
 
 

@@ -174,7 +174,20 @@ def test_bad_input_is_a_clear_error(shape: object, voxel: float, seed: object, m
 
 
 def test_bad_config_type() -> None:
-    with pytest.raises(ValueError, match="TissueConfig"):
+    with pytest.raises(TypeError, match="TissueConfig"):
         generate_marrow((16, 16, 16), 8.0, {"bv_tv": 0.1}, 1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="TissueConfig"):
+    with pytest.raises(TypeError, match="TissueConfig"):
         build_lattice((16, 16, 16), 8.0, None, 1)  # type: ignore[arg-type]
+
+
+def test_lattice_labels_are_a_read_only_copy() -> None:
+    import numpy as np
+
+    from niche3d.tissue import Lattice, Tissue
+
+    lab = np.full((8, 8, 8), Tissue.MARROW, np.uint8)
+    lat = Lattice(lab, 8.0)
+    lab[0, 0, 0] = Tissue.BONE  # the caller's array is not the lattice's
+    assert lat.labels[0, 0, 0] == Tissue.MARROW
+    with pytest.raises(ValueError, match="read-only"):
+        lat.labels[0, 0, 0] = Tissue.BONE

@@ -160,9 +160,9 @@ def test_report_rows_and_formatting() -> None:
 
 
 def test_report_rejects_wrong_types() -> None:
-    with pytest.raises(ValueError, match="TissueConfig"):
+    with pytest.raises(TypeError, match="TissueConfig"):
         geometry_report(_slab_lattice(), {"bv_tv": 0.1})  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="Lattice"):
+    with pytest.raises(TypeError, match="Lattice"):
         geometry_stats(np.zeros((4, 4, 4), np.uint8))  # type: ignore[arg-type]
 
 

@@ -23,6 +23,11 @@ class Lattice:
         Voxel edge in µm.
 
     Derived maps (distances in µm, masks) are computed once on first use and cached.
+
+    The lattice keeps its own read-only copy of ``labels``: the cached maps here, the
+    field solver's geometry (pockets, fjords, coarse faces; recognised by the identity
+    of this array) and the cells' contact maps are all derived from it once, so an
+    in-place edit would silently leave them stale. A changed tissue is a new Lattice.
     """
 
     def __init__(self, labels: np.ndarray, voxel_um: float) -> None:
@@ -39,7 +44,9 @@ class Lattice:
             )
         if not (np.isfinite(voxel_um) and voxel_um > 0):
             raise ValueError(f"voxel_um must be a positive number, got {voxel_um!r}")
-        self.labels: np.ndarray = np.ascontiguousarray(labels)
+        frozen = np.array(labels, dtype=np.uint8, order="C", copy=True)
+        frozen.flags.writeable = False
+        self.labels: np.ndarray = frozen
         self.voxel_um: float = float(voxel_um)
 
     # ------------------------------------------------------------------ basics
