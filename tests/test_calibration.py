@@ -65,6 +65,15 @@ def table(run) -> pd.DataFrame:
     return calibration_table(run, skip_days=SKIP_DAYS)
 
 
+@pytest.fixture(scope="module", params=["tiny", pytest.param("reduced", marks=pytest.mark.slow)])
+def any_run(request, tiny_run):
+    """The estimators' checks run on the session's 2-day store in the fast lane and on
+    the 80-day calibration run in the whole suite."""
+    if request.param == "tiny":
+        return open_run(tiny_run)
+    return request.getfixturevalue("run")
+
+
 def _in_range(table: pd.DataFrame, key: str) -> None:
     r = table.loc[key]
     t = TARGETS[key]
@@ -75,6 +84,7 @@ def _in_range(table: pd.DataFrame, key: str) -> None:
     assert bool(r["met"])
 
 
+@pytest.mark.slow
 # --------------------------------------------------------------------------- target 1
 def test_target1_perisinusoidal_share_vs_null(run, table):
     """~85 % of HSCs within 10 µm of a sinusoid, far above random placement."""
@@ -95,11 +105,13 @@ def test_target1_perisinusoidal_share_vs_null(run, table):
     assert r["simulated"] == pytest.approx(loc.loc["sinusoid", "observed"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_target1_dividing_and_resting_placed_alike(table):
     """Cycling and resting HSCs equally perisinusoidal: Fisher test does not reject at 1 %."""
     _in_range(table, "dividing_vs_resting_sinusoid_p")
 
 
+@pytest.mark.slow
 # --------------------------------------------------------------------------- target 2
 def test_target2_dormant_enriched_at_endosteum(table):
     """Dormant (label-retaining) HSCs more often in endosteal contact than active ones.
@@ -118,6 +130,7 @@ def test_target2_dormant_enriched_at_endosteum(table):
     assert r["p_value"] < 0.01
 
 
+@pytest.mark.slow
 # --------------------------------------------------------------------------- target 3
 @pytest.mark.parametrize("key", ["sg2m_fraction", "g0_fraction", "dormant_fraction"])
 def test_target3_cycle_fractions(table, key):
@@ -125,6 +138,7 @@ def test_target3_cycle_fractions(table, key):
     _in_range(table, key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", ["active_division_interval_days", "dormant_residence_days"])
 def test_target3_division_intervals(table, key):
     """Active HSCs divide every ~1-5 weeks; dormant ones every ~145 days."""
@@ -133,6 +147,7 @@ def test_target3_division_intervals(table, key):
     assert r["ci_low"] <= r["simulated"] <= r["ci_high"]
 
 
+@pytest.mark.slow
 # --------------------------------------------------------------------------- target 4
 def test_target4_stable_number_continuous_output(run, table):
     """No drift of the HSC number beyond noise; MPPs leave the niche every day."""
@@ -149,8 +164,9 @@ def test_target4_stable_number_continuous_output(run, table):
 
 
 # --------------------------------------------------------------------------- the estimators
-def test_series_matches_metrics(run):
+def test_series_matches_metrics(any_run):
     """calibration_series counts = the simulation's own per-record metrics."""
+    run = any_run
     s = calibration_series(run)
     m = run.metrics.set_index("record")
     for st in ("dormant", "active_g0", "active_g1", "active_sg2m"):
@@ -161,9 +177,9 @@ def test_series_matches_metrics(run):
     np.testing.assert_allclose(s["mpp_output_per_day"].to_numpy()[1:], exits)
 
 
-def test_division_interval_is_exposure_over_events(run):
+def test_division_interval_is_exposure_over_events(any_run):
     """Interval = integrated state-days / events, with the exact Poisson interval."""
-    m = run.metrics
+    m = any_run.metrics
     iv = division_intervals(m)
     days = m["t"].to_numpy() / 24.0
     act = (m["n_active_g0"] + m["n_active_g1"] + m["n_active_sg2m"]).to_numpy(dtype=float)
@@ -187,12 +203,13 @@ def test_division_interval_is_exposure_over_events(run):
         ({"confidence": 1.0}, "confidence"),
     ],
 )
-def test_table_rejects_bad_arguments(run, kwargs, match):
+def test_table_rejects_bad_arguments(tiny_run, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        calibration_table(run, **kwargs)
+        calibration_table(open_run(tiny_run), **kwargs)
 
 
-def test_other_bad_arguments(run):
+def test_other_bad_arguments(tiny_run):
+    run = open_run(tiny_run)
     with pytest.raises(ValueError, match="within_um"):
         calibration_series(run, within_um=0.0)
     with pytest.raises(ValueError, match="voxel_um"):

@@ -74,6 +74,7 @@ def script(tmp_path_factory) -> Path:
     return p
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel_min", [0, 10**9], ids=["parallel-kernels", "serial-twins"])
 def test_same_seed_bit_identical_for_1_and_2_threads(script, tmp_path, parallel_min):
     results = {}

@@ -37,6 +37,7 @@ def baseline():
     return _run("homeostasis", 1.0)
 
 
+@pytest.mark.slow
 def test_homeostasis_keeps_hscs(baseline) -> None:
     sim, first, series = baseline
     assert first["hsc_total"] > 30
@@ -44,6 +45,7 @@ def test_homeostasis_keeps_hscs(baseline) -> None:
     assert series[-1]["cxcl12_mean"] > 0
 
 
+@pytest.mark.slow
 def test_gcsf_protease_lowers_marrow_cxcl12() -> None:
     sim, first, series = _run("gcsf_mobilization", 5.0)  # doses at days 3, 4
     t = np.array([m["t_hours"] for m in series])
@@ -53,6 +55,7 @@ def test_gcsf_protease_lowers_marrow_cxcl12() -> None:
     assert cx[-1] < 0.9 * cx[t == 71][0]  # CXCL12 falls during the course
 
 
+@pytest.mark.slow
 def test_amd3100_blocks_cxcr4_within_hours() -> None:
     sim, first, series = _run("amd3100", 3.5)  # dose at day 3
     blk = {round(m["t_hours"]): m["cxcr4_blockade"] for m in series}
@@ -61,11 +64,13 @@ def test_amd3100_blocks_cxcr4_within_hours() -> None:
     assert blk[84] < blk[73]  # reversible as the drug clears
 
 
+@pytest.mark.slow
 def test_knockout_removes_stromal_cxcl12(baseline) -> None:
     sim, first, series = _run("cxcl12_stroma_knockout", 0.5)
     assert first["cxcl12_mean"] < 0.6 * baseline[1]["cxcl12_mean"]  # stroma is the main source
 
 
+@pytest.mark.slow
 def test_5fu_kills_cycling_cells() -> None:
     sim, first, series = _run("5fu_injury", 7.5)  # dose at day 7
     before = next(m for m in series if m["t_hours"] == 167.0)
@@ -74,6 +79,7 @@ def test_5fu_kills_cycling_cells() -> None:
     assert after["n_dormant"] >= 0.7 * before["n_dormant"]  # quiescent HSCs are spared
 
 
+@pytest.mark.slow
 def test_transplant_brings_donor_cells() -> None:
     sim, first, series = _run("transplant", 1.5)  # 500 donor HSCs at day 1
     assert first["donor_cells"] == 0

@@ -116,6 +116,7 @@ def test_output_settings_do_not_change_results(tmp_path: Path, tiny_scenario) ->
     _tables_equal(runs["never"][0], ref)
 
 
+@pytest.mark.slow
 def test_thread_count_does_not_change_the_store(tmp_path: Path) -> None:
     outs = []
     for threads in (1, 2):
