@@ -134,7 +134,8 @@ def cycle_profile(fs: FieldSet, name: str, sweep: float, repeats: int = 5) -> di
     where a cycle's cost goes. None for a per-tissue-D field (general path)."""
     f = fs._fields[name]
     mg = f.mg
-    op = fs._op(f)
+    op = fs._op(f)  # the dynamic part: the hierarchy holds the static one (f.static)
+    lab = f.static.labels
     args = mg._uniform_args(op)
     if args is None:
         return None
@@ -148,14 +149,14 @@ def cycle_profile(fs: FieldSet, name: str, sweep: float, repeats: int = 5) -> di
     part = np.zeros((mg.shape[0], 2))
     dots = np.zeros((mg.shape[0], 5))
     hi, lo = f.hi.copy(), f.lo.copy()
-    UK.residual(op.labels, hi, lo, *args, r, part, invd, True)
+    UK.residual(lab, hi, lo, *args, r, part, invd, True)
 
     def coarse() -> None:
         L1.e[...] = 0.0
         mg.coarse.cycle(0)
 
     steps = {
-        "residual_float64": lambda: UK.residual(op.labels, hi, lo, *args, r, part, invd, False),
+        "residual_float64": lambda: UK.residual(lab, hi, lo, *args, r, part, invd, False),
         "pre_smoothing": lambda: UK.smooth_stages(e, r, invd, D, px, py, 0, 2 * mg.pre, True,
                                                  p, dots, False),
         "residual_and_restriction": lambda: UK.residual_restrict(e, r, invd, D, px, py, pz,
@@ -320,7 +321,8 @@ def bench_size(n: int, args: argparse.Namespace) -> dict:
         print(f"[{n}^3] baselines skipped (--baseline-max {args.baseline_max})", flush=True)
         return out
     fs.set_source_scale("cxcl12", "stroma", 1.0)
-    op = fs._op(fs._fields["cxcl12"])  # the exact operator we solved
+    f = fs._fields["cxcl12"]
+    op = OperatorSpec.join(f.static, fs._op(f))  # the exact operator we solved
     t = time.perf_counter()
     A, b = assemble(op)
     out["assemble_seconds"] = time.perf_counter() - t

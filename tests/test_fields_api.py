@@ -27,6 +27,7 @@ def uniform_set(shape=(12, 12, 12), voxel_um=10.0, tol=1e-9, **kw) -> FieldSet:
 def test_public_namespace_is_pinned() -> None:
     assert set(fields_pkg.__all__) == {
         "FieldSet", "SolveReport", "MEMBRANE_SCF", "Multigrid", "OperatorSpec",
+        "StaticOperator", "DynamicOperator",
         "FieldConfig", "FieldsConfig", "BoundaryConfig", "MembraneSCFConfig", "FACES",
     }
 

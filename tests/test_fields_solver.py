@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
-from niche3d.fields import FieldSet, Multigrid, OperatorSpec
+from niche3d.fields import DynamicOperator, FieldSet, Multigrid, OperatorSpec, StaticOperator
 from niche3d.fields import _level_kernels as LK
 from niche3d.fields import _solution_storage as FK
 from niche3d.fields.config import BoundaryConfig, FieldConfig, FieldsConfig
@@ -85,12 +85,11 @@ def tables(d_marrow: float = 1.0, k: float = 0.01) -> tuple[np.ndarray, np.ndarr
 
 
 def solve_mg(op: OperatorSpec, tol: float = 1e-10) -> np.ndarray:
-    per = tuple(bool(op.bkind[2 * a] == 2) for a in range(3))
-    val = tuple(bool(k == 1) for k in op.bkind)
-    mg = Multigrid(op.labels.shape, per, val)  # type: ignore[arg-type]
+    static, dyn = op.split()  # the form FieldSet uses: static part once, dynamic per solve
+    mg = Multigrid.from_static(static)
     hi = np.zeros(op.labels.shape, np.float32)
     lo = np.zeros(hi.shape, np.int16)
-    cycles, _r0, r = mg.solve(op, hi, lo, tol=tol, max_cycles=200)
+    cycles, _r0, r = mg.solve(dyn, hi, lo, tol=tol, max_cycles=200)
     assert r <= tol, (cycles, r)
     return FK.solution(hi, lo)
 
@@ -443,7 +442,7 @@ def test_local_system_reproduces_rows_of_the_assembled_matrix(seed: int) -> None
     active = np.flatnonzero(act)
     idx = np.sort(rng.choice(active, active.size // 3, replace=False))
     mg = Multigrid(shape, (True, False, False))
-    A_II, b_I, W, ext = mg.blocks.local_system(op, idx)
+    A_II, b_I, W, ext = mg.blocks.local_system(*op.split(), idx)
     xfull = np.zeros(act.size)
     xfull[act] = rng.random(active.size)
     pos = np.full(act.size, -1)
@@ -627,6 +626,81 @@ def test_the_static_operator_is_derived_once_per_label_array() -> None:
     hi2, lo2 = start[0].copy(), start[1].copy()
     out2 = fresh.solve(op3, hi2, lo2, tol=1e-8, max_cycles=100)
     assert out == out2 and np.array_equal(hi, hi2) and np.array_equal(lo, lo2)
+
+
+@pytest.mark.parametrize("uniform", [True, False], ids=["uniform-D", "per-tissue-D"])
+def test_static_once_and_dynamic_per_solve_equal_whole_operators(uniform) -> None:
+    """A hierarchy given the static operator once (read-only labels) and a
+    DynamicOperator per solve gives the bits of one given whole OperatorSpecs, over a
+    run of solves with moving cells, a new decay and an implicit step; the norms agree."""
+    import dataclasses
+
+    shape = (12, 10, 14)
+    op = random_op(shape, 5, (0, 0, 1, 0, 2, 2), (0, 0, 1.5, 0, 0, 0), protease=True,
+                   uniform=uniform)
+    op.labels.flags.writeable = False
+    static = StaticOperator.derive(op.labels, op.diffusion, op.bkind, op.bvalue)
+    new = Multigrid.from_static(static)
+    old = Multigrid(shape, (False, False, True), (False, False, True, False, False, False))
+    assert new.static is static and old.static is None
+    states = [(np.zeros(shape, np.float32), np.zeros(shape, np.int16)) for _ in range(2)]
+    rng = np.random.default_rng(3)
+    for step in range(4):
+        cells = np.flatnonzero(rng.random(shape) < 0.02)
+        op = dataclasses.replace(op, cells=cells, decay=op.decay * (1.0 + 0.1 * (step == 2)))
+        if step == 3:
+            op = dataclasses.replace(op, old=FK.solution(*states[0]).astype(np.float32),
+                                     inv_dt=0.5)
+        a = new.solve(op.dynamic(), *states[0], tol=1e-9, max_cycles=100)
+        b = old.solve(op, *states[1], tol=1e-9, max_cycles=100)
+        assert a == b, step
+        assert all(np.array_equal(x, y) for x, y in zip(*states, strict=True)), step
+        assert new.static is static
+        assert new.rhs_norm(op.dynamic()) == old.rhs_norm(op)
+        assert new.residual_norm(op.dynamic(), *states[0]) == old.residual_norm(op, *states[1])
+
+
+def test_a_dynamic_operator_needs_a_static_one_of_the_same_lattice() -> None:
+    op = random_op((8, 9, 10), 1, (0, 0, 0, 0, 2, 2), (0.0,) * 6)
+    static, dyn = op.split()
+    hi, lo = np.zeros((8, 9, 10), np.float32), np.zeros((8, 9, 10), np.int16)
+    with pytest.raises(ValueError, match="no static operator"):
+        Multigrid((8, 9, 10), (False, False, True)).solve(dyn, hi, lo, tol=1e-6, max_cycles=5)
+    with pytest.raises(ValueError, match="shape"):
+        Multigrid((8, 9, 9), (False, False, True)).set_operator(static)
+    with pytest.raises(ValueError, match="periodic"):
+        Multigrid((8, 9, 10), (False, False, False)).set_operator(static)
+    with pytest.raises(TypeError, match="StaticOperator"):
+        Multigrid.from_static(op)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="DynamicOperator"):
+        Multigrid.from_static(static).solve(static, hi, lo, tol=1e-6,  # type: ignore[arg-type]
+                                            max_cycles=5)
+
+
+def test_fieldset_derives_the_static_operator_once_per_field(monkeypatch) -> None:
+    """FieldSet builds each field's static operator at construction and passes only the
+    dynamic part per solve: solving never looks at labels, diffusion or boundaries
+    again (StaticOperator.derive and OperatorSpec are not called)."""
+    lab = np.full((10, 12, 14), Tissue.MARROW, np.uint8)
+    lab[:, 6, :] = Tissue.BONE
+    lab[:, 3, 3] = Tissue.STROMA
+    cfg = FieldConfig(diffusion_um2_s={"marrow": 50.0}, decay_per_min={"marrow": 0.05},
+                      secretion_per_min={"stroma": 2.0}, uptake_per_min=0.1)
+    fs = FieldSet(Lattice(lab, 8.0), FieldsConfig(diffusible={"c": cfg}, tolerance=1e-8))
+    f = fs._fields["c"]
+    assert isinstance(f.static, StaticOperator) and f.mg.static is f.static
+    assert f.static.labels is fs.lattice.labels
+
+    def forbidden(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise AssertionError("static operator derived again")
+
+    monkeypatch.setattr(StaticOperator, "derive", classmethod(forbidden))
+    monkeypatch.setattr(OperatorSpec, "static", forbidden)
+    assert isinstance(fs._op(f), DynamicOperator)
+    fs.solve(np.array([6, 40]), dt_minutes=2.0)
+    fs.solve(np.array([5, 40, 41]))  # steady last: residual() is the steady one
+    assert fs.residual("c") < 1e-6
+    assert f.mg.static is f.static
 
 
 # --------------------------------------------------------------------------- fused passes

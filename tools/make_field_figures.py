@@ -37,14 +37,13 @@ def _tables(d: float, k: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _solve(op: OperatorSpec, tol: float = 1e-11) -> tuple[np.ndarray, list[float]]:
-    per = tuple(bool(op.bkind[2 * a] == 2) for a in range(3))
-    val = tuple(bool(k == 1) for k in op.bkind)
-    mg = Multigrid(op.labels.shape, per, val)  # type: ignore[arg-type]
+    static, dyn = op.split()
+    mg = Multigrid.from_static(static)
     hi = np.zeros(op.labels.shape, np.float32)
     lo = np.zeros(hi.shape, np.int16)
     hist = []
     for i in range(200):
-        _c, r0, r = mg.solve(op, hi, lo, tol=tol, max_cycles=1, rebuild=i == 0)
+        _c, r0, r = mg.solve(dyn, hi, lo, tol=tol, max_cycles=1, rebuild=i == 0)
         if i == 0:
             hist.append(r0)
         hist.append(r)

@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from niche3d.fields._boundary import PERIODIC, VALUE
 from niche3d.fields._solution_storage import split_values
-from niche3d.fields.operator import OperatorSpec
+from niche3d.fields.operator import DynamicOperator, StaticOperator
 
 __all__ = ["BlockSolves"]
 
@@ -78,17 +78,18 @@ class BlockSolves:
                     n += arr.nbytes
         return n
 
-    def find(self, op: OperatorSpec) -> None:
-        """Find the pockets and fjords of ``op``'s static part (labels, diffusivities);
+    def find(self, static: StaticOperator) -> None:
+        """Find the pockets and fjords of ``static`` (labels, diffusivities);
         forgets every factorisation and structure of an earlier one. The search allocates
         ~10 B/voxel of temporaries, so it runs before the level-0 work arrays exist."""
         self._pocket_lu = None
         self._fjord_lu = None
         self._structures = {}
-        self._find_pockets(op)
-        self._find_fjords(op)
+        self._find_pockets(static)
+        self._find_fjords(static)
 
-    def solve_pockets(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray) -> None:
+    def solve_pockets(self, static: StaticOperator, dyn: DynamicOperator, hi: np.ndarray,
+                      lo: np.ndarray) -> None:
         """Write the exact solution on the closed pockets into hi + lo. It runs before a
         solve's first residual, so that residual already has the pockets solved (one
         residual pass per solve fewer than solving them after it).
@@ -100,19 +101,19 @@ class BlockSolves:
         iso = self.pockets
         if not iso.size:
             return
-        A, b, _W, _ext = self.local_system(op, iso)
+        A, b, _W, _ext = self.local_system(static, dyn, iso)
         if self._pocket_lu is None or not np.array_equal(self._pocket_lu[1], A.data):
             self._pocket_lu = (scipy.sparse.linalg.splu(A), A.data)
         v = self._pocket_lu[0].solve(b)
         hi.reshape(-1)[iso], lo.reshape(-1)[iso] = split_values(
             np.atleast_1d(np.asarray(v, np.float64)))
 
-    def prepare_fjords(self, op: OperatorSpec) -> None:
+    def prepare_fjords(self, static: StaticOperator, dyn: DynamicOperator) -> None:
         """Factorise the fjord block (or keep the factors) and set its right-hand side."""
         if self.fjords.size:
             # the block changes only with the reaction inside the fjords (cells, protease,
             # dt); the right-hand side with every solve (sources, c_old / dt)
-            A, b, W, ext = self.local_system(op, self.fjords)
+            A, b, W, ext = self.local_system(static, dyn, self.fjords)
             if self._fjord_lu is None or not np.array_equal(self._fjord_lu[4], A.data):
                 self._fjord_lu = (scipy.sparse.linalg.splu(A), b, W, ext, A.data)
             else:
@@ -128,7 +129,8 @@ class BlockSolves:
         rhs = r.reshape(-1)[self.fjords].astype(np.float64) + W @ ef[ext].astype(np.float64)
         ef[self.fjords] = lu.solve(rhs).astype(np.float32)
 
-    def local_system(self, op: OperatorSpec, idx: np.ndarray) -> tuple:
+    def local_system(self, static: StaticOperator, dyn: DynamicOperator,
+                     idx: np.ndarray) -> tuple:
         """Rows ``idx`` (sorted flat indices) of the level-0 system, split into the block
         ``A_II`` (csc), the right-hand side ``b_I`` and the coupling to voxels outside
         ``idx``: ``A_II c_I = b_I + W c_ext`` with ``W`` (csr, rows of idx) over the
@@ -140,24 +142,24 @@ class BlockSolves:
         to b. That rebuild was ~8 % of a 128^3 solve."""
         hit = self._structures.get(id(idx))
         if hit is None or hit[0] is not idx:
-            hit = (idx, self._structure(op, idx))
+            hit = (idx, self._structure(static, idx))
             self._structures[id(idx)] = hit
             # at most the pockets' and the fjords' structures are current
             while len(self._structures) > 2:
                 self._structures.pop(next(iter(self._structures)))
         Ag, bg, W, ext, dpos = hit[1]
-        react, src = op.reaction_and_source(idx)
+        react, src = dyn.reaction_and_source(static, idx)
         data = Ag.data.copy()
         data[dpos] += react
         A = scipy.sparse.csc_matrix((data, Ag.indices, Ag.indptr), shape=Ag.shape)
         return A, bg + src, W, ext
 
-    def _structure(self, op: OperatorSpec, idx: np.ndarray) -> tuple:
+    def _structure(self, static: StaticOperator, idx: np.ndarray) -> tuple:
         """Geometric part of :meth:`local_system`: (A_II without the reaction, b_I from
         fixed-value faces, W, ext, positions of the diagonal in ``A_II.data``)."""
-        lab = op.labels
+        lab = static.labels
         nz, ny, nx = lab.shape
-        _act, H, D2 = op.tables()
+        H, D2 = static.H, static.D2
         labf = lab.reshape(-1)
         t = labf[idx].astype(np.int64)
         m = idx.size
@@ -172,7 +174,7 @@ class BlockSolves:
                 face = 2 * axis + side
                 nc = coord + step
                 inside = (nc >= 0) & (nc < n)
-                if op.bkind[face] == PERIODIC:
+                if static.bkind[face] == PERIODIC:
                     nc = nc % n
                     inside = np.ones(m, bool)
                 nzyx = [z, y, x]
@@ -180,10 +182,10 @@ class BlockSolves:
                 nb = (nzyx[0] * ny + nzyx[1]) * nx + nzyx[2]
                 w = np.where(inside, H[t * 16 + labf[nb]], 0.0)
                 diag = diag + w
-                if op.bkind[face] == VALUE:
+                if static.bkind[face] == VALUE:
                     edge = ~inside
                     diag = diag + np.where(edge, D2[t], 0.0)
-                    b = b + np.where(edge, D2[t] * op.bvalue[face], 0.0)
+                    b = b + np.where(edge, D2[t] * static.bvalue[face], 0.0)
                 mk = inside & (w > 0)
                 pos = np.searchsorted(idx, nb)
                 pos_c = np.minimum(pos, m - 1)
@@ -210,7 +212,7 @@ class BlockSolves:
         assert dpos.size == m
         return A, b, W, ext.astype(np.int64), dpos
 
-    def _find_pockets(self, op: OperatorSpec) -> None:
+    def _find_pockets(self, static: StaticOperator) -> None:
         """Find small permeable regions closed off by bone (and by no-flux faces).
 
         Coarse cells straddle the bone around such a pocket, so the coarse correction
@@ -218,7 +220,7 @@ class BlockSolves:
         at ~0.3 % per sweep. The pockets are decoupled from the rest, so they are solved
         exactly (sparse LU) and excluded from the coarse correction instead.
         """
-        active = np.asarray(op.diffusion)[op.labels] > 0
+        active = static.diffusion[static.labels] > 0
         comp, n = ndimage.label(active)
         if n <= 1:
             self.pockets = np.zeros(0, np.int64)
@@ -232,7 +234,7 @@ class BlockSolves:
                 small[np.unique(np.take(comp, [0, comp.shape[axis] - 1], axis=axis))] = False
         self.pockets = np.flatnonzero(small[comp].ravel()).astype(np.int64)
 
-    def _find_fjords(self, op: OperatorSpec) -> None:
+    def _find_fjords(self, static: StaticOperator) -> None:
         """Marrow the coarse levels cannot represent: permeable voxels farther than
         ``fjord_depth`` voxels from the bulk of the marrow (the largest component of the
         permeable mask eroded ``fjord_depth`` times, dilated back), in connected pieces of
@@ -241,7 +243,7 @@ class BlockSolves:
         dep = self.fjord_depth
         if dep <= 0:
             return
-        active = np.asarray(op.diffusion)[op.labels] > 0
+        active = static.diffusion[static.labels] > 0
         # outside the lattice counts as permeable: a domain face is no neck
         er = ndimage.binary_erosion(active, iterations=dep, border_value=1)
         comp, n = ndimage.label(er)

@@ -20,10 +20,10 @@ import numpy as np
 from scipy import ndimage
 
 from niche3d.fields import _solution_storage as K
-from niche3d.fields._boundary import KINDS, PERIODIC, VALUE
+from niche3d.fields._boundary import KINDS, VALUE
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
 from niche3d.fields.multigrid import Multigrid
-from niche3d.fields.operator import OperatorSpec
+from niche3d.fields.operator import DynamicOperator, StaticOperator
 from niche3d.names import MEMBRANE_SCF
 from niche3d.tissue.codes import TISSUE_NAMES, tissue_code
 from niche3d.tissue.contact import tissue_neighbour_mean
@@ -106,10 +106,11 @@ class _Field:
             if b is not None:
                 self.bkind[i] = KINDS[b.kind]
                 self.bvalue[i] = b.value if b.kind == "value" else 0.0
-        periodic = tuple(bool(self.bkind[2 * a] == PERIODIC) for a in range(3))
-        value_faces = tuple(bool(k == VALUE) for k in self.bkind)
-        self.mg = Multigrid(lattice.shape, periodic, value_faces,  # type: ignore[arg-type]
-                            scratch=scratch)
+        # the static operator, once: a solve passes only what may change (_op); the
+        # lattice's labels are read-only, so the hierarchy never has to look for edits
+        self.static = StaticOperator.derive(lattice.labels, self.diffusion, self.bkind,
+                                            self.bvalue)
+        self.mg = Multigrid.from_static(self.static, scratch=scratch)
         self.hi = np.zeros(lattice.shape, np.float32)
         self.lo = np.zeros(lattice.shape, np.int16)  # mantissa extension of hi
         self.dirty = True
@@ -313,20 +314,18 @@ class FieldSet:
         return self._protease
 
     # ------------------------------------------------------------------ operator
-    def _op(self, f: _Field, old: np.ndarray | None = None, inv_dt: float = 0.0) -> OperatorSpec:
+    def _op(self, f: _Field, old: np.ndarray | None = None,
+            inv_dt: float = 0.0) -> DynamicOperator:
+        """What a solve of ``f`` passes to its hierarchy (the static part is ``f.static``)."""
         decay = f.decay.copy()
         prot_map = None
         if isinstance(self._protease, np.ndarray):
             prot_map = self._protease
         else:
             decay += self._protease * f.cfg.protease_sensitivity
-        return OperatorSpec(
-            labels=self.lattice.labels,
-            diffusion=f.diffusion,
+        return DynamicOperator(
             decay=decay,
             secretion=f.secretion * f.scale,
-            bkind=f.bkind,
-            bvalue=f.bvalue,
             cells=self._cells_key,
             uptake=f.cfg.uptake_per_min,
             protease=prot_map,

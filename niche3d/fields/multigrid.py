@@ -12,10 +12,12 @@ diffusivity, stored for per-tissue diffusivities), the coarse levels
 (:mod:`niche3d.fields._coarse`) and the exact block solves of closed pockets and fjords
 (:mod:`niche3d.fields._blocks`).
 
-A hierarchy derives its geometry from the static operator (labels, diffusivities,
-boundaries) once, at the first solve or build (the label array is recognised by identity,
-never hashed); a solve then brings what may change: cells, reaction, sources, protease,
-dt. The coarse operators are a function of the current operator only: after cells move,
+A hierarchy is given the static operator (labels, diffusivities, boundaries:
+:class:`~niche3d.fields.operator.StaticOperator`) once, :meth:`Multigrid.from_static`, and
+derives its geometry (closed pockets, fjords) from it at the first solve or build; the
+label volume is never hashed. A solve then brings only what may change
+(:class:`~niche3d.fields.operator.DynamicOperator`: cells, reaction, sources, protease,
+dt). The coarse operators are a function of the current operator only: after cells move,
 the touched coarse cells are summed again in the order and precision of a full build,
 so an incremental update is bit-identical to a full rebuild.
 """
@@ -30,15 +32,20 @@ from niche3d.fields import _uniform_kernels as UK
 from niche3d.fields._blocks import BlockSolves
 from niche3d.fields._coarse import CoarseLevels, Level
 from niche3d.fields._fine_level import MatrixFreeLevel0, StoredLevel0, serial_sum
-from niche3d.fields.operator import OperatorSpec, StaticOperator, UniformArgs
+from niche3d.fields.operator import DynamicOperator, OperatorSpec, StaticOperator, UniformArgs
 
-__all__ = ["Multigrid", "OperatorSpec"]
+__all__ = ["DynamicOperator", "Multigrid", "OperatorSpec", "StaticOperator"]
 
 _STALL_CYCLES = 5  # cycles without a new lowest residual that end a solve (see _Stall)
 
 
 class Multigrid:
     """Multigrid hierarchy for one field on one lattice shape.
+
+    Make one with :meth:`from_static` (the static operator given once, the usual way) or
+    with the lattice shape and boundary flags and give it the static operator with
+    :meth:`set_operator`. Its :meth:`solve`, :meth:`build`, :meth:`rhs_norm` and
+    :meth:`residual_norm` take a :class:`~niche3d.fields.operator.DynamicOperator`.
 
     Parameters
     ----------
@@ -67,10 +74,12 @@ class Multigrid:
 
     Notes
     -----
-    The static part of the operator (labels, diffusivities, boundaries) is taken from the
-    first operator solved or built and kept while later operators have the same label
-    array (identity) and equal tables; another label array makes the hierarchy start
-    afresh. Labels changed in place are not noticed: pass a new array.
+    For scripted use the per-solve methods also take a whole
+    :class:`~niche3d.fields.operator.OperatorSpec`: its static part is derived at the
+    first and kept while later ones have the same label array (identity, never hashed)
+    and equal tables; another label array binds a new static operator. Labels changed in
+    place are not noticed (:class:`~niche3d.tissue.Lattice` labels are read-only): a new
+    tissue is a new array and a new :class:`~niche3d.fields.operator.StaticOperator`.
     """
 
     def __init__(
@@ -105,10 +114,57 @@ class Multigrid:
         self.blocks = BlockSolves(self.periodic, self.fjord_depth)  # type: ignore[arg-type]
         self.scratch: dict = {} if scratch is None else scratch
         self._static: StaticOperator | None = None
+        self._found = False  # pockets and fjords of _static searched
         self._build_key: tuple | None = None
         self._cells = np.zeros(0, np.int64)  # occupied voxels at the last build
         self._incremental = 0  # incremental updates since the last full build
         self._L0: Level | None = None  # level 0 with stored coefficients (general path)
+
+    @classmethod
+    def from_static(
+        cls,
+        static: StaticOperator,
+        *,
+        pre: int = 2,
+        post: int = 2,
+        coarse_smooth: int = 3,
+        fjord_depth: int = 1,
+        scratch: dict | None = None,
+    ) -> Multigrid:
+        """The hierarchy of ``static`` (shape, periodic axes and fixed-value faces from
+        it); the keyword arguments are those of the constructor."""
+        if not isinstance(static, StaticOperator):
+            raise TypeError(f"static must be a StaticOperator, got {type(static).__name__}")
+        mg = cls(static.shape, static.periodic, static.value_faces, pre=pre, post=post,
+                 coarse_smooth=coarse_smooth, fjord_depth=fjord_depth, scratch=scratch)
+        mg.set_operator(static)
+        return mg
+
+    @property
+    def static(self) -> StaticOperator | None:
+        """The static operator this hierarchy solves with (None until one is given)."""
+        return self._static
+
+    def set_operator(self, static: StaticOperator) -> None:
+        """Give the hierarchy its static operator (labels, diffusivities, boundaries).
+
+        The same object again changes nothing; another one makes the hierarchy start
+        afresh (its pockets and fjords are searched at the next build or solve, and that
+        build is a full one)."""
+        if static is self._static:
+            return
+        if not isinstance(static, StaticOperator):
+            raise TypeError(f"static must be a StaticOperator, got {type(static).__name__}")
+        if static.shape != self.shape:
+            raise ValueError(f"operator labels have shape {static.shape}, the hierarchy "
+                             f"was made for {self.shape}")
+        if static.periodic != self.periodic:
+            raise ValueError(f"operator has periodic axes {static.periodic} (z, y, x), the "
+                             f"hierarchy was made for {self.periodic}")
+        self._static = static
+        self._found = False
+        self._L0 = None
+        self.forget_build()
 
     # ------------------------------------------------------------------ structure
     @property
@@ -152,31 +208,46 @@ class Multigrid:
         shared with every hierarchy that was given the same pool)."""
         return sum(a.nbytes for v in self.scratch.values() for a in v)
 
-    def _bind(self, op: OperatorSpec) -> StaticOperator:
-        """The static part of ``op``, derived once (codes present, face tables, the
-        pockets and fjords); a different one starts the hierarchy afresh."""
-        st = self._static
-        if st is not None and st.matches(op):
-            return st
-        if op.labels.shape != self.shape:
-            raise ValueError(f"operator labels have shape {op.labels.shape}, the hierarchy "
-                             f"was made for {self.shape}")
-        st = StaticOperator.of(op)
-        self._static = None  # (a failed search leaves no half-bound state)
-        self.blocks.find(op)
-        self._static = st
-        self._L0 = None
-        self.forget_build()
-        return st
+    def _parts(self, op: DynamicOperator | OperatorSpec,
+               bind: bool = True) -> tuple[StaticOperator, DynamicOperator]:
+        """(static operator, dynamic part) of a solve. A DynamicOperator is solved with
+        the bound static operator; an OperatorSpec brings its own, which is bound (kept
+        when it matches the bound one) unless ``bind`` is False (the norms: they leave
+        the hierarchy as it is)."""
+        if isinstance(op, DynamicOperator):
+            if self._static is None:
+                raise ValueError("no static operator: make the hierarchy with "
+                                 "Multigrid.from_static or call set_operator first")
+            st = self._static
+            dyn = op
+        elif isinstance(op, OperatorSpec):
+            st = self._static
+            if st is None or not st.matches(op):
+                if op.labels.shape != self.shape:
+                    raise ValueError(f"operator labels have shape {op.labels.shape}, the "
+                                     f"hierarchy was made for {self.shape}")
+                st = op.static()
+                if bind:
+                    self.set_operator(st)
+            dyn = op.dynamic()
+        else:
+            raise TypeError(f"operator must be a DynamicOperator (or an OperatorSpec), "
+                            f"got {type(op).__name__}")
+        if bind and not self._found:
+            # the search allocates ~10 B/voxel of temporaries: before the work arrays
+            self.blocks.find(st)
+            self._found = True
+        return st, dyn
 
-    def _uniform_args(self, op: OperatorSpec) -> UniformArgs | None:
+    def _uniform_args(self, op: DynamicOperator | OperatorSpec) -> UniformArgs | None:
         """Arguments of the vectorised kernels (:mod:`niche3d.fields._uniform_kernels`),
         or None when the operator needs per-face coefficients (permeable tissues with
         different diffusivities, or more than one impermeable tissue on the lattice)."""
-        return self._bind(op).uniform_args(op)
+        st, dyn = self._parts(op)
+        return st.uniform_args(dyn)
 
     # ------------------------------------------------------------------ operator
-    def build(self, op: OperatorSpec) -> None:
+    def build(self, op: DynamicOperator | OperatorSpec) -> None:
         """(Re)build the coarse-level coefficients from the level-0 operator.
 
         When only the cell occupancy changed since the last build (same static part,
@@ -184,17 +255,17 @@ class Multigrid:
         the changed voxels is summed again (:meth:`_update_cells`), with a result
         bit-identical to a full rebuild.
         """
-        st = self._bind(op)
-        key = (np.asarray(op.decay, np.float64).tobytes(), float(op.uptake), float(op.psens),
-               float(op.inv_dt), op.protease is None)
-        cells = op.cell_list()
-        if key == self._build_key and op.protease is None:
-            self._update_cells(op, st, cells)
+        st, dyn = self._parts(op)
+        key = (np.asarray(dyn.decay, np.float64).tobytes(), float(dyn.uptake),
+               float(dyn.psens), float(dyn.inv_dt), dyn.protease is None)
+        t = dyn.table_args(st)
+        cells = t.cells
+        if key == self._build_key and dyn.protease is None:
+            self._update_cells(dyn, st, cells)
             return
-        t = op.table_args(st)
         fz, fy, fx = self.factors[0]
         L1 = self.levels[0]
-        TK.build_from_fine(op.labels, t.act, t.H, t.D2, t.klut, t.bk, t.cells, t.uptake,
+        TK.build_from_fine(st.labels, t.act, t.H, t.D2, t.klut, t.bk, t.cells, t.uptake,
                            t.prot, t.hasprot, t.psens, t.inv_dt, fz, fy, fx,
                            L1.ax, L1.ay, L1.az, L1.kr)
         if st.D is None:
@@ -202,7 +273,7 @@ class Multigrid:
             if self._L0 is None:
                 self._L0 = Level(self.shape)  # type: ignore[arg-type]
             L0 = self._L0
-            TK.build_from_fine(op.labels, t.act, t.H, t.D2, t.klut, t.bk, t.cells, t.uptake,
+            TK.build_from_fine(st.labels, t.act, t.H, t.D2, t.klut, t.bk, t.cells, t.uptake,
                                t.prot, t.hasprot, t.psens, t.inv_dt, 1, 1, 1,
                                L0.ax, L0.ay, L0.az, L0.kr)
         else:
@@ -218,7 +289,8 @@ class Multigrid:
         self._build_key = None
         self._incremental = 0
 
-    def _update_cells(self, op: OperatorSpec, st: StaticOperator, cells: np.ndarray) -> None:
+    def _update_cells(self, dyn: DynamicOperator, st: StaticOperator,
+                      cells: np.ndarray) -> None:
         """Recompute the reaction of the coarse cells above voxels whose occupancy changed.
 
         Each touched coarse cell is summed again from the level below, in the order and
@@ -232,18 +304,18 @@ class Multigrid:
         """
         changed = np.setxor1d(cells, self._cells, assume_unique=True)
         self._cells = cells.copy()
-        if changed.size == 0 or op.uptake == 0.0:
+        if changed.size == 0 or dyn.uptake == 0.0:
             return
-        changed = changed[st.act[op.labels.reshape(-1)[changed]] > 0]
+        changed = changed[st.act[st.labels.reshape(-1)[changed]] > 0]
         if changed.size == 0:
             return
-        klut = np.ascontiguousarray(op.decay, dtype=np.float64)
-        upt, inv_dt = float(op.uptake), float(op.inv_dt)
+        klut = np.ascontiguousarray(dyn.decay, dtype=np.float64)
+        upt, inv_dt = float(dyn.uptake), float(dyn.inv_dt)
         nz, ny, nx = self.shape
         z, rem = np.divmod(changed, ny * nx)
         y, x = np.divmod(rem, nx)
         if self._L0 is not None:  # general path: level 0 stores the reaction per voxel
-            TK.reaction_from_fine(op.labels, st.act, klut, cells, upt, inv_dt, 1, 1, 1,
+            TK.reaction_from_fine(st.labels, st.act, klut, cells, upt, inv_dt, 1, 1, 1,
                                   self._L0.kr, changed)
         below: Level | None = None
         for f, L in zip(self.factors, self.levels, strict=True):
@@ -251,7 +323,7 @@ class Multigrid:
             _, cy, cx = L.shape
             which = np.unique((z * cy + y) * cx + x)
             if below is None:
-                TK.reaction_from_fine(op.labels, st.act, klut, cells, upt, inv_dt, *f, L.kr,
+                TK.reaction_from_fine(st.labels, st.act, klut, cells, upt, inv_dt, *f, L.kr,
                                       which)
             else:
                 LK.reaction_from_coarse(below.kr, *f, L.kr, which)
@@ -260,17 +332,20 @@ class Multigrid:
         self._incremental += 1
 
     # ------------------------------------------------------------------ norms
-    def rhs_norm(self, op: OperatorSpec) -> float:
+    def rhs_norm(self, op: DynamicOperator | OperatorSpec) -> float:
         """||b||_2 over active voxels (sources, fixed-value terms, old / dt)."""
-        t = op.table_args()
+        st, dyn = self._parts(op, bind=False)
+        t = dyn.table_args(st)
         part = np.zeros(self.shape[0], np.float64)
-        TK.fine_rhs_norm(op.labels, t.act, t.D2, t.slut, t.bk, t.bv, t.old, t.inv_dt, part)
+        TK.fine_rhs_norm(st.labels, t.act, t.D2, t.slut, t.bk, t.bv, t.old, t.inv_dt, part)
         return float(np.sqrt(serial_sum(part)))
 
-    def residual_norm(self, op: OperatorSpec, hi: np.ndarray, lo: np.ndarray) -> float:
+    def residual_norm(self, op: DynamicOperator | OperatorSpec, hi: np.ndarray,
+                      lo: np.ndarray) -> float:
         """||b - A c||_2 over active voxels for c = hi + lo."""
+        st, dyn = self._parts(op, bind=False)
         part = np.zeros(self.shape[0], np.float64)
-        TK.fine_residual_norm(op.labels, hi, lo, *op.table_args(), part)
+        TK.fine_residual_norm(st.labels, hi, lo, *dyn.table_args(st), part)
         return float(np.sqrt(serial_sum(part)))
 
     # ------------------------------------------------------------------ solve
@@ -288,7 +363,7 @@ class Multigrid:
 
     def solve(
         self,
-        op: OperatorSpec,
+        op: DynamicOperator | OperatorSpec,
         hi: np.ndarray,
         lo: np.ndarray,
         *,
@@ -298,6 +373,9 @@ class Multigrid:
         rebuild: bool = True,
     ) -> tuple[int, float, float]:
         """V-cycles on ``hi + lo`` (in place) until ||r|| <= tol ||b||.
+
+        ``op`` is what changed since the last solve (cells, reaction, sources, protease,
+        dt) on the bound static operator, or a whole OperatorSpec (see the class notes).
 
         Operators with one diffusivity over the permeable tissues (the default) keep
         level 0 matrix-free, others store it (:mod:`niche3d.fields._fine_level`); one loop
@@ -322,20 +400,20 @@ class Multigrid:
                        else type(arr).__name__)
                 raise ValueError(f"solve: {name} must be a C-contiguous {np.dtype(dt).name} "
                                  f"array of shape {self.shape}, got {got}")
-        st = self._bind(op)
+        st, dyn = self._parts(op)
         if rebuild or (st.D is None and self._L0 is None):
-            self.build(op)
+            self.build(dyn)
         pockets = self.blocks.pockets
         fine: MatrixFreeLevel0 | StoredLevel0
-        args = st.uniform_args(op)
+        args = st.uniform_args(dyn)
         if args is not None:
-            fine = MatrixFreeLevel0(op.labels, args, hi, lo, self._work(), pockets,
+            fine = MatrixFreeLevel0(st.labels, args, hi, lo, self._work(), pockets,
                                     self.periodic, self.factors[0])  # type: ignore[arg-type]
         else:
             assert self._L0 is not None
-            fine = StoredLevel0(op.labels, op.table_args(st), hi, lo, self._L0,
+            fine = StoredLevel0(st.labels, dyn.table_args(st), hi, lo, self._L0,
                                 self._pool("p", np.int16), pockets, self.coarse, None)
-        self.blocks.solve_pockets(op, hi, lo)
+        self.blocks.solve_pockets(st, dyn, hi, lo)
         r2, b2 = fine.residual(True, bnorm is None)
         if bnorm is None:
             bnorm = float(np.sqrt(b2))
@@ -346,7 +424,7 @@ class Multigrid:
         r0 = float(np.sqrt(r2)) / bnorm
         if r0 <= tol:
             return 0, r0, r0
-        self.blocks.prepare_fjords(op)
+        self.blocks.prepare_fjords(st, dyn)
         rel = r0
         L1 = self.levels[0]
         kry = _Krylov()

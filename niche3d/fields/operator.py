@@ -1,12 +1,23 @@
-"""The level-0 operator of one field and the argument bundles its kernels take.
+"""The level-0 operator of one field, split into what is fixed and what changes.
 
-:class:`OperatorSpec` is the whole operator in kernel units. Its static part (labels,
-diffusivities, boundaries) is what a :class:`~niche3d.fields.multigrid.Multigrid` derives
-its geometry from once (:class:`StaticOperator`); the rest (cells, reaction, sources,
-protease, dt) may change from one solve to the next. :class:`TableArgs` and
-:class:`UniformArgs` name the argument tails of the two families of level-0 kernels
-(:mod:`niche3d.fields._table_kernels`, :mod:`niche3d.fields._uniform_kernels`); the
-kernels take them unpacked (``*args``), in field order.
+A field's operator ``-div(D grad c) + k c = S`` on the tissue lattice has a static part
+and a dynamic one:
+
+* :class:`StaticOperator`: labels, per-tissue diffusivities, boundary kinds and values,
+  and what is derived from them once (face tables, the codes present, whether the
+  vectorised kernels apply). A :class:`~niche3d.fields.multigrid.Multigrid` is given it
+  once (:meth:`~niche3d.fields.multigrid.Multigrid.from_static`) and derives its geometry
+  (closed pockets, fjords) from it, without ever hashing the label volume.
+* :class:`DynamicOperator`: what may change from one solve to the next: cells, decay
+  and secretion tables, uptake, protease, the old solution and 1/dt of an implicit step.
+  A solve is passed only this.
+
+:class:`OperatorSpec` is the whole operator in one object, a convenience for scripted use
+(tests, figures, assembling the matrix for a baseline); :meth:`OperatorSpec.split` gives
+the two parts. :class:`TableArgs` and :class:`UniformArgs` name the argument tails of the
+two families of level-0 kernels (:mod:`niche3d.fields._table_kernels`,
+:mod:`niche3d.fields._uniform_kernels`); the kernels take them unpacked (``*args``), in
+field order.
 """
 
 from __future__ import annotations
@@ -16,30 +27,27 @@ from typing import NamedTuple
 
 import numpy as np
 
-from niche3d.fields._boundary import PERIODIC
+from niche3d.fields._boundary import PERIODIC, VALUE
 
-__all__ = ["OperatorSpec", "StaticOperator", "TableArgs", "UniformArgs", "face_tables"]
+__all__ = ["DynamicOperator", "OperatorSpec", "StaticOperator", "TableArgs", "UniformArgs",
+           "face_tables"]
+
+
+def _dummy() -> np.ndarray:
+    """Stand-in for an absent per-voxel map (the kernels take an array either way)."""
+    return np.zeros((1, 1, 1), np.float32)
 
 
 @dataclass
-class OperatorSpec:
-    """Level-0 operator of one field in kernel units (voxel, minute).
+class DynamicOperator:
+    """What may change between two solves of one field, in kernel units (voxel, minute).
 
     Attributes
     ----------
-    labels
-        uint8 tissue codes (z, y, x). A :class:`~niche3d.fields.multigrid.Multigrid`
-        derives its geometry from this array once (by identity, without hashing it):
-        pass a new array, not the same one changed in place, when the tissue changes.
-    diffusion
-        (16,) diffusivity per tissue code, voxel²/min (0 = impermeable, voxel masked).
     decay
         (16,) decay per tissue code, 1/min (scalar protease already added).
     secretion
         (16,) secretion per tissue code, field unit/min (source scales already applied).
-    bkind, bvalue
-        (6,) boundary kinds (:mod:`niche3d.fields._boundary`: 0 no-flux, 1 value,
-        2 periodic) and values, face order zmin, zmax, ymin, ymax, xmin, xmax.
     cells
         Sorted, unique int64 flat indices (into ``labels.ravel()``) of the voxels that hold
         a cell; each adds ``uptake`` to k there. A list, not a mask: cells are sparse, and
@@ -52,51 +60,42 @@ class OperatorSpec:
         previous solution and 1/dt for a backward-Euler step (None / 0 for steady).
     """
 
-    labels: np.ndarray
-    diffusion: np.ndarray
     decay: np.ndarray
     secretion: np.ndarray
-    bkind: np.ndarray
-    bvalue: np.ndarray
     cells: np.ndarray
     uptake: float = 0.0
     protease: np.ndarray | None = None
     psens: float = 0.0
     old: np.ndarray | None = None
     inv_dt: float = 0.0
-    _dummy: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 1), np.float32))
+    _dummy: np.ndarray = field(default_factory=_dummy)
 
-    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(active flag per code, harmonic face table H[16 a + b], 2 D per code)."""
-        return face_tables(self.diffusion)
-
-    def cell_list(self) -> np.ndarray:
+    def cell_list(self, size: int) -> np.ndarray:
         """``cells`` as a C-contiguous int64 array, checked to be sorted, unique and
-        inside the lattice (the kernels find a row's cells by binary search)."""
+        inside a lattice of ``size`` voxels (the kernels find a row's cells by binary
+        search)."""
         c = np.ascontiguousarray(self.cells)
         if c.ndim != 1 or (c.size and c.dtype.kind not in "iu"):
             raise ValueError(f"cells must be a 1D array of flat voxel indices, got "
                              f"{c.dtype} array of shape {c.shape}")
         c = c.astype(np.int64, copy=False)
-        if c.size and (c[0] < 0 or c[-1] >= self.labels.size or np.any(np.diff(c) <= 0)):
+        if c.size and (c[0] < 0 or c[-1] >= size or np.any(np.diff(c) <= 0)):
             raise ValueError(f"cells must be sorted, unique flat indices in [0, "
-                             f"{self.labels.size}); got values from {c.min()} to {c.max()}"
+                             f"{size}); got values from {c.min()} to {c.max()}"
                              + ("" if np.all(np.diff(c) > 0) else ", not sorted and unique"))
         return c
 
-    def table_args(self, static: StaticOperator | None = None) -> TableArgs:
-        """Argument tail of the table-driven level-0 kernels (the face tables from
-        ``static`` when given, else computed from ``diffusion``)."""
-        act, H, D2 = (static.act, static.H, static.D2) if static is not None else self.tables()
+    def table_args(self, static: StaticOperator) -> TableArgs:
+        """Argument tail of the table-driven level-0 kernels on ``static``."""
         return TableArgs(
-            act=act,
-            H=H,
-            D2=D2,
+            act=static.act,
+            H=static.H,
+            D2=static.D2,
             klut=np.ascontiguousarray(self.decay, dtype=np.float64),
             slut=np.ascontiguousarray(self.secretion, dtype=np.float64),
-            bk=np.ascontiguousarray(self.bkind, dtype=np.int64),
-            bv=np.ascontiguousarray(self.bvalue, dtype=np.float64),
-            cells=self.cell_list(),
+            bk=static.bkind,
+            bv=static.bvalue,
+            cells=self.cell_list(static.labels.size),
             uptake=float(self.uptake),
             prot=self.protease if self.protease is not None else self._dummy,
             hasprot=self.protease is not None,
@@ -105,11 +104,12 @@ class OperatorSpec:
             inv_dt=float(self.inv_dt),
         )
 
-    def reaction_and_source(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def reaction_and_source(self, static: StaticOperator,
+                            idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Level-0 reaction diagonal (decay + uptake + 1/dt + protease) and right-hand side
-        (secretion + old/dt) at the flat voxels ``idx`` (sorted), float64."""
-        codes = self.labels.reshape(-1)[idx]
-        cells = self.cell_list()
+        (secretion + old/dt) at the flat voxels ``idx`` (sorted) of ``static``, float64."""
+        codes = static.labels.reshape(-1)[idx]
+        cells = self.cell_list(static.labels.size)
         if cells.size:
             pos = np.minimum(np.searchsorted(cells, idx), cells.size - 1)
             occupied = cells[pos] == idx  # both sorted: no hashing (np.isin) needed
@@ -123,17 +123,6 @@ class OperatorSpec:
         if self.old is not None and self.inv_dt > 0:
             b = b + self.inv_dt * self.old.reshape(-1)[idx].astype(np.float64)
         return diag, b
-
-
-def face_tables(diffusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(active flag per tissue code, harmonic face table ``H[16 a + b]``, 2 D per code)."""
-    d = np.asarray(diffusion, dtype=np.float64)
-    act = (d > 0).astype(np.uint8)
-    da = d[:, None]
-    db = d[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = np.where((da > 0) & (db > 0), 2.0 * da * db / (da + db), 0.0)
-    return act, np.ascontiguousarray(h.ravel()), 2.0 * d
 
 
 class TableArgs(NamedTuple):
@@ -180,18 +169,22 @@ class UniformArgs(NamedTuple):
 
 @dataclass(frozen=True)
 class StaticOperator:
-    """What a hierarchy derives once from labels, diffusivities and boundaries.
+    """The fixed part of a field's operator and what is derived from it once.
 
-    ``D`` and ``inact`` are the one diffusivity and the one impermeable code when the
-    operator qualifies for the vectorised kernels (every permeable tissue on the lattice
-    has the same diffusivity, at most one impermeable code is present), else ``D`` is
-    None: the table-driven path.
+    Make one with :meth:`derive`. ``D`` and ``inact`` are the one diffusivity and the one
+    impermeable code when the operator qualifies for the vectorised kernels (every
+    permeable tissue on the lattice has the same diffusivity, at most one impermeable code
+    is present), else ``D`` is None: the table-driven path.
+
+    The label array is held, not copied: it must not change while the operator is in use
+    (:class:`~niche3d.tissue.Lattice` labels are read-only); a new tissue is a new
+    ``StaticOperator``.
     """
 
-    labels: np.ndarray
-    diffusion: np.ndarray
-    bkind: np.ndarray
-    bvalue: np.ndarray
+    labels: np.ndarray  # uint8 tissue codes (z, y, x)
+    diffusion: np.ndarray  # float64 (16,): diffusivity per code, voxel²/min (0: masked)
+    bkind: np.ndarray  # int64 (6,): boundary kinds (niche3d.fields._boundary)
+    bvalue: np.ndarray  # float64 (6,): boundary values
     act: np.ndarray
     H: np.ndarray
     D2: np.ndarray
@@ -201,26 +194,31 @@ class StaticOperator:
     inact: int
 
     @classmethod
-    def of(cls, op: OperatorSpec) -> StaticOperator:
-        """The static part of ``op`` (one pass over the labels: the codes present)."""
-        lab = op.labels
+    def derive(cls, labels: np.ndarray, diffusion: np.ndarray, bkind: np.ndarray,
+               bvalue: np.ndarray) -> StaticOperator:
+        """The static operator of ``labels`` (uint8 tissue codes, z, y, x), ``diffusion``
+        ((16,) per code, voxel²/min, 0 = impermeable), ``bkind`` and ``bvalue`` ((6,)
+        boundary kinds, :mod:`niche3d.fields._boundary`: 0 no-flux, 1 value, 2 periodic,
+        and values; faces zmin, zmax, ymin, ymax, xmin, xmax). One read-only pass over
+        the labels (the codes present); the tables are copied."""
+        lab = labels
         if not isinstance(lab, np.ndarray) or lab.dtype.kind != "u" or lab.ndim != 3:
             got = (f"{lab.dtype} array of shape {lab.shape}" if isinstance(lab, np.ndarray)
                    else type(lab).__name__)
             raise ValueError(f"labels must be a 3D array of tissue codes (uint8), got {got}")
         cnt = np.bincount(lab.reshape(-1), minlength=256)
         codes = np.flatnonzero(cnt)
-        diffusion = np.array(op.diffusion, np.float64)
-        act, H, D2 = face_tables(diffusion)
-        d = diffusion[codes]
+        diff = np.array(diffusion, np.float64)
+        act, H, D2 = face_tables(diff)
+        d = diff[codes]
         perm = d > 0
         D: float | None = None
         inact = 255
         if perm.any() and np.unique(d[perm]).size == 1 and (~perm).sum() <= 1:
             D = float(d[perm][0])
             inact = int(codes[~perm][0]) if (~perm).any() else 255
-        return cls(labels=lab, diffusion=diffusion, bkind=np.array(op.bkind, np.int64),
-                   bvalue=np.array(op.bvalue, np.float64), act=act, H=H, D2=D2,
+        return cls(labels=lab, diffusion=diff, bkind=np.array(bkind, np.int64),
+                   bvalue=np.array(bvalue, np.float64), act=act, H=H, D2=D2,
                    codes=codes, counts=cnt[codes], D=D, inact=inact)
 
     def matches(self, op: OperatorSpec) -> bool:
@@ -232,16 +230,26 @@ class StaticOperator:
                 and np.array_equal(np.asarray(op.bvalue, np.float64), self.bvalue))
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """Lattice shape (z, y, x)."""
+        return self.labels.shape  # type: ignore[return-value]
+
+    @property
     def periodic(self) -> tuple[bool, bool, bool]:
         """Periodic flag per axis (z, y, x)."""
         return tuple(bool(self.bkind[2 * a] == PERIODIC) for a in range(3))  # type: ignore[return-value]
 
-    def uniform_args(self, op: OperatorSpec) -> UniformArgs | None:
-        """Arguments of the vectorised kernels for ``op`` (whose static part this is), or
-        None when the operator needs per-face coefficients."""
+    @property
+    def value_faces(self) -> tuple[bool, bool, bool, bool, bool, bool]:
+        """Fixed-value flag per face (zmin, zmax, ymin, ymax, xmin, xmax)."""
+        return tuple(bool(k == VALUE) for k in self.bkind)  # type: ignore[return-value]
+
+    def uniform_args(self, dyn: DynamicOperator) -> UniformArgs | None:
+        """Arguments of the vectorised kernels for ``dyn`` on this operator, or None when
+        the operator needs per-face coefficients."""
         if self.D is None:
             return None
-        t = op.table_args(self)
+        t = dyn.table_args(self)
         perm = self.diffusion[self.codes] > 0
         ac, an = self.codes[perm], self.counts[perm]
         kv = t.klut[ac]
@@ -255,3 +263,83 @@ class StaticOperator:
             sval=sv[src].astype(np.float64), k0=k0, kcode=ac[dev].astype(np.uint8),
             kval=(kv[dev] - k0).astype(np.float64), D=self.D, inact=np.uint8(self.inact),
             bk=t.bk, bv=t.bv)
+
+
+@dataclass
+class OperatorSpec:
+    """The whole level-0 operator of one field in kernel units (voxel, minute): a
+    convenience for scripted use. The solver takes its two parts (:meth:`split`).
+
+    Attributes
+    ----------
+    labels
+        uint8 tissue codes (z, y, x). A :class:`~niche3d.fields.multigrid.Multigrid`
+        given OperatorSpecs keeps the static part derived from the first while later ones
+        have the same label array (identity, the volume is not hashed) and equal tables.
+    diffusion
+        (16,) diffusivity per tissue code, voxel²/min (0 = impermeable, voxel masked).
+    decay, secretion, cells, uptake, protease, psens, old, inv_dt
+        As in :class:`DynamicOperator`.
+    bkind, bvalue
+        (6,) boundary kinds (:mod:`niche3d.fields._boundary`: 0 no-flux, 1 value,
+        2 periodic) and values, face order zmin, zmax, ymin, ymax, xmin, xmax.
+    """
+
+    labels: np.ndarray
+    diffusion: np.ndarray
+    decay: np.ndarray
+    secretion: np.ndarray
+    bkind: np.ndarray
+    bvalue: np.ndarray
+    cells: np.ndarray
+    uptake: float = 0.0
+    protease: np.ndarray | None = None
+    psens: float = 0.0
+    old: np.ndarray | None = None
+    inv_dt: float = 0.0
+
+    @classmethod
+    def join(cls, static: StaticOperator, dyn: DynamicOperator) -> OperatorSpec:
+        """The whole operator of a static and a dynamic part."""
+        return cls(labels=static.labels, diffusion=static.diffusion, decay=dyn.decay,
+                   secretion=dyn.secretion, bkind=static.bkind, bvalue=static.bvalue,
+                   cells=dyn.cells, uptake=dyn.uptake, protease=dyn.protease,
+                   psens=dyn.psens, old=dyn.old, inv_dt=dyn.inv_dt)
+
+    def static(self) -> StaticOperator:
+        """The static part (derived afresh: one pass over the labels)."""
+        return StaticOperator.derive(self.labels, self.diffusion, self.bkind, self.bvalue)
+
+    def dynamic(self) -> DynamicOperator:
+        """The dynamic part (the arrays are shared, not copied)."""
+        return DynamicOperator(decay=self.decay, secretion=self.secretion, cells=self.cells,
+                               uptake=self.uptake, protease=self.protease, psens=self.psens,
+                               old=self.old, inv_dt=self.inv_dt)
+
+    def split(self) -> tuple[StaticOperator, DynamicOperator]:
+        """(static part, dynamic part): what ``Multigrid.from_static`` and a solve take."""
+        return self.static(), self.dynamic()
+
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(active flag per code, harmonic face table H[16 a + b], 2 D per code)."""
+        return face_tables(self.diffusion)
+
+    def cell_list(self) -> np.ndarray:
+        """``cells`` checked and as int64 (:meth:`DynamicOperator.cell_list`)."""
+        return self.dynamic().cell_list(self.labels.size)
+
+    def table_args(self, static: StaticOperator | None = None) -> TableArgs:
+        """Argument tail of the table-driven level-0 kernels (on ``static`` when given,
+        else on the static part derived from this operator)."""
+        return self.dynamic().table_args(self.static() if static is None else static)
+
+
+def face_tables(diffusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(active flag per tissue code, harmonic face table ``H[16 a + b]``, 2 D per code)."""
+    d = np.asarray(diffusion, dtype=np.float64)
+    act = (d > 0).astype(np.uint8)
+    da = d[:, None]
+    db = d[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = np.where((da > 0) & (db > 0), 2.0 * da * db / (da + db), 0.0)
+    return act, np.ascontiguousarray(h.ravel()), 2.0 * d
