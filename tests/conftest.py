@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,14 +14,21 @@ REPO = Path(__file__).resolve().parent.parent
 # NICHE3D_BOUNDSCHECK when a kernel is decorated). numba's on-disk cache is keyed by source
 # and signature, not by the boundscheck flag, so the suite compiles into a cache of its own:
 # a kernel cached by a normal run can never stand in for a checked one, nor the reverse.
-# Both variables must be set before numba is first imported, which is why this is done at
-# conftest import, not in a fixture; subprocesses started by tests inherit them.
+# This is done at conftest import, not in a fixture, before niche3d is imported;
+# subprocesses started by tests inherit the variables.
 # The cache directory is named after the flag in force, so a run with
 # NICHE3D_BOUNDSCHECK=0 cannot fill the checked cache with unchecked kernels.
 _CHECKED = os.environ.setdefault("NICHE3D_BOUNDSCHECK", "1")
 os.environ.setdefault(
     "NUMBA_CACHE_DIR", str(REPO / ".pytest_cache" / f"numba-boundscheck-{_CHECKED}")
 )
+if "numba" in sys.modules:
+    # a pytest plugin (napari's) imports numba before this file runs, so numba has read
+    # its configuration already; niche3d's kernels are decorated later, at its import,
+    # and choose their cache directory then, from numba.config
+    import numba
+
+    numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
 
 # No Qt platform is forced here: pytest-xvfb gives the session a display, and the
 # plugin's tests choose offscreen themselves only when no display can exist.
