@@ -63,7 +63,6 @@ def populated(lat: Lattice, sig: Signals, n_cells: int, seed: int = 1) -> CellMo
     for code in range(4):
         sel = states == code
         model.add_cells(z[sel], y[sel], x[sel], state=code, residual=True)
-    model.set_reference(n_cells)
     model.drain_events()
     return model
 

@@ -7,6 +7,8 @@ the splitmix64 finaliser, so a change to either side shows up as a mismatch.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from niche3d.cells import codes as C
@@ -46,25 +48,53 @@ def occupancy(c: float, kd: float, blockade: float) -> float:
     return c / (c + kd) * (1.0 - blockade)
 
 
-def renew_probability(f: int, cxcl: np.ndarray, mscf: np.ndarray, par: np.ndarray) -> float:
-    """Self-renewal probability of a daughter at voxel ``f`` (Hill of the niche score,
-    times ``1 + g * deviation``, clipped to [0, 1])."""
-    th = occupancy(float(cxcl[f]), par[P.K_KD], par[P.K_BLOCK])
-    m = max(float(mscf[f]), 0.0)
-    s = par[P.K_F_W_SCF] * m + par[P.K_F_W_CXCR4] * th
-    h = 0.0
-    if s > 0.0:
-        sn = s ** par[P.K_RENEW_N]
-        h = sn / (sn + par[P.K_RENEW_K] ** par[P.K_RENEW_N])
-    p = par[P.K_RENEW_MIN] + (par[P.K_RENEW_MAX] - par[P.K_RENEW_MIN]) * h
-    p *= 1.0 + par[P.K_FATE_DEMAND] * par[P.K_DEVIATION]
-    return min(max(p, 0.0), 1.0)
+def niche_signal(f: int, shape: tuple[int, int, int], cxcl: np.ndarray, mscf: np.ndarray,
+                 contact: np.ndarray, par: np.ndarray) -> float:
+    """``mean27(w_m max(mscf, 0) + w_c theta) + w_sno [touches an SNO]`` at voxel ``f``
+    (the 3x3x3 block in z, y, x order; voxels beyond the edge count 0)."""
+    nz, ny, nx = shape
+    zi, r = divmod(f, ny * nx)
+    yi, xi = divmod(r, nx)
+    acc = 0.0
+    for zz in range(zi - 1, zi + 2):
+        for yy in range(yi - 1, yi + 2):
+            for xx in range(xi - 1, xi + 2):
+                if 0 <= zz < nz and 0 <= yy < ny and 0 <= xx < nx:
+                    g = (zz * ny + yy) * nx + xx
+                    acc += (par[P.K_F_W_SCF] * max(float(mscf[g]), 0.0)
+                            + par[P.K_F_W_CXCR4] * occupancy(float(cxcl[g]), par[P.K_KD], par[P.K_BLOCK]))
+    sno = 1.0 if int(contact[f]) & C.C_SNO else 0.0
+    return acc / 27.0 + par[P.K_F_W_SNO] * sno
+
+
+def stem_probability(s: float, par: np.ndarray) -> float:
+    """``S^n / (S^n + K^n)`` written as ``1 / (1 + (K / S)^n)`` (0 for S <= 0)."""
+    if s <= 0.0:
+        return 0.0
+    return 1.0 / (1.0 + (par[P.K_SITE] / s) ** par[P.K_SITE_HILL])
+
+
+def pick_place(free: list[int], u: float, shape, cxcl, mscf, contact, par) -> int:
+    """Index of the free neighbour a daughter takes: weights ``exp(b (S - S_max))``."""
+    b = par[P.K_TAXIS]
+    if b <= 0.0 or len(free) == 1:
+        return min(int(u * len(free)), len(free) - 1)
+    sig = [niche_signal(g, shape, cxcl, mscf, contact, par) for g in free]
+    top = max(sig)
+    w = [math.exp(b * (v - top)) for v in sig]
+    x = u * sum(w)
+    acc = 0.0
+    for k, wk in enumerate(w):
+        acc += wk
+        if x < acc:
+            return k
+    return len(free) - 1
 
 
 def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state, prev_state,
                   z, y, x, bound, donor, timer, lag, lastdir, birth, act, ev_time, changed,
-                  site, occ, enter, cxcl, mscf, nz, ny, nx, par, seed, step, t_end, ev_t, ev_i8,
-                  ev_cell, ev_i4, counters):
+                  site, occ, enter, cxcl, mscf, contact, nz, ny, nx, par, seed, step, t_end, ev_t,
+                  ev_i8, ev_cell, ev_i4, counters):
     """Reference of ``niche3d.cells._kernels.apply_actions``: same arguments, same in-place
     writes, returns ``(n_total, next_id, n_events)``."""
     events = []
@@ -95,6 +125,8 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
                     counters[C.N_RETURN] += 1
                 elif st == C.S_G1:
                     counters[C.N_ENTRY] += 1
+                elif st == C.S_MPP:
+                    counters[C.N_OFFSITE] += 1
                 emit(ev_time[i], C.E_STATE, cid, -1, z[i], y[i], x[i], st, -1, -1, -1, -1)
             continue
         if a == C.A_CLEAR:
@@ -146,7 +178,8 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
                 and enter[flat(zi + dz, yi + dy, xi + dx)] and occ[flat(zi + dz, yi + dy, xi + dx)] < 0]
         gd = -1
         if free:
-            k = min(int(uniform(seed, step, cid, Purpose.PLACE) * len(free)), len(free) - 1)
+            k = pick_place(free, uniform(seed, step, cid, Purpose.PLACE), (nz, ny, nx), cxcl,
+                           mscf, contact, par)
             gd = free[k]
         elif par[P.K_PUSH] > 0.5:
             dirs = []
@@ -174,18 +207,26 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
             lag[i] = 0.0
             counters[C.N_WAIT] += 1
             continue
+        sm = niche_signal(f, (nz, ny, nx), cxcl, mscf, contact, par)
+        sd = niche_signal(gd, (nz, ny, nx), cxcl, mscf, contact, par)
         if par[P.K_ASYM] > 0.0 and uniform(seed, step, cid, Purpose.ASYMMETRY) < par[P.K_ASYM]:
             if uniform(seed, step, cid, Purpose.ASYMMETRY_SIDE) < 0.5:
                 fm, fd = C.S_G0, C.S_MPP
             else:
                 fm, fd = C.S_MPP, C.S_G0
         else:
-            pm = renew_probability(f, cxcl, mscf, par)
-            pd = renew_probability(gd, cxcl, mscf, par)
+            pm = stem_probability(sm, par)
+            pd = stem_probability(sd, par)
             fm = C.S_G0 if uniform(seed, step, cid, Purpose.FATE_MOTHER) < pm else C.S_MPP
             fd = C.S_G0 if uniform(seed, step, cid, Purpose.FATE_DAUGHTER) < pd else C.S_MPP
+        border = (sm >= par[P.K_SITE]) != (sd >= par[P.K_SITE])
         if fm != fd:
             counters[C.N_ASYM] += 1
+            counters[C.N_ASYM_BORDER if border else C.N_ASYM_SAME] += 1
+        elif fm == C.S_G0:
+            counters[C.N_RENEW_BORDER if border else C.N_RENEW_SAME] += 1
+        else:
+            counters[C.N_DIFF_BORDER if border else C.N_DIFF_SAME] += 1
         k = n_total
         n_total += 1
         did = next_id
@@ -219,4 +260,5 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
     return n_total, next_id, len(events)
 
 
-__all__ = ["hash64", "uniform", "occupancy", "renew_probability", "apply_actions"]
+__all__ = ["hash64", "uniform", "occupancy", "niche_signal", "stem_probability", "pick_place",
+           "apply_actions"]

@@ -34,12 +34,13 @@ def quiet_config(**sections) -> CellsConfig:
     """A configuration with every rule switched off, then the given sections applied."""
     base = {
         "speed_um_min": 0.0,
-        "motility": {"chemotaxis_gain": 0.0, "persistence": 0.0},
+        "motility": {"chemotaxis_gain": 0.0, "persistence": 0.0, "niche_taxis": 0.0},
         "adhesion": {"k_on_per_h": 0.0, "k_off_per_h": 0.0},
         "cycle": {"activation_per_day": 0.0, "return_per_day": 0.0, "g0_exit_per_day": 0.0,
                   "demand_gain": 0.0},
         "death": {"hsc_per_day": 0.0, "mpp_per_day": 0.0, "mpp_exit_per_day": 0.0},
         "blood": {"egress_per_h": 0.0, "homing_per_h": 0.0, "clearance_per_h": 0.0},
+        "fate": {"offsite_loss_per_day": 0.0},
     }
     for key, val in sections.items():
         if isinstance(val, dict):

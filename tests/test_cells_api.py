@@ -81,8 +81,8 @@ def test_constructor_validates_arguments():
 
 
 def test_config_validation_names_the_key():
-    with pytest.raises(ValueError, match="renew_min"):
-        CellsConfig.model_validate({"fate": {"renew_min": 0.9, "renew_max": 0.5}})
+    with pytest.raises(ValueError, match="site_hill"):
+        CellsConfig.model_validate({"fate": {"site_hill": 0.5}})
     with pytest.raises(ValueError, match="erythroid_share"):
         CellsConfig.model_validate({"lineage": {"erythroid_share": 0.8, "megakaryocyte_share": 0.3}})
     with pytest.raises(ValueError, match="crowding"):
@@ -255,7 +255,9 @@ def test_bound_cells_do_not_move():
     lat = marrow((16, 16, 16))
     cfg = CellsConfig.model_validate({"speed_um_min": 2.0,
                                       "adhesion": {"k_on_per_h": 100.0, "k_off_per_h": 0.0},
-                                      "cycle": {"g0_exit_per_day": 0.0}})
+                                      "cycle": {"g0_exit_per_day": 0.0},
+                                      "motility": {"niche_taxis": 0.0},
+                                      "fate": {"offsite_loss_per_day": 0.0}})
     m = CellModel(cfg, lat, seed=1, dt_hours=1.0, motility_substeps=4)
     zz, yy, xx = np.meshgrid(range(2, 14, 3), range(2, 14, 3), range(2, 14, 3), indexing="ij")
     m.add_cells(zz.ravel(), yy.ravel(), xx.ravel(), bound=np.arange(zz.size) % 2 == 0)
@@ -275,7 +277,7 @@ def test_crowded_division_pushes_or_waits(rule):
     on (rule 'push'), or keeps waiting in S/G2/M (rule 'wait')."""
     lat = marrow((9, 9, 9))
     cfg = CellsConfig.model_validate({
-        "speed_um_min": 0.0, "fate": {"crowding": rule},
+        "speed_um_min": 0.0, "fate": {"crowding": rule, "offsite_loss_per_day": 0.0},
         "cycle": {"sg2m_mean_hours": 1.0, "sg2m_shape": 1, "g0_exit_per_day": 0.0},
         "death": {"hsc_per_day": 0.0}, "adhesion": {"k_on_per_h": 0.0},
     })
@@ -404,25 +406,31 @@ def test_transition_counters_match_state_change_events():
     assert met["total_cycle_entries"] == (ev["state"][sc] == 2).sum() > 0
 
 
-def test_renewal_probability_kernel_matches_formula():
-    """p = clip((p_min + (p_max - p_min) S^n / (S^n + K^n)) (1 + g dev), 0, 1) with
-    S = w_m m + w_c theta at the voxel."""
+def test_niche_signal_and_stem_probability_kernels_match_formula():
+    """S = mean over the 3x3x3 block (edge voxels count 0) of w_m mscf + w_c theta, plus
+    w_sno at SNO contact; h(S) = S^n / (S^n + K^n); sites are S >= K."""
+    from scipy import ndimage
+
     from niche3d.cells import _kernels as K
 
-    lat = marrow((4, 4, 4))
-    cfg = CellsConfig.model_validate({"fate": {"renew_min": 0.1, "renew_max": 0.9,
-                                               "renew_half": 0.7, "renew_hill": 3.0,
+    lat = marrow((4, 5, 6))
+    cfg = CellsConfig.model_validate({"fate": {"site_threshold": 0.7, "site_hill": 3.0,
                                                "w_membrane_scf": 1.0, "w_cxcr4": 0.5,
-                                               "demand_renewal_gain": 0.4}})
+                                               "w_sno": 0.25}})
     m = CellModel(cfg, lat, seed=1, dt_hours=1.0, motility_substeps=1)
     par = m._par.copy()
-    cx = np.linspace(0.0, 40.0, 64).astype(np.float32)
-    ms = np.linspace(0.0, 1.2, 64)[::-1].astype(np.float32)
-    for dev in (-1.0, -0.3, 0.0, 0.5, 1.0):
-        par[K.K_DEVIATION] = dev
-        got = np.array([K.renew_probability(f, cx, ms, par) for f in range(64)])
-        c = cx.astype(np.float64)
-        s_ = ms.astype(np.float64) + 0.5 * c / (c + 10.0)
-        hill = s_**3 / (s_**3 + 0.7**3)
-        want = np.clip((0.1 + 0.8 * hill) * (1 + 0.4 * dev), 0.0, 1.0)
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    rng = np.random.default_rng(3)
+    n = lat.size
+    cx = (rng.random(n) * 40).astype(np.float32)
+    ms = (rng.random(n) * 1.2 - 0.1).astype(np.float32)
+    contact = rng.integers(0, 16, n).astype(np.uint8)
+    got = np.empty(n)
+    K.niche_signal_map(np.arange(n, dtype=np.int64), *lat.shape, cx, ms, contact, par, got)
+    c = cx.astype(np.float64)
+    local = np.maximum(ms.astype(np.float64), 0.0) + 0.5 * c / (c + 10.0)
+    mean27 = ndimage.uniform_filter(local.reshape(lat.shape), 3, mode="constant").ravel()
+    want = mean27 + 0.25 * ((contact & 4) != 0)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    h = np.array([K.stem_probability(v, par) for v in got])
+    np.testing.assert_allclose(h, got**3 / (got**3 + 0.7**3), rtol=1e-12)
+    assert K.stem_probability(0.7, par) == 0.5 and K.stem_probability(0.0, par) == 0.0

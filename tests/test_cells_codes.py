@@ -53,7 +53,13 @@ def test_state_and_event_names_agree_with_their_codes():
     for const, (code, name) in OLD_COUNTERS.items():
         assert getattr(C, const) == code
         assert C.COUNTER_NAMES[code] == name
-    assert C.N_COUNTERS == len(OLD_COUNTERS)
+    # counters only grow at the end (stores hold them by code)
+    assert C.N_COUNTERS >= len(OLD_COUNTERS)
+    assert C.COUNTER_NAMES[len(OLD_COUNTERS):] == (
+        "renewal_divisions_same_side", "renewal_divisions_border",
+        "asymmetric_divisions_same_side", "asymmetric_divisions_border",
+        "differentiating_divisions_same_side", "differentiating_divisions_border",
+        "offsite_differentiations")
     assert len(C.STATE_NAMES) == len(OLD_STATES) and len(C.EVENT_NAMES) == len(OLD_EVENTS)
     # the public names are the tables' names
     assert cells.STATE_NAMES is C.STATE_NAMES and cells.EVENT_NAMES is C.EVENT_NAMES
@@ -107,91 +113,32 @@ def test_kernel_layout_digest_is_current():
     assert K.layout_digest() == K._LAYOUT_DIGEST
 
 
-# ---------------------------------------------------------------- the old packing, frozen
-OLD_INDEX = dict(
-    K_PHOP=0, K_PHOP_MPP=1, K_PERSIST=2, K_KD=3, K_CHEMO_GAIN=4, K_CHEMO_THR=5, K_KON=6,
-    K_W_SCF=7, K_W_VCAM=8, K_W_NCAD=9, K_W_CXCR4=10, K_KOFF=11, K_OFF_PROT=12, K_OFF_BLOCK=13,
-    K_VCAM_PROT_HALF=14, K_EGRESS=15, K_RET_CXCR4=16, K_RET_VCAM=17, K_RET_SCF=18, K_ACT=19,
-    K_ACT_ANG1=20, K_RET=21, K_RET_ANG1=22, K_ENTRY=23, K_ENTRY_CXCL=24, K_DEMAND_GAIN=25,
-    K_G1_MEAN=26, K_G1_SHAPE=27, K_S_MEAN=28, K_S_SHAPE=29, K_F_W_SCF=30, K_F_W_CXCR4=31,
-    K_RENEW_MIN=32, K_RENEW_MAX=33, K_RENEW_K=34, K_RENEW_N=35, K_ASYM=36, K_PUSH=37,
-    K_DEATH=38, K_DEATH_OPN=39, K_DEATH_NOSCF=40, K_SCF_HALF=41, K_MPP_DEATH=42,
-    K_MPP_EXIT=43, K_HOME=44, K_HOME_HALF=45, K_CLEAR=46, K_DEMAND=47, K_BLOCK=48, K_PROT=49,
-    K_CYTO=50, K_DT=51, K_BIND_HALF=52, K_BIND_HILL=53, K_FATE_DEMAND=54, K_DEVIATION=55,
-    K_W_ENDO=56, K_OFF_ANG1=57,
-)
-
-
-def old_base_params(c: CellsConfig, p_hop: float, p_hop_mpp: float, dt_hours: float) -> np.ndarray:
-    """``CellModel._base_params`` as it was written by hand before the table."""
-    K_ = OLD_INDEX
-    p = np.zeros(58, dtype=np.float64)
-    m, a, cy, fa, de, bl = c.motility, c.adhesion, c.cycle, c.fate, c.death, c.blood
-    p[K_["K_PHOP"]] = p_hop
-    p[K_["K_PHOP_MPP"]] = p_hop_mpp
-    p[K_["K_PERSIST"]] = m.persistence
-    p[K_["K_KD"]] = m.cxcr4_kd_nM
-    p[K_["K_CHEMO_GAIN"]] = m.chemotaxis_gain
-    p[K_["K_CHEMO_THR"]] = m.gradient_threshold
-    p[K_["K_KON"]] = a.k_on_per_h
-    p[K_["K_W_SCF"]] = a.w_membrane_scf
-    p[K_["K_W_VCAM"]] = a.w_vcam1
-    p[K_["K_W_NCAD"]] = a.w_ncadherin
-    p[K_["K_W_ENDO"]] = a.w_endosteal
-    p[K_["K_OFF_ANG1"]] = a.ang1_retention
-    p[K_["K_W_CXCR4"]] = a.w_cxcr4
-    p[K_["K_BIND_HALF"]] = a.binding_half
-    p[K_["K_BIND_HILL"]] = a.binding_hill
-    p[K_["K_KOFF"]] = a.k_off_per_h
-    p[K_["K_OFF_PROT"]] = a.protease_gain
-    p[K_["K_OFF_BLOCK"]] = a.blockade_gain
-    p[K_["K_VCAM_PROT_HALF"]] = a.vcam1_protease_half
-    p[K_["K_EGRESS"]] = bl.egress_per_h
-    p[K_["K_RET_CXCR4"]] = bl.retention_cxcr4
-    p[K_["K_RET_VCAM"]] = bl.retention_vcam1
-    p[K_["K_RET_SCF"]] = bl.retention_membrane_scf
-    p[K_["K_ACT"]] = cy.activation_per_day / 24.0
-    p[K_["K_ACT_ANG1"]] = cy.ang1_quiescence
-    p[K_["K_RET"]] = cy.return_per_day / 24.0
-    p[K_["K_RET_ANG1"]] = cy.ang1_return_gain
-    p[K_["K_ENTRY"]] = cy.g0_exit_per_day / 24.0
-    p[K_["K_ENTRY_CXCL"]] = cy.cxcl12_quiescence
-    p[K_["K_DEMAND_GAIN"]] = cy.demand_gain
-    p[K_["K_G1_MEAN"]] = cy.g1_mean_hours
-    p[K_["K_G1_SHAPE"]] = cy.g1_shape
-    p[K_["K_S_MEAN"]] = cy.sg2m_mean_hours
-    p[K_["K_S_SHAPE"]] = cy.sg2m_shape
-    p[K_["K_F_W_SCF"]] = fa.w_membrane_scf
-    p[K_["K_F_W_CXCR4"]] = fa.w_cxcr4
-    p[K_["K_RENEW_MIN"]] = fa.renew_min
-    p[K_["K_RENEW_MAX"]] = fa.renew_max
-    p[K_["K_RENEW_K"]] = fa.renew_half
-    p[K_["K_RENEW_N"]] = fa.renew_hill
-    p[K_["K_ASYM"]] = fa.divisional_asymmetry
-    p[K_["K_PUSH"]] = 1.0 if fa.crowding == "push" else 0.0
-    p[K_["K_FATE_DEMAND"]] = fa.demand_renewal_gain
-    p[K_["K_DEATH"]] = de.hsc_per_day / 24.0
-    p[K_["K_DEATH_OPN"]] = de.opn_gain
-    p[K_["K_DEATH_NOSCF"]] = de.no_scf_gain
-    p[K_["K_SCF_HALF"]] = de.scf_half
-    p[K_["K_MPP_DEATH"]] = de.mpp_per_day / 24.0
-    p[K_["K_MPP_EXIT"]] = de.mpp_exit_per_day / 24.0
-    p[K_["K_HOME"]] = bl.homing_per_h
-    p[K_["K_HOME_HALF"]] = bl.homing_half
-    p[K_["K_CLEAR"]] = bl.clearance_per_h
-    p[K_["K_DT"]] = dt_hours
-    return p
-
-
-def test_the_table_keeps_the_old_indices():
-    assert P.N_PAR == len(OLD_INDEX)
-    for name, i in OLD_INDEX.items():
-        assert getattr(P, name) == i, name
-
+# ---------------------------------------------------------------- packing
+# spot checks written out by hand: each scenario value lands at its index in kernel units
+HAND = [
+    ("K_KD", lambda c: c.motility.cxcr4_kd_nM),
+    ("K_TAXIS", lambda c: c.motility.niche_taxis),
+    ("K_ACT", lambda c: c.cycle.activation_per_day / 24.0),
+    ("K_ENTRY", lambda c: c.cycle.g0_exit_per_day / 24.0),
+    ("K_F_W_SCF", lambda c: c.fate.w_membrane_scf),
+    ("K_F_W_CXCR4", lambda c: c.fate.w_cxcr4),
+    ("K_F_W_SNO", lambda c: c.fate.w_sno),
+    ("K_SITE", lambda c: c.fate.site_threshold),
+    ("K_SITE_HILL", lambda c: c.fate.site_hill),
+    ("K_OFFSITE", lambda c: c.fate.offsite_loss_per_day / 24.0),
+    ("K_ASYM", lambda c: c.fate.divisional_asymmetry),
+    ("K_PUSH", lambda c: 1.0 if c.fate.crowding == "push" else 0.0),
+    ("K_DEATH", lambda c: c.death.hsc_per_day / 24.0),
+    ("K_MPP_EXIT", lambda c: c.death.mpp_exit_per_day / 24.0),
+    ("K_HOME", lambda c: c.blood.homing_per_h),
+    ("K_CLEAR", lambda c: c.blood.clearance_per_h),
+]
 
 CONFIGS = [
     {},
-    {"fate": {"crowding": "wait", "divisional_asymmetry": 0.3, "renew_hill": 2.5}},
+    {"fate": {"crowding": "wait", "divisional_asymmetry": 0.3, "site_hill": 2.5,
+              "site_threshold": 1.25, "w_sno": 0.7, "offsite_loss_per_day": 3.0},
+     "motility": {"niche_taxis": 7.0}},
     {"cycle": {"activation_per_day": 0.137, "return_per_day": 0.71, "g0_exit_per_day": 1.3,
                "g1_shape": 7, "sg2m_mean_hours": 5.5},
      "death": {"hsc_per_day": 0.0123, "mpp_per_day": 0.3, "mpp_exit_per_day": 1.7},
@@ -201,13 +148,15 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("overrides", CONFIGS)
-def test_packed_vector_equals_the_old_hand_packing(overrides):
+def test_packed_vector_holds_each_value_at_its_index(overrides):
     cfg = CellsConfig.model_validate(overrides)
     model = {"p_hop": 0.9375, "p_hop_mpp": 0.3125, "dt_hours": 1.0 / 3.0}
     got = P.pack(cfg, model)
-    want = old_base_params(cfg, 0.9375, 0.3125, 1.0 / 3.0)
     assert got.dtype == np.float64 and got.shape == (P.N_PAR,)
-    assert got.tobytes() == want.tobytes()
+    for name, value in HAND:
+        assert got[getattr(P, name)] == value(cfg), name
+    assert got[P.K_PHOP] == 0.9375 and got[P.K_PHOP_MPP] == 0.3125
+    assert got[P.K_DT] == 1.0 / 3.0
     for spec in P.PARAMS:
         if spec.runtime:
             assert got[getattr(P, spec.name)] == 0.0

@@ -85,6 +85,8 @@ def random_population(seed: int) -> dict:
             if rng.random() < 0.2:
                 st = C.S_MPP
                 a = rng.choice([C.A_NONE, C.A_DEATH, C.A_EXIT])
+                # an HSC that just differentiated off its site (the rules set the flag)
+                changed[i] = a == C.A_NONE and rng.random() < 0.4
             else:
                 st = int(rng.choice(hsc))
                 a = rng.choice([C.A_NONE, C.A_NONE, C.A_DEATH, C.A_EGRESS, C.A_DIVIDE,
@@ -104,8 +106,10 @@ def random_population(seed: int) -> dict:
     par = P.pack(CellsConfig(), {"p_hop": 1.0, "p_hop_mpp": 1.0, "dt_hours": dt})
     par[P.K_PUSH] = float(rng.random() < 0.6)
     par[P.K_ASYM] = float(rng.choice([0.0, 0.0, 0.3, 1.0]))
-    par[P.K_DEVIATION] = float(rng.uniform(-1, 1))
-    par[P.K_FATE_DEMAND] = float(rng.uniform(0, 1))
+    par[P.K_TAXIS] = float(rng.choice([0.0, 3.0, 100.0]))
+    par[P.K_SITE] = float(rng.uniform(0.2, 1.5))
+    par[P.K_SITE_HILL] = float(rng.choice([2.0, 24.0, 100.0]))
+    par[P.K_F_W_SNO] = float(rng.choice([0.0, 0.5]))
     par[P.K_BLOCK] = float(rng.choice([0.0, 0.5]))
     cap_ev = 2 * (int(np.count_nonzero(act[:n])) + int(np.count_nonzero(changed[:n]))) + 1
     return {
@@ -113,6 +117,7 @@ def random_population(seed: int) -> dict:
         "ev_time": ev_time, "changed": changed, "site": site, "occ": occ, "enter": enter,
         "cxcl": (rng.random(nv) * 30).astype(np.float32),
         "mscf": (rng.random(nv) * 1.2 - 0.1).astype(np.float32),
+        "contact": rng.integers(0, 16, nv).astype(np.uint8),
         "shape": (nz, ny, nx), "par": par, "seed": int(rng.integers(0, 2**40)),
         "step": int(rng.integers(0, 10**6)), "t_end": t0 + dt,
         "ev": (np.full(cap_ev, -7.0), np.full((cap_ev, 3), -7, np.int8),
@@ -125,13 +130,14 @@ def run(fn, pop: dict) -> tuple[tuple, dict]:
     """Call a kernel (or the oracle) on private copies; returns its result and all arrays."""
     cols = {k: v.copy() for k, v in pop["cols"].items()}
     arrays = {k: pop[k].copy() for k in ("act", "ev_time", "changed", "site", "occ", "enter",
-                                         "cxcl", "mscf", "par", "counters")}
+                                         "cxcl", "mscf", "contact", "par", "counters")}
     ev = tuple(a.copy() for a in pop["ev"])
     nz, ny, nx = pop["shape"]
     n = pop["n"]
     res = fn(n, n, pop["next_id"], *(cols[k] for k in _ORDER), arrays["act"],
              arrays["ev_time"], arrays["changed"], arrays["site"], arrays["occ"],
-             arrays["enter"], arrays["cxcl"], arrays["mscf"], nz, ny, nx, arrays["par"],
+             arrays["enter"], arrays["cxcl"], arrays["mscf"], arrays["contact"], nz, ny, nx,
+             arrays["par"],
              pop["seed"], pop["step"], pop["t_end"], *ev, arrays["counters"])
     out = {**cols, **arrays}
     out.update(ev_t=ev[0], ev_i8=ev[1], ev_cell=ev[2], ev_i4=ev[3])
@@ -139,7 +145,8 @@ def run(fn, pop: dict) -> tuple[tuple, dict]:
 
 
 def test_apply_actions_equals_its_python_oracle_on_random_populations():
-    seen = {"push": 0, "wait": 0, "home_fail": 0, "divide": 0, "asym": 0}
+    seen = {"push": 0, "wait": 0, "home_fail": 0, "divide": 0, "asym": 0, "renew": 0,
+            "border": 0, "offsite": 0}
     for seed in range(N_POPULATIONS):
         pop = random_population(seed)
         got_res, got = run(K.apply_actions, pop)
@@ -154,6 +161,14 @@ def test_apply_actions_equals_its_python_oracle_on_random_populations():
         seen["home_fail"] += int(delta[C.N_HOME_FAIL])
         seen["divide"] += int(delta[C.N_DIV])
         seen["asym"] += int(delta[C.N_ASYM])
+        seen["renew"] += int(delta[C.N_RENEW_SAME] + delta[C.N_RENEW_BORDER])
+        seen["border"] += int(delta[C.N_ASYM_BORDER] + delta[C.N_RENEW_BORDER]
+                              + delta[C.N_DIFF_BORDER])
+        seen["offsite"] += int(delta[C.N_OFFSITE])
+        assert delta[C.N_ASYM] == delta[C.N_ASYM_SAME] + delta[C.N_ASYM_BORDER]
+        assert delta[C.N_DIV] == sum(delta[k] for k in (
+            C.N_RENEW_SAME, C.N_RENEW_BORDER, C.N_ASYM_SAME, C.N_ASYM_BORDER, C.N_DIFF_SAME,
+            C.N_DIFF_BORDER))
     # every branch of the kernel was exercised
     assert all(v > 10 for v in seen.values()), seen
 

@@ -262,33 +262,34 @@ def test_binding_fractions_reach_analytic_steady_state():
 
 
 # ---------------------------------------------------------------------- division at a border
-def _renew(s: float, lo=0.05, hi=0.95, k=0.6, n=4.0) -> float:
-    hill = s**n / (s**n + k**n) if s > 0 else 0.0
-    return lo + (hi - lo) * hill
+def _stem(s: float, k: float = 0.6, n: float = 4.0) -> float:
+    return s**n / (s**n + k**n) if s > 0 else 0.0
 
 
 @pytest.mark.parametrize("asym", [0.0, 0.3])
 def test_division_at_niche_border_gives_expected_asymmetric_share(asym):
     """Mothers in the last niche column (membrane SCF 1 for x < 16, 0 beyond) divide once.
 
-    The daughter goes to one of 6 free faces uniformly, one of them across the border;
-    each daughter's fate follows the signal where it sits, so
-    ``P(asym) = a + (1 - a) [5/6 * 2 p_in (1 - p_in) + 1/6 (p_in (1 - p_out) + (1 - p_in) p_out)]``.
+    The niche signal is the 3x3x3 mean of membrane SCF: 1 at x = 14, 2/3 at x = 15 (the
+    mothers and their four lateral faces), 1/3 at x = 16. The daughter goes to one of 6
+    free faces uniformly (niche taxis off); each daughter's fate follows the signal where
+    it sits, ``h(S) = S^4 / (S^4 + 0.6^4)``, so ``P(asym) = a + (1 - a) [1/6 q(h_15, h_14) +
+    4/6 q(h_15, h_15) + 1/6 q(h_15, h_16)]`` with ``q(p, r) = p (1 - r) + (1 - p) r``.
+    Only the daughters at x = 16 straddle the border (S >= 0.6 on the niche side).
     """
     cfg = quiet_config(cycle={"sg2m_mean_hours": 2.0, "sg2m_shape": 1},
-                       fate={"divisional_asymmetry": asym, "w_cxcr4": 0.0, "renew_min": 0.05,
-                             "renew_max": 0.95, "renew_half": 0.6, "renew_hill": 4.0})
+                       fate={"divisional_asymmetry": asym, "w_cxcr4": 0.0, "w_sno": 0.0,
+                             "site_threshold": 0.6, "site_hill": 4.0})
     shape = (32, 32, 32)
     lat = marrow(shape)
     mscf = np.zeros(shape, np.float32)
     mscf[:, :, :16] = 1.0
     sig = signals(lat, mscf=mscf)
-    n_asym = 0
-    n_div = 0
-    n_cross = 0
+    n_asym = n_div = n_cross = n_border = n_asym_border = 0
     for seed in range(6):
         model = CellModel(cfg, lat, seed=100 + seed, dt_hours=1.0, motility_substeps=1)
-        zz, yy, xx = grid_positions(shape, 3, margin=1, x_range=(15, 16))
+        # margin 2: no daughter's 3x3x3 block reaches past the lattice edge
+        zz, yy, xx = grid_positions(shape, 3, margin=2, x_range=(15, 16))
         model.add_cells(zz, yy, xx, state="active_sg2m")
         for s in range(48):
             model.step(s, float(s), sig, Modifiers())
@@ -298,12 +299,45 @@ def test_division_at_niche_border_gives_expected_asymmetric_share(asym):
         n_div += int(d.sum())
         n_asym += int((ev["state"][d] != ev["other_state"][d]).sum())
         n_cross += int((ev["other_x"][d] == 16).sum())
-    p_in = _renew(1.0)
-    p_out = _renew(0.0)
-    p_env = 5 / 6 * 2 * p_in * (1 - p_in) + 1 / 6 * (p_in * (1 - p_out) + (1 - p_in) * p_out)
+        m = model.metrics()
+        n_border += int(m["total_renewal_divisions_border"] + m["total_asymmetric_divisions_border"]
+                        + m["total_differentiating_divisions_border"])
+        n_asym_border += int(m["total_asymmetric_divisions_border"])
+    assert n_border == n_cross  # the border counters see exactly the straddling divisions
+    h15, h14, h16 = _stem(2 / 3), _stem(1.0), _stem(1 / 3)
+
+    def q(p: float, r: float) -> float:
+        return p * (1 - r) + (1 - p) * r
+
+    p_env = q(h15, h14) / 6 + 4 * q(h15, h15) / 6 + q(h15, h16) / 6
     expected = asym + (1 - asym) * p_env
     assert stats.binomtest(n_asym, n_div, expected).pvalue > ALPHA, (n_asym / n_div, expected)
     assert stats.binomtest(n_cross, n_div, 1 / 6).pvalue > ALPHA, n_cross / n_div
+    assert n_asym_border <= n_cross
+
+
+def test_a_steep_niche_makes_asymmetric_outcomes_come_from_the_border():
+    """With the default steepness (n = 100) and no divisional asymmetry, a daughter inside
+    the niche stays a stem cell and one pushed across the border differentiates: every
+    asymmetric outcome straddles the border, and renewal happens only inside."""
+    cfg = quiet_config(cycle={"sg2m_mean_hours": 2.0, "sg2m_shape": 1},
+                       fate={"w_cxcr4": 0.0, "w_sno": 0.0, "site_threshold": 0.5})
+    shape = (24, 24, 24)
+    lat = marrow(shape)
+    mscf = np.zeros(shape, np.float32)
+    mscf[:, :, :12] = 1.0
+    sig = signals(lat, mscf=mscf)
+    model = CellModel(cfg, lat, seed=5, dt_hours=1.0, motility_substeps=1)
+    zz, yy, xx = grid_positions(shape, 3, margin=1, x_range=(11, 12))
+    model.add_cells(zz, yy, xx, state="active_sg2m")
+    for s in range(24):
+        model.step(s, float(s), sig, Modifiers())
+    m = model.metrics()
+    assert m["total_divisions"] == zz.size
+    assert m["total_asymmetric_divisions_border"] > 0.1 * zz.size
+    assert m["total_asymmetric_divisions_same_side"] == 0
+    assert m["asymmetric_border_share"] == 1.0
+    assert m["total_renewal_divisions_border"] == m["total_differentiating_divisions_border"] == 0
 
 
 # ---------------------------------------------------------------------- apoptosis
@@ -419,7 +453,6 @@ def test_depletion_reactivates_dormant_hscs_through_demand():
     model = CellModel(cfg, lat, seed=47, dt_hours=1.0, motility_substeps=1)
     zz, yy, xx = grid_positions(lat.shape, 2, margin=0)
     model.add_cells(zz, yy, xx, state="dormant")
-    model.set_reference(zz.size)
     k = 0.05 / 24
     exp_n = 0.0
     var_n = 0.0
@@ -451,15 +484,23 @@ def test_lineage_compartments_match_linear_ode_solution():
                                 "clp_residence_days": 3.0})
     lat = marrow((16, 16, 16))
     model = CellModel(cfg, lat, seed=1, dt_hours=2.0, motility_substeps=1)
+    m0 = model.metrics()
+    # the compartments start at the homeostasis of the block's marrow volume
+    x0 = np.array([m0["compartment_mpp"], m0["compartment_cmp"], m0["compartment_clp"]])
+    vol = 16**3 * (8e-3) ** 3
+    assert x0[0] == pytest.approx(vol * 16.0 * 1.5)  # demand per mm³ per day x residence
     exits_per_step = 3
     for _ in range(30):
         model._lineage_step(exits_per_step, 0.0)
     tm, tc, tl = 1.5 * 24, 2.0 * 24, 3.0 * 24
     A = np.array([[-1 / tm, 0, 0], [4.0 * 0.7 / tm, -1 / tc, 0], [4.0 * 0.3 / tm, 0, -1 / tl]])
     b = np.array([exits_per_step / 2.0, 0, 0])
-    # x(t) = A^-1 (e^{At} - I) b for x(0) = 0
+
+    def exact(t: float) -> np.ndarray:  # x(t) = e^{At} x0 + A^-1 (e^{At} - I) b
+        return expm(A * t) @ x0 + np.linalg.solve(A, (expm(A * t) - np.eye(3)) @ b)
+
     t = 60.0
-    x = np.linalg.solve(A, (expm(A * t) - np.eye(3)) @ b)
+    x = exact(t)
     m = model.metrics()
     got = np.array([m["compartment_mpp"], m["compartment_cmp"], m["compartment_clp"]])
     np.testing.assert_allclose(got, x, rtol=1e-10)
@@ -468,7 +509,7 @@ def test_lineage_compartments_match_linear_ode_solution():
     out_l = 32.0 * x[2] / tl * 24
     # the output rate is the step average; compare with the ODE outflow averaged over
     # the last step (trapezoid error << 1e-3 at 2 h steps against 48-72 h residences)
-    x_prev = np.linalg.solve(A, (expm(A * (t - 2.0)) - np.eye(3)) @ b)
+    x_prev = exact(t - 2.0)
     avg_c = 64.0 * 0.5 * (x[1] + x_prev[1]) / tc * 24
     avg_l = 32.0 * 0.5 * (x[2] + x_prev[2]) / tl * 24
     np.testing.assert_allclose(m["output_erythroid_per_day"], 0.45 * avg_c, rtol=1e-3)

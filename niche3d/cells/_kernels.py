@@ -45,15 +45,22 @@ from niche3d.cells.codes import (
     EVENTS,
     N_ACTIVATION,
     N_ASYM,
+    N_ASYM_BORDER,
+    N_ASYM_SAME,
     N_CLEAR,
     N_DEATH,
+    N_DIFF_BORDER,
+    N_DIFF_SAME,
     N_DIV,
     N_EGRESS,
     N_ENTRY,
     N_EXIT,
     N_HOME_FAIL,
     N_HOMING,
+    N_OFFSITE,
     N_PUSH,
+    N_RENEW_BORDER,
+    N_RENEW_SAME,
     N_RETURN,
     N_WAIT,
     S_CIRC,
@@ -81,14 +88,13 @@ from niche3d.cells.params import (
     K_DEATH_OPN,
     K_DEMAND,
     K_DEMAND_GAIN,
-    K_DEVIATION,
     K_DT,
     K_EGRESS,
     K_ENTRY,
     K_ENTRY_CXCL,
     K_F_W_CXCR4,
     K_F_W_SCF,
-    K_FATE_DEMAND,
+    K_F_W_SNO,
     K_G1_MEAN,
     K_G1_SHAPE,
     K_HOME,
@@ -101,15 +107,12 @@ from niche3d.cells.params import (
     K_OFF_ANG1,
     K_OFF_BLOCK,
     K_OFF_PROT,
+    K_OFFSITE,
     K_PERSIST,
     K_PHOP,
     K_PHOP_MPP,
     K_PROT,
     K_PUSH,
-    K_RENEW_K,
-    K_RENEW_MAX,
-    K_RENEW_MIN,
-    K_RENEW_N,
     K_RET,
     K_RET_ANG1,
     K_RET_CXCR4,
@@ -118,6 +121,9 @@ from niche3d.cells.params import (
     K_S_MEAN,
     K_S_SHAPE,
     K_SCF_HALF,
+    K_SITE,
+    K_SITE_HILL,
+    K_TAXIS,
     K_VCAM_PROT_HALF,
     K_W_CXCR4,
     K_W_ENDO,
@@ -147,13 +153,14 @@ PU_PERSIST = Purpose.PERSIST
 PU_PLACE = Purpose.PLACE
 PU_PRIORITY = Purpose.PRIORITY
 PU_PUSH = Purpose.PUSH
+PU_TAXIS = Purpose.NICHE_TAXIS
 
 # numba's on-disk cache is keyed by this file's time stamp, not by the values of the
 # globals a kernel reads, and the codes, parameter indices, purposes and contact bits are
 # declared in other modules: a change there alone would run stale compiled kernels. Their
 # layout is therefore pinned here; a changed layout refuses to import until this digest
 # is updated, and that edit invalidates the cache.
-_LAYOUT_DIGEST = "3611acbf95113cf1"
+_LAYOUT_DIGEST = "99165bf00232cdfc"
 
 
 def layout_digest() -> str:
@@ -217,31 +224,62 @@ def binding_hill(s: float, par: np.ndarray) -> float:
 
 
 @jit
-def renew_probability(f: int, cxcl: np.ndarray, mscf: np.ndarray, par: np.ndarray) -> float:
-    """Probability that a daughter in voxel ``f`` stays a stem cell.
+def niche_signal(f: int, nz: int, ny: int, nx: int, cxcl: np.ndarray, mscf: np.ndarray,
+                 contact: np.ndarray, par: np.ndarray) -> float:
+    """Niche signal ``S = mean27(w_m mscf + w_c theta) + w_sno sno`` an HSC at voxel ``f``
+    receives.
 
-    Hill function of the niche score there, times ``1 + g * deviation`` (the signed
-    progenitor-pool deviation from its set point), clipped to [0, 1].
+    The first term is the signal within the cell's reach: the mean over the 3x3x3 block
+    around ``f`` of membrane SCF contact and CXCR4 occupancy ``theta`` (voxels beyond the
+    lattice edge count 0; summed in a fixed order), so that a cell's own CXCL12 uptake
+    does not decide whether it holds its site. ``sno`` is 1 where ``f`` touches an SNO
+    osteoblast (N-cadherin, ANG1).
     """
-    th = occupancy(cxcl[f], par[K_KD], par[K_BLOCK])
-    m = mscf[f]
-    if m < 0.0:
-        m = 0.0
-    s = par[K_F_W_SCF] * m + par[K_F_W_CXCR4] * th
+    zi = f // (ny * nx)
+    r = f - zi * ny * nx
+    yi = r // nx
+    xi = r - yi * nx
+    kd = par[K_KD]
+    blk = par[K_BLOCK]
+    wm = par[K_F_W_SCF]
+    wc = par[K_F_W_CXCR4]
+    acc = 0.0
+    for zz in range(zi - 1, zi + 2):
+        if zz < 0 or zz >= nz:
+            continue
+        for yy in range(yi - 1, yi + 2):
+            if yy < 0 or yy >= ny:
+                continue
+            base = (zz * ny + yy) * nx
+            for xx in range(xi - 1, xi + 2):
+                if xx < 0 or xx >= nx:
+                    continue
+                g = base + xx
+                v = mscf[g]
+                if v < 0.0:
+                    v = 0.0
+                acc += wm * v + wc * occupancy(cxcl[g], kd, blk)
+    sno = 1.0 if (contact[f] & C_SNO) != 0 else 0.0
+    return acc / 27.0 + par[K_F_W_SNO] * sno
+
+
+@jit
+def stem_probability(s: float, par: np.ndarray) -> float:
+    """Probability ``S^n / (S^n + K^n)`` that a cell with niche signal ``s`` stays a stem
+    cell (``K`` the site threshold, ``n`` its steepness)."""
     if s <= 0.0:
-        h = 0.0
-    else:
-        sn = s ** par[K_RENEW_N]
-        h = sn / (sn + par[K_RENEW_K] ** par[K_RENEW_N])
-    p = par[K_RENEW_MIN] + (par[K_RENEW_MAX] - par[K_RENEW_MIN]) * h
-    # systemic feedback: a progenitor pool below its set point (deviation > 0) favours
-    # self-renewal, an excess favours differentiation
-    p *= 1.0 + par[K_FATE_DEMAND] * par[K_DEVIATION]
-    if p < 0.0:
-        p = 0.0
-    elif p > 1.0:
-        p = 1.0
-    return p
+        return 0.0
+    q = (par[K_SITE] / s) ** par[K_SITE_HILL]
+    return 1.0 / (1.0 + q)
+
+
+@jit(parallel=True)
+def niche_signal_map(voxels: np.ndarray, nz: int, ny: int, nx: int, cxcl: np.ndarray,
+                     mscf: np.ndarray, contact: np.ndarray, par: np.ndarray,
+                     out: np.ndarray) -> None:
+    """:func:`niche_signal` at every voxel of ``voxels`` (flat indices), into ``out``."""
+    for k in prange(voxels.shape[0]):
+        out[k] = niche_signal(voxels[k], nz, ny, nx, cxcl, mscf, contact, par)
 
 
 @jit
@@ -294,9 +332,10 @@ def _clip_bias(d: float, gain: float, thr: float) -> float:
 @jit
 def _propose_moves_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                        z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
-                       occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nz: int, ny: int,
-                       nx: int, par: np.ndarray, seed: int, step: int, sub: int,
-                       target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
+                       occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
+                       contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
+                       step: int, sub: int, target: np.ndarray, tdir: np.ndarray,
+                       prio: np.ndarray) -> None:
     target[i] = -1
     st = state[i]
     if st > S_MPP or bound[i] != 0:
@@ -344,6 +383,12 @@ def _propose_moves_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound
     g = (zz * ny + yy) * nx + xx
     if enter[g] == 0 or occ[g] >= 0:
         return
+    if st != S_MPP and par[K_TAXIS] > 0.0:
+        # niche taxis: a hop down the niche signal is taken with probability exp(-b drop)
+        drop = (niche_signal(f, nz, ny, nx, cxcl, mscf, contact, par)
+                - niche_signal(g, nz, ny, nx, cxcl, mscf, contact, par))
+        if drop > 0.0 and uniform(seed, step, cid, PU_TAXIS + 64 * sub) >= math.exp(-par[K_TAXIS] * drop):
+            return
     target[i] = g
     tdir[i] = d
     prio[i] = hash64(seed, step, cid, PU_PRIORITY + 64 * sub)
@@ -352,25 +397,27 @@ def _propose_moves_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound
 @jit(parallel=True)
 def propose_moves_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                       z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
-                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nz: int, ny: int,
-                      nx: int, par: np.ndarray, seed: int, step: int, sub: int,
-                      target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
+                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
+                      contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
+                      step: int, sub: int, target: np.ndarray, tdir: np.ndarray,
+                      prio: np.ndarray) -> None:
     """Phase 1: each unbound cell on the lattice proposes at most one hop to a free voxel."""
     for i in prange(n):
-        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, nz, ny,
-                           nx, par, seed, step, sub, target, tdir, prio)
+        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, mscf,
+                           contact, nz, ny, nx, par, seed, step, sub, target, tdir, prio)
 
 
 @jit
 def propose_moves_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                       z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
-                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nz: int, ny: int,
-                      nx: int, par: np.ndarray, seed: int, step: int, sub: int,
-                      target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
+                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
+                      contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
+                      step: int, sub: int, target: np.ndarray, tdir: np.ndarray,
+                      prio: np.ndarray) -> None:
     """Serial twin of :func:`propose_moves_par` (same results; no thread start-up cost)."""
     for i in range(n):
-        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, nz, ny,
-                           nx, par, seed, step, sub, target, tdir, prio)
+        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, mscf,
+                           contact, nz, ny, nx, par, seed, step, sub, target, tdir, prio)
 
 
 @jit
@@ -474,10 +521,10 @@ def _hazard_time(k: float, b: float, u: float) -> float:
 def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                     z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                     lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                    contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray, ny: int,
-                    nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
-                    ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray, dt: float,
-                    nsite: int) -> None:
+                    contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray,
+                    nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
+                    act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray,
+                    dt: float, nsite: int) -> None:
     act[i] = A_NONE
     changed[i] = 0
     ev_time[i] = t0 + dt
@@ -548,13 +595,26 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
     if bound[i] == 0 and (cb & C_ENDO) != 0:
         ke = par[K_EGRESS] / (1.0 + par[K_RET_CXCR4] * th + par[K_RET_VCAM] * vcam[f]
                               + par[K_RET_SCF] * m)
-    kk = kd + ke
+    # an HSC that holds no niche site (niche signal below the threshold) differentiates
+    kx = 0.0
+    if par[K_OFFSITE] > 0.0 and niche_signal(f, nz, ny, nx, cxcl, mscf, contact, par) < par[K_SITE]:
+        kx = par[K_OFFSITE]
+    kk = kd + ke + kx
     s = _hazard_time(kk, dt, uniform(seed, step, cid, PU_EVENT))
     if s >= 0.0:
-        if uniform(seed, step, cid, PU_EVENT_KIND) * kk < kd:
+        uk = uniform(seed, step, cid, PU_EVENT_KIND) * kk
+        if uk < kd:
             act[i] = A_DEATH
-        else:
+            return
+        if uk < kd + ke:
             act[i] = A_EGRESS
+            return
+        state[i] = S_MPP
+        bound[i] = 0
+        timer[i] = 0.0
+        lag[i] = 0.0
+        changed[i] = 1
+        ev_time[i] = t0 + s
         return
     # ---- cycle clock (exact times, one transition per step, remainder carried)
     b = dt + lag[i]
@@ -617,9 +677,10 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
 def cell_rules_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray, ny: int,
-                   nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
-                   ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray) -> None:
+                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray,
+                   nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
+                   act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray,
+                   site: np.ndarray) -> None:
     """Decide each cell's step: adhesion, death/egress/exit, cycle clock, blood events.
 
     Writes the cell's own bound flag, state, timer and lag (cycle transitions are taken
@@ -630,24 +691,25 @@ def cell_rules_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray
     nsite = home_sites.shape[0]
     for i in prange(n):
         _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
-                        vcam, ang1, home_sites, ny, nx, par, seed, step, t0, act, ev_time, changed,
-                        site, dt, nsite)
+                        vcam, ang1, home_sites, nz, ny, nx, par, seed, step, t0, act, ev_time,
+                        changed, site, dt, nsite)
 
 
 @jit
 def cell_rules_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray, ny: int,
-                   nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
-                   ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray) -> None:
+                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray,
+                   nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
+                   act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray,
+                   site: np.ndarray) -> None:
     """Serial twin of :func:`cell_rules_par` (same results; no thread start-up cost)."""
     dt = par[K_DT]
     nsite = home_sites.shape[0]
     for i in range(n):
         _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
-                        vcam, ang1, home_sites, ny, nx, par, seed, step, t0, act, ev_time, changed,
-                        site, dt, nsite)
+                        vcam, ang1, home_sites, nz, ny, nx, par, seed, step, t0, act, ev_time,
+                        changed, site, dt, nsite)
 
 
 # ---------------------------------------------------------------- serial apply
@@ -671,6 +733,39 @@ def _emit(k: int, t: float, kind: int, cell: int, other: int, zz: int, yy: int, 
 
 
 @jit
+def _pick_place(cand: np.ndarray, nf: int, u: float, nz: int, ny: int, nx: int,
+                cxcl: np.ndarray, mscf: np.ndarray, contact: np.ndarray, par: np.ndarray,
+                wts: np.ndarray) -> int:
+    """Index into ``cand[:nf]`` of the free neighbour a daughter takes.
+
+    With ``b = niche_taxis`` each free neighbour ``d`` is taken with probability
+    proportional to ``exp(b (S_d - S_max))`` (the adhesion-energy term of the motility
+    rule: the niche keeps the daughter if it has a free site next to the mother);
+    ``b = 0`` is a uniform choice.
+    """
+    b = par[K_TAXIS]
+    if b <= 0.0 or nf == 1:
+        k = int(u * nf)
+        return k if k < nf else nf - 1
+    smax = -1e300
+    for k in range(nf):
+        wts[k] = niche_signal(cand[k], nz, ny, nx, cxcl, mscf, contact, par)
+        if wts[k] > smax:
+            smax = wts[k]
+    tot = 0.0
+    for k in range(nf):
+        wts[k] = math.exp(b * (wts[k] - smax))
+        tot += wts[k]
+    acc = 0.0
+    x = u * tot
+    for k in range(nf):
+        acc += wts[k]
+        if x < acc:
+            return k
+    return nf - 1
+
+
+@jit
 def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: np.ndarray,
                   generation: np.ndarray, divisions: np.ndarray, state: np.ndarray,
                   prev_state: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
@@ -678,8 +773,8 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
                   lastdir: np.ndarray, birth: np.ndarray, act: np.ndarray,
                   ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray,
                   occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
-                  nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int,
-                  t_end: float, ev_t: np.ndarray, ev_i8: np.ndarray, ev_cell: np.ndarray,
+                  contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
+                  step: int, t_end: float, ev_t: np.ndarray, ev_i8: np.ndarray, ev_cell: np.ndarray,
                   ev_i4: np.ndarray, counters: np.ndarray) -> tuple[int, int, int]:
     """Apply the decisions of :func:`cell_rules_par` in slot order.
 
@@ -687,10 +782,17 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
 
     Removed cells (death, exit, clearance) get state ``S_DEAD`` and are compacted by the
     caller. Daughters are appended at slot ``n_total`` onwards with fresh ids.
+
+    Each daughter's fate follows the place it sits in after the division: it stays a stem
+    cell with probability :func:`stem_probability` of the :func:`niche_signal` there (the
+    mother where she is, the new daughter in the free voxel it was placed in). A division
+    is counted by its outcome (renewal, asymmetric, differentiating) and by whether the
+    two voxels lie on the same side of the niche border (both sites or both not).
     """
     ne = 0
     push = par[K_PUSH] > 0.5
     cand = np.empty(6, dtype=np.int64)
+    wts = np.empty(6, dtype=np.float64)
     for i in range(n):
         a = act[i]
         st = state[i]
@@ -703,6 +805,8 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
                     counters[N_RETURN] += 1
                 elif st == S_G1:
                     counters[N_ENTRY] += 1
+                elif st == S_MPP:
+                    counters[N_OFFSITE] += 1
                 ne = _emit(ne, ev_time[i], E_STATE, cid, -1, z[i], y[i], x[i], st, -1, -1, -1, -1,
                            ev_t, ev_i8, ev_cell, ev_i4)
             continue
@@ -781,9 +885,8 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
                 nf += 1
         gd = -1
         if nf > 0:
-            k = int(uniform(seed, step, cid, PU_PLACE) * nf)
-            if k >= nf:
-                k = nf - 1
+            k = _pick_place(cand, nf, uniform(seed, step, cid, PU_PLACE), nz, ny, nx, cxcl,
+                            mscf, contact, par, wts)
             gd = cand[k]
         elif push:
             for d in range(6):
@@ -824,7 +927,9 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
             lag[i] = 0.0
             counters[N_WAIT] += 1
             continue
-        # fates from the signals where each daughter sits
+        # fates from the niche signal where each daughter sits
+        sm = niche_signal(f, nz, ny, nx, cxcl, mscf, contact, par)
+        sd = niche_signal(gd, nz, ny, nx, cxcl, mscf, contact, par)
         if par[K_ASYM] > 0.0 and uniform(seed, step, cid, PU_ASYMMETRY) < par[K_ASYM]:
             if uniform(seed, step, cid, PU_ASYMMETRY_SIDE) < 0.5:
                 fm = S_G0
@@ -833,12 +938,18 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
                 fm = S_MPP
                 fd = S_G0
         else:
-            pm = renew_probability(f, cxcl, mscf, par)
-            pd = renew_probability(gd, cxcl, mscf, par)
+            pm = stem_probability(sm, par)
+            pd = stem_probability(sd, par)
             fm = S_G0 if uniform(seed, step, cid, PU_FATE_MOTHER) < pm else S_MPP
             fd = S_G0 if uniform(seed, step, cid, PU_FATE_DAUGHTER) < pd else S_MPP
+        border = (sm >= par[K_SITE]) != (sd >= par[K_SITE])
         if fm != fd:
             counters[N_ASYM] += 1
+            counters[N_ASYM_BORDER if border else N_ASYM_SAME] += 1
+        elif fm == S_G0:
+            counters[N_RENEW_BORDER if border else N_RENEW_SAME] += 1
+        else:
+            counters[N_DIFF_BORDER if border else N_DIFF_SAME] += 1
         k = n_total
         n_total += 1
         did = next_id

@@ -145,6 +145,16 @@ N_HOME_FAIL = COUNTERS.add("N_HOME_FAIL", "homing_failures")
 N_ACTIVATION = COUNTERS.add("N_ACTIVATION", "activations")  # dormant -> active G0
 N_RETURN = COUNTERS.add("N_RETURN", "quiescence_returns")  # active G0 -> dormant
 N_ENTRY = COUNTERS.add("N_ENTRY", "cycle_entries")  # active G0 -> G1
+# division modes by the daughters' fates (renewal: two HSCs, asymmetric: HSC + MPP,
+# differentiation: two MPPs), split by whether the two daughters sit on the same side of
+# a niche border ("same") or on two sides of it ("border")
+N_RENEW_SAME = COUNTERS.add("N_RENEW_SAME", "renewal_divisions_same_side")
+N_RENEW_BORDER = COUNTERS.add("N_RENEW_BORDER", "renewal_divisions_border")
+N_ASYM_SAME = COUNTERS.add("N_ASYM_SAME", "asymmetric_divisions_same_side")
+N_ASYM_BORDER = COUNTERS.add("N_ASYM_BORDER", "asymmetric_divisions_border")
+N_DIFF_SAME = COUNTERS.add("N_DIFF_SAME", "differentiating_divisions_same_side")
+N_DIFF_BORDER = COUNTERS.add("N_DIFF_BORDER", "differentiating_divisions_border")
+N_OFFSITE = COUNTERS.add("N_OFFSITE", "offsite_differentiations")  # HSC without a site -> MPP
 N_COUNTERS = len(COUNTERS)
 
 #: state codes (int8) used in snapshots and events, in code order

@@ -13,10 +13,13 @@ everything converted to hours and voxels by :class:`~niche3d.cells.model.CellMod
 
 Every signal -> behaviour rule is written out in docs/cells.md; the short form:
 
-* niche score ``S = w_mscf * membrane_scf + w_cxcl12 * theta`` with CXCR4 occupancy
-  ``theta = c / (c + Kd) * (1 - blockade)``; a daughter stays a stem cell with
-  probability ``p_min + (p_max - p_min) * S^n / (S^n + K^n)`` where it lands, times the
-  systemic feedback ``1 + g_f * (1 - pool / set point)`` (clipped to [0, 1]);
+* niche signal ``S = mean27(w_mscf * mscf + w_cxcr4 * theta) + w_sno * sno`` (the 3x3x3
+  mean around the voxel of membrane SCF contact and CXCR4 occupancy ``theta = c / (c +
+  Kd) * (1 - blockade)``; ``sno`` SNO contact); a **niche site** is a voxel with ``S >= K``;
+  a daughter stays a stem cell with probability ``S^n / (S^n + K^n)`` where it lands (it
+  takes a free neighbour with weight ``exp(b S)``), an HSC off a site (``S < K``)
+  differentiates at ``k_off``, and a hop down the niche signal is taken with probability
+  ``exp(-b drop)``;
 * adhesion score ``s = (w_scf mscf + w_vcam vcam + w_ncad sno + w_endo osteo) * (1 + w_cxcr4
   theta)`` (``osteo`` = contact with endosteum or SNO) with
   ``vcam = min(1, (f_endo * endothelium faces + stroma faces + own stroma) / 6)``
@@ -84,6 +87,19 @@ class MotilityConfig(Section):
     )
     mpp_speed_factor: float = param(
         1.0, unit="-", ge=0.0, le=100.0, description="MPP speed relative to speed_um_min"
+    )
+    niche_taxis: float = param(
+        100.0,
+        unit="1/signal",
+        ge=0.0,
+        le=1e4,
+        description=(
+            "adhesion energy per unit niche signal S (as in a cellular Potts model): an HSC's "
+            "hop to a voxel of lower S is taken with probability exp(-b * drop), and a "
+            "daughter takes a free neighbour with probability proportional to exp(b * S); "
+            "HSCs stay on their sites, climb towards niches, and a niche keeps a daughter "
+            "when it has a free site (calibrated)"
+        ),
     )
 
 
@@ -274,63 +290,76 @@ class CycleConfig(Section):
 
 
 class FateConfig(Section):
-    """Fate of each daughter from the signals where it lands; division crowding rule."""
+    """Niche sites and the fate of each daughter from the place it lands; crowding rule.
+
+    The niche signal at a voxel is ``S = mean27(w_mscf * mscf + w_cxcr4 * theta) + w_sno *
+    sno``: the signal within an HSC's reach (the mean over the 3x3x3 block around the
+    voxel of membrane SCF contact and CXCR4 occupancy) and
+    ``sno`` 1 where the voxel touches an SNO osteoblast (N-cadherin, ANG1). A **niche
+    site** is an enterable voxel with ``S >= site_threshold``: sites are finite and come
+    from the tissue and the signals. An HSC (or a daughter where it lands) stays a stem
+    cell with probability ``h(S) = S^n / (S^n + K^n)`` (``K = site_threshold``,
+    ``n = site_hill``): steep, so a daughter pushed off the niche into non-niche marrow
+    becomes an MPP and one landing on a free site stays an HSC. An HSC that holds no
+    site (``S < K``: it moved off, homed elsewhere, or its site lost signal) differentiates
+    at ``offsite_loss_per_day``; one on a site is not lost this way.
+    """
 
     w_membrane_scf: float = param(
-        1.0, unit="-", ge=0.0, le=100.0, description="weight of membrane SCF in the niche score"
+        1.0, unit="-", ge=0.0, le=100.0,
+        description="weight of membrane SCF within reach (3x3x3 mean) in the niche signal",
     )
     w_cxcr4: float = param(
-        1.0, unit="-", ge=0.0, le=100.0, description="weight of CXCR4 occupancy in the niche score"
+        2.0, unit="-", ge=0.0, le=100.0,
+        description="weight of CXCR4 occupancy within reach (3x3x3 mean) in the niche signal",
     )
-    renew_min: float = param(
-        0.05, unit="-", ge=0.0, le=1.0, description="stem-cell probability of a daughter outside the niche"
+    w_sno: float = param(
+        0.3, unit="-", ge=0.0, le=100.0,
+        description="niche signal of contact with an SNO osteoblast (N-cadherin, ANG1)",
     )
-    renew_max: float = param(
-        0.95, unit="-", ge=0.0, le=1.0, description="stem-cell probability of a daughter deep in the niche"
-    )
-    renew_half: float = param(
-        1.1,
+    site_threshold: float = param(
+        2.0,
         unit="-",
         gt=0.0,
         le=100.0,
         description=(
-            "niche score of half-maximal self-renewal (calibrated: the score of a daughter in "
-            "perisinusoidal stroma with matrix-bound CXCL12, so that niche divisions renew ~1:1)"
+            "niche signal at which a voxel is a niche site and a daughter there stays a stem "
+            "cell with probability 1/2 (calibrated: the HSC density of mouse marrow)"
         ),
     )
-    renew_hill: float = param(
-        4.0, unit="-", gt=0.0, le=64.0, description="Hill exponent of self-renewal vs niche score"
+    site_hill: float = param(
+        100.0,
+        unit="-",
+        ge=1.0,
+        le=256.0,
+        description=(
+            "steepness n of the stem-cell probability S^n / (S^n + K^n): 10-90 % between "
+            "K 9^(-1/n) and K 9^(1/n) (n = 100: +-2.2 % of the threshold, a step at the "
+            "scale of the signal differences between neighbouring voxels)"
+        ),
+    )
+    offsite_loss_per_day: float = param(
+        1.0,
+        unit="1/day",
+        ge=0.0,
+        le=1e3,
+        description=(
+            "differentiation rate of an HSC that holds no niche site (S < site_threshold): "
+            "an HSC without a niche differentiates over hours to days"
+        ),
     )
     divisional_asymmetry: float = param(
         0.0,
         unit="-",
         ge=0.0,
         le=1.0,
-        description="per-division probability of a determinant-driven HSC + MPP outcome",
-    )
-    demand_renewal_gain: float = param(
-        0.5,
-        unit="-",
-        ge=0.0,
-        le=10.0,
-        description=(
-            "renewal probability times (1 + g * (1 - progenitor pool / set point)), clipped "
-            "(calibrated: 0.2 lets the HSC number drift 20 %/month, 1.0 oscillates)"
-        ),
+        description="per-division probability of a determinant-driven HSC + MPP outcome (off by default)",
     )
     crowding: Literal["push", "wait"] = param(
         "push",
         unit="-",
         description="no free neighbour: push one unbound neighbour one voxel on, else wait",
     )
-
-    @model_validator(mode="after")
-    def _order(self) -> FateConfig:
-        if self.renew_min > self.renew_max:
-            raise ValueError(
-                f"renew_min = {self.renew_min} must be <= renew_max = {self.renew_max}"
-            )
-        return self
 
 
 class DeathConfig(Section):
@@ -427,12 +456,15 @@ class LineageConfig(Section):
     megakaryocyte_share: float = param(
         0.15, unit="-", ge=0.0, le=1.0, description="share of CMP output to megakaryocytes/platelets"
     )
-    reference_mpp_per_hsc_per_day: float = param(
-        0.04,
-        unit="1/day",
+    demand_mpp_per_mm3_per_day: float = param(
+        16.0,
+        unit="1/(mm³ day)",
         gt=0.0,
-        le=100.0,
-        description="homeostatic MPP output per initial HSC: the set point of the demand signal",
+        le=1e6,
+        description=(
+            "MPP inflow per mm³ of marrow that the body's blood demand asks for: the "
+            "progenitor pool it sustains is the set point of the demand signal"
+        ),
     )
 
     @model_validator(mode="after")

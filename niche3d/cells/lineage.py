@@ -54,11 +54,17 @@ class Lineage:
         self.last_exit_rate = 0.0
         self._prop_cache: dict[float, np.ndarray] = {}
 
-    def set_reference(self, n_hsc: int) -> None:
-        """Put the compartments at the steady state of ``n_hsc`` HSCs' homeostatic MPP
-        output and make that pool the demand set point."""
+    def set_homeostasis(self, marrow_mm3: float) -> None:
+        """Put the compartments at the steady state of the blood demand of
+        ``marrow_mm3`` of marrow (``demand_mpp_per_mm3_per_day`` times the volume) and make
+        that progenitor pool the demand set point.
+
+        The set point is systemic: it does not depend on how many HSCs the block holds.
+        """
+        if not (np.isfinite(marrow_mm3) and marrow_mm3 >= 0):
+            raise ValueError(f"marrow_mm3 = {marrow_mm3!r} must be a finite number >= 0")
         lc = self.config
-        j = n_hsc * lc.reference_mpp_per_hsc_per_day / 24.0  # MPP per hour
+        j = marrow_mm3 * lc.demand_mpp_per_mm3_per_day / 24.0  # MPP per hour
         mpp = j * lc.mpp_residence_days * 24.0
         out = j * lc.mpp_amplification
         cmp_ = out * lc.cmp_fraction * lc.cmp_residence_days * 24.0

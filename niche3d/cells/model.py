@@ -136,6 +136,13 @@ class CellModel:
         self._events = EventLog()
         self._counters = np.zeros(C.N_COUNTERS, dtype=np.int64)
         self._lineage = Lineage(config.lineage, self.dt_hours)
+        # the demand set point is the body's: the MPP inflow per mm³ of marrow, times the
+        # block's marrow volume (never the number of HSCs seeded)
+        self.marrow_mm3 = float(np.count_nonzero(self._enter)) * lattice.voxel_volume_mm3
+        self._lineage.set_homeostasis(self.marrow_mm3)
+        self._site_kind: np.ndarray | None = None
+        # the signals and parameter vector of the last step (niche sites depend on both)
+        self._last_signals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._last_step = -1
         self._last_t = 0.0
 
@@ -284,6 +291,7 @@ class CellModel:
         if self._pop.next_id != 0:
             raise ValueError("seed_initial() must be called once, before any cell is added")
         cxcl, _, mscf = flat_signals(signals, self.shape)
+        self._last_signals = (cxcl, mscf, self._par)
         n, groups = initial_cells(self.config, self._par, self._enter, self._contact,
                                   self._vcam, self.shape, self.lattice.voxel_volume_mm3,
                                   self.seed, cxcl, mscf)
@@ -291,21 +299,11 @@ class CellModel:
             self.add_cells(zz, yy, xx, state=code, bound=bnd, residual=True)
         if n > 0:
             self._pop.sort_by_id()
-        self.set_reference(n)
 
     def _adhesion_scores(self, vox: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
                          p: np.ndarray) -> np.ndarray:
         """Vector form of the kernels' adhesion score at voxels ``vox`` (no modifiers)."""
         return adhesion_scores(vox, cxcl, mscf, self._contact, self._vcam, p)
-
-    def set_reference(self, n_hsc: int) -> None:
-        """Set the demand set point to ``n_hsc`` HSCs' homeostatic MPP output.
-
-        The lineage compartments are put at their steady state for that inflow.
-        """
-        if isinstance(n_hsc, bool) or not isinstance(n_hsc, int | np.integer) or n_hsc < 0:
-            raise ValueError(f"n_hsc = {n_hsc!r} must be an integer >= 0")
-        self._lineage.set_reference(int(n_hsc))
 
     # ------------------------------------------------------------------ stepping
     def step(self, step_index: int, t_hours: float, signals: Signals, modifiers: Modifiers) -> None:
@@ -339,10 +337,10 @@ class CellModel:
         t0 = float(t_hours)
         par = self._par.copy()
         par[P.K_DEMAND] = self._lineage.demand
-        par[P.K_DEVIATION] = self._lineage.deviation
         par[P.K_BLOCK] = float(modifiers.cxcr4_blockade)
         par[P.K_PROT] = float(modifiers.protease)
         par[P.K_CYTO] = float(modifiers.cytotoxic)
+        self._last_signals = (cxcl, mscf, par)
         c = self._pop.cols
         s = self._pop.scratch
         occ = self._pop.occ
@@ -358,7 +356,7 @@ class CellModel:
         if n > 0 and (par[P.K_PHOP] > 0 or par[P.K_PHOP_MPP] > 0):
             for sub in range(self.n_micro):
                 propose(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"],
-                        c["lastdir"], occ, self._enter, cxcl, nz, ny, nx, par,
+                        c["lastdir"], occ, self._enter, cxcl, mscf, self._contact, nz, ny, nx, par,
                         self.seed, step, sub, s["target"], s["tdir"], s["prio"])
                 resolve(n, s["target"], s["prio"], occ, nz, ny, nx, s["win"])
                 move(n, s["target"], s["tdir"], s["win"], occ, c["z"], c["y"],
@@ -366,7 +364,7 @@ class CellModel:
         # 2. rules
         rules(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"], c["timer"],
               c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._ang1,
-              self._home_sites, ny, nx, par, self.seed, step, t0, s["act"], s["ev_time"],
+              self._home_sites, nz, ny, nx, par, self.seed, step, t0, s["act"], s["ev_time"],
               s["changed"], s["site"])
         n_div = int(np.count_nonzero(s["act"][:n] == C.A_DIVIDE))
         self._pop.ensure(n + n_div)
@@ -383,7 +381,7 @@ class CellModel:
             n, n, self._pop.next_id, c["ids"], c["parent"], c["generation"], c["divisions"],
             c["state"], c["prev_state"], c["z"], c["y"], c["x"], c["bound"], c["donor"],
             c["timer"], c["lag"], c["lastdir"], c["birth"], s["act"], s["ev_time"],
-            s["changed"], s["site"], occ, self._enter, cxcl, mscf, nz, ny, nx, par,
+            s["changed"], s["site"], occ, self._enter, cxcl, mscf, self._contact, nz, ny, nx, par,
             self.seed, step, t0 + self.dt_hours, ev_t, ev_i8, ev_cell, ev_i4, self._counters)
         self._pop.n = int(n_total)
         self._pop.next_id = int(next_id)
@@ -399,6 +397,59 @@ class CellModel:
     def occupied_flat(self) -> np.ndarray:
         """Flat voxel indices (int64) of the cells on the lattice, in id order."""
         return self._pop.occupied_flat()
+
+    def niche_signal(self) -> np.ndarray:
+        """Niche signal ``S`` at every voxel under the last step's signals and modifiers
+        ((z, y, x) float64; 0 where no HSC can sit). See :class:`~niche3d.cells.config.FateConfig`.
+
+        Raises
+        ------
+        RuntimeError
+            Before the first :meth:`seed_initial` or :meth:`step` (and right after
+            :meth:`load_state_dict`): the signals are not known yet.
+        """
+        if self._last_signals is None:
+            raise RuntimeError("niche sites need the signals of a step: call seed_initial() or step() first")
+        cxcl, mscf, par = self._last_signals
+        vox = np.flatnonzero(self._enter).astype(np.int64)
+        sig = np.empty(vox.size, np.float64)
+        nz, ny, nx = self.shape
+        K.niche_signal_map(vox, nz, ny, nx, cxcl, mscf, self._contact, par, sig)
+        out = np.zeros(self._enter.size, np.float64)
+        out[vox] = sig
+        return out.reshape(self.shape)
+
+    def niche_sites(self) -> np.ndarray:
+        """Niche sites and who holds them, one uint8 per voxel (z, y, x): 0 not a site,
+        1 free site, 2 site held by an HSC, 3 site taken by another cell (an MPP).
+
+        A site is an enterable voxel whose :meth:`niche_signal` reaches
+        ``cells.fate.site_threshold``.
+        """
+        site = self.niche_signal().ravel() >= self._par[P.K_SITE]
+        occ = self._pop.occ
+        st = self._pop.cols["state"]
+        out = np.zeros(site.size, np.uint8)
+        out[site] = 1
+        held = site & (occ >= 0)
+        who = st[occ[held]]
+        out[np.flatnonzero(held)] = np.where(who <= C.S_SG2M, 2, 3).astype(np.uint8)
+        return out.reshape(self.shape)
+
+    def site_kinds(self) -> np.ndarray:
+        """Niche kind of every voxel by the nearest niche structure, uint8 (z, y, x):
+        1 endosteal (endosteum or SNO nearest), 2 sinusoidal/perivascular (sinusoid wall),
+        3 arteriolar (arteriole); ties go to endosteal, then arteriolar; 0 off the marrow.
+        Computed once (three distance maps of the lattice)."""
+        if self._site_kind is None:
+            lat = self.lattice
+            d = np.stack([lat.dist_endosteum_um, lat.dist_arteriole_um, lat.dist_sinusoid_um])
+            near = np.argmin(d, axis=0)  # first minimum: endosteal, arteriolar, sinusoidal
+            kind = np.array([1, 3, 2], np.uint8)[near]
+            kind[~np.isfinite(d).any(axis=0)] = 2
+            kind[~lat.enterable] = 0
+            self._site_kind = kind
+        return self._site_kind
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """One row per living cell (on the lattice and circulating), sorted by id.
@@ -460,6 +511,31 @@ class CellModel:
         m.update(self._lineage.metrics())
         for k, name in enumerate(C.COUNTER_NAMES):
             m[f"total_{name}"] = float(self._counters[k])
+        cnt = self._counters
+        asym = cnt[C.N_ASYM_BORDER] + cnt[C.N_ASYM_SAME]
+        m["asymmetric_border_share"] = float(cnt[C.N_ASYM_BORDER]) / asym if asym else math.nan
+        m.update(self._niche_metrics(int(hsc)))
+        return m
+
+    def _niche_metrics(self, hsc: int) -> dict[str, float]:
+        keys = ["niche_sites", "niche_sites_free", "niche_sites_hsc", "niche_sites_other",
+                "hsc_on_site_fraction"]
+        kinds = ("endosteal", "sinusoidal", "arteriolar")
+        keys += [f"niche_sites_{w}_{k}" for k in kinds for w in ("total", "free", "hsc")]
+        if self._last_signals is None:
+            return dict.fromkeys(keys, math.nan)
+        sites = self.niche_sites().ravel()
+        kind = self.site_kinds().ravel()
+        m = {"niche_sites": float(np.count_nonzero(sites)),
+             "niche_sites_free": float(np.count_nonzero(sites == 1)),
+             "niche_sites_hsc": float(np.count_nonzero(sites == 2)),
+             "niche_sites_other": float(np.count_nonzero(sites == 3))}
+        m["hsc_on_site_fraction"] = m["niche_sites_hsc"] / hsc if hsc else math.nan
+        for code, k in enumerate(kinds, start=1):
+            here = kind == code
+            m[f"niche_sites_total_{k}"] = float(np.count_nonzero(here & (sites > 0)))
+            m[f"niche_sites_free_{k}"] = float(np.count_nonzero(here & (sites == 1)))
+            m[f"niche_sites_hsc_{k}"] = float(np.count_nonzero(here & (sites == 2)))
         return m
 
     # ------------------------------------------------------------------ checkpoints

@@ -54,6 +54,7 @@ class Purpose:
     SEED_BOUND = 22
     SEED_COUNT = 23
     PUSH = 24
+    NICHE_TAXIS = 25
 
 
 @jit

@@ -17,7 +17,8 @@ from niche3d.cells import params as P
 from niche3d.cells.config import CellsConfig
 from niche3d.cells.rng import Purpose, uniform, uniform_array
 
-__all__ = ["SEED_STEP", "adhesion_scores", "initial_cells", "phase_timers"]
+__all__ = ["SEED_STEP", "adhesion_scores", "initial_cells", "phase_timers", "stem_probabilities",
+           "stem_probability_of"]
 
 #: step key of everything drawn outside ``CellModel.step`` (seeding, ``add_cells``)
 SEED_STEP = 2**62
@@ -46,6 +47,25 @@ def adhesion_scores(vox: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray, contact
     m = np.maximum(mscf[vox].astype(np.float64), 0.0)
     return (p[P.K_W_SCF] * m + p[P.K_W_VCAM] * vc + p[P.K_W_NCAD] * nc + p[P.K_W_ENDO] * ob) * (
         1.0 + p[P.K_W_CXCR4] * th)
+
+
+def stem_probabilities(vox: np.ndarray, shape: tuple[int, int, int], cxcl: np.ndarray,
+                       mscf: np.ndarray, contact: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Stem-cell probability ``h(S)`` of the niche signal at flat voxels ``vox`` (the
+    kernels' :func:`~niche3d.cells._kernels.niche_signal` and ``stem_probability``)."""
+    nz, ny, nx = shape
+    sig = np.empty(vox.size, np.float64)
+    K.niche_signal_map(np.ascontiguousarray(vox, dtype=np.int64), nz, ny, nx, cxcl, mscf,
+                       contact, p, sig)
+    return stem_probability_of(sig, p)
+
+
+def stem_probability_of(sig: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Vector form of the kernels' ``stem_probability``: ``S^n / (S^n + K^n)``."""
+    out = np.zeros(sig.shape, np.float64)
+    pos = sig > 0
+    out[pos] = 1.0 / (1.0 + (p[P.K_SITE] / sig[pos]) ** p[P.K_SITE_HILL])
+    return out
 
 
 def phase_timers(seed: int, ids: np.ndarray, code: int, par: np.ndarray,
@@ -115,7 +135,12 @@ def initial_cells(
     u = np.empty(free.size, np.float64)
     K.voxel_uniforms(seed, SEED_STEP, free, Purpose.SEED_PLACE, u)
     if cfg.initial_placement == "niche":
-        w = 0.01 + adhesion_scores(free, cxcl, mscf, contact, vcam, p)
+        # a homeostatic start: founders take niche sites (weight 1) while free sites last,
+        # the rest go to the voxels of highest stem-cell probability h(S) (weight 1e-6 h:
+        # below any site), where they differentiate unless they find a free site
+        h = stem_probabilities(free, shape, cxcl, mscf, contact, p)
+        on_site = h >= 0.5  # S >= K
+        w = np.where(on_site, 1.0, 1e-6 * h + 1e-12)
     else:
         w = np.ones(free.size)
     # Efraimidis-Spirakis weighted sampling without replacement: top-n of u^(1/w)

@@ -314,7 +314,8 @@ class Run:
         except ScenarioError as exc:
             raise StoreError(
                 f"{self.path}: the stored scenario does not validate with this niche3d "
-                f"(written by {self.code_version}): {exc}"
+                f"(written by {self.code_version}; its records and tables still read with "
+                f"open_run, and it resumes with the niche3d that wrote it): {exc}"
             ) from None
 
     @cached_property
