@@ -93,7 +93,7 @@ def pick_place(free: list[int], u: float, shape, cxcl, mscf, contact, par) -> in
 
 def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state, prev_state,
                   z, y, x, bound, donor, timer, lag, lastdir, birth, act, ev_time, changed,
-                  site, occ, enter, cxcl, mscf, contact, nz, ny, nx, par, seed, step, t_end, ev_t,
+                  occ, enter, cxcl, mscf, contact, nz, ny, nx, par, seed, step, t_end, ev_t,
                   ev_i8, ev_cell, ev_i4, counters):
     """Reference of ``niche3d.cells._kernels.apply_actions``: same arguments, same in-place
     writes, returns ``(n_total, next_id, n_events)``."""
@@ -129,27 +129,6 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
                     counters[C.N_OFFSITE] += 1
                 emit(ev_time[i], C.E_STATE, cid, -1, z[i], y[i], x[i], st, -1, -1, -1, -1)
             continue
-        if a == C.A_CLEAR:
-            emit(t_end, C.E_CLEARANCE, cid, -1, -1, -1, -1, C.S_DEAD, -1, -1, -1, -1)
-            state[i] = C.S_DEAD
-            counters[C.N_CLEAR] += 1
-            continue
-        if a == C.A_HOME:
-            g = int(site[i])
-            if occ[g] >= 0 or not enter[g]:
-                counters[C.N_HOME_FAIL] += 1
-                continue
-            occ[g] = i
-            z[i], y[i], x[i] = unflat(g)
-            ns = C.S_DORMANT if prev_state[i] == C.S_DORMANT else C.S_G0
-            state[i] = ns
-            bound[i] = 0
-            timer[i] = 0.0
-            lag[i] = 0.0
-            lastdir[i] = -1
-            emit(t_end, C.E_HOMING, cid, -1, z[i], y[i], x[i], ns, -1, -1, -1, -1)
-            counters[C.N_HOMING] += 1
-            continue
         zi, yi, xi = int(z[i]), int(y[i]), int(x[i])
         f = flat(zi, yi, xi)
         if a in (C.A_DEATH, C.A_EXIT, C.A_EGRESS):
@@ -161,16 +140,9 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
             emit(t_end, kind, cid, -1, zi, yi, xi, after, -1, -1, -1, -1)
             occ[f] = -1
             counters[counter] += 1
-            if a != C.A_EGRESS:
-                state[i] = C.S_DEAD
-                continue
-            prev_state[i] = C.S_DORMANT if st == C.S_DORMANT else C.S_G0
-            state[i] = C.S_CIRC
-            z[i] = y[i] = x[i] = -1
-            bound[i] = 0
-            timer[i] = 0.0
-            lag[i] = 0.0
-            lastdir[i] = -1
+            if a == C.A_EGRESS:  # into the blood compartment, which reads prev_state
+                prev_state[i] = C.S_DORMANT if st == C.S_DORMANT else C.S_G0
+            state[i] = C.S_DEAD
             continue
         # ---- division: a free enterable face neighbour, else push, else wait
         free = [flat(zi + dz, yi + dy, xi + dx) for dz, dy, dx in _FACES

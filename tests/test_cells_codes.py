@@ -130,8 +130,7 @@ HAND = [
     ("K_PUSH", lambda c: 1.0 if c.fate.crowding == "push" else 0.0),
     ("K_DEATH", lambda c: c.death.hsc_per_day / 24.0),
     ("K_MPP_EXIT", lambda c: c.death.mpp_exit_per_day / 24.0),
-    ("K_HOME", lambda c: c.blood.homing_per_h),
-    ("K_CLEAR", lambda c: c.blood.clearance_per_h),
+    ("K_EGRESS", lambda c: c.blood.egress_per_h),
 ]
 
 CONFIGS = [

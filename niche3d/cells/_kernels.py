@@ -21,12 +21,10 @@ from numba import prange
 
 from niche3d._jit import jit
 from niche3d.cells.codes import (
-    A_CLEAR,
     A_DEATH,
     A_DIVIDE,
     A_EGRESS,
     A_EXIT,
-    A_HOME,
     A_NONE,
     ACTIONS,
     C_ANG1,
@@ -35,19 +33,16 @@ from niche3d.cells.codes import (
     C_SNO,
     COUNTERS,
     E_BIRTH,
-    E_CLEARANCE,
     E_DEATH,
     E_DIVISION,
     E_EGRESS,
     E_EXIT,
-    E_HOMING,
     E_STATE,
     EVENTS,
     N_ACTIVATION,
     N_ASYM,
     N_ASYM_BORDER,
     N_ASYM_SAME,
-    N_CLEAR,
     N_DEATH,
     N_DIFF_BORDER,
     N_DIFF_SAME,
@@ -55,8 +50,6 @@ from niche3d.cells.codes import (
     N_EGRESS,
     N_ENTRY,
     N_EXIT,
-    N_HOME_FAIL,
-    N_HOMING,
     N_OFFSITE,
     N_PUSH,
     N_RENEW_BORDER,
@@ -81,7 +74,6 @@ from niche3d.cells.params import (
     K_BLOCK,
     K_CHEMO_GAIN,
     K_CHEMO_THR,
-    K_CLEAR,
     K_CYTO,
     K_DEATH,
     K_DEATH_NOSCF,
@@ -97,8 +89,6 @@ from niche3d.cells.params import (
     K_F_W_SNO,
     K_G1_MEAN,
     K_G1_SHAPE,
-    K_HOME,
-    K_HOME_HALF,
     K_KD,
     K_KOFF,
     K_KON,
@@ -146,8 +136,6 @@ PU_EVENT = Purpose.EVENT
 PU_EVENT_KIND = Purpose.EVENT_KIND
 PU_FATE_DAUGHTER = Purpose.FATE_DAUGHTER
 PU_FATE_MOTHER = Purpose.FATE_MOTHER
-PU_HOME_ACCEPT = Purpose.HOME_ACCEPT
-PU_HOME_SITE = Purpose.HOME_SITE
 PU_HOP = Purpose.HOP
 PU_PERSIST = Purpose.PERSIST
 PU_PLACE = Purpose.PLACE
@@ -160,7 +148,7 @@ PU_TAXIS = Purpose.NICHE_TAXIS
 # declared in other modules: a change there alone would run stale compiled kernels. Their
 # layout is therefore pinned here; a changed layout refuses to import until this digest
 # is updated, and that edit invalidates the cache.
-_LAYOUT_DIGEST = "99165bf00232cdfc"
+_LAYOUT_DIGEST = "b595931e2e106071"
 
 
 def layout_digest() -> str:
@@ -521,36 +509,17 @@ def _hazard_time(k: float, b: float, u: float) -> float:
 def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                     z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                     lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                    contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray,
-                    nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
-                    act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray,
-                    dt: float, nsite: int) -> None:
+                    contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nz: int, ny: int,
+                    nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
+                    ev_time: np.ndarray, changed: np.ndarray, k_egress: np.ndarray,
+                    dt: float) -> None:
     act[i] = A_NONE
     changed[i] = 0
     ev_time[i] = t0 + dt
-    site[i] = -1
+    k_egress[i] = 0.0
     st = state[i]
     cid = ids[i]
-    if st == S_DEAD:
-        return
-    if st == S_CIRC:
-        kh = par[K_HOME] if nsite > 0 else 0.0
-        kc = par[K_CLEAR]
-        kk = kh + kc
-        s = _hazard_time(kk, dt, uniform(seed, step, cid, PU_EVENT))
-        if s < 0.0:
-            return
-        if uniform(seed, step, cid, PU_EVENT_KIND) * kk < kh:
-            j = int(uniform(seed, step, cid, PU_HOME_SITE) * nsite)
-            if j >= nsite:
-                j = nsite - 1
-            g = home_sites[j]
-            sc = adhesion_score(g, cxcl, mscf, contact, vcam, par)
-            if uniform(seed, step, cid, PU_HOME_ACCEPT) < sc / (sc + par[K_HOME_HALF]):
-                act[i] = A_HOME
-                site[i] = g
-        else:
-            act[i] = A_CLEAR
+    if st > S_MPP:  # blood is a compartment (niche3d.cells.blood); dead cells wait for compaction
         return
     f = (z[i] * ny + y[i]) * nx + x[i]
     if st == S_MPP:
@@ -595,6 +564,7 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
     if bound[i] == 0 and (cb & C_ENDO) != 0:
         ke = par[K_EGRESS] / (1.0 + par[K_RET_CXCR4] * th + par[K_RET_VCAM] * vcam[f]
                               + par[K_RET_SCF] * m)
+    k_egress[i] = ke
     # an HSC that holds no niche site (niche signal below the threshold) differentiates
     kx = 0.0
     if par[K_OFFSITE] > 0.0 and niche_signal(f, nz, ny, nx, cxcl, mscf, contact, par) < par[K_SITE]:
@@ -677,39 +647,36 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
 def cell_rules_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray,
-                   nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
-                   act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray,
-                   site: np.ndarray) -> None:
-    """Decide each cell's step: adhesion, death/egress/exit, cycle clock, blood events.
+                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nz: int, ny: int,
+                   nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
+                   ev_time: np.ndarray, changed: np.ndarray, k_egress: np.ndarray) -> None:
+    """Decide each cell's step: adhesion, death/egress/exit, off-site loss, cycle clock.
 
     Writes the cell's own bound flag, state, timer and lag (cycle transitions are taken
     at exact times inside the step, at most one per step, with the remaining time carried
-    as ``lag``), plus an action code for the serial apply pass.
+    as ``lag``), plus an action code for the serial apply pass and the cell's egress
+    hazard (1/h, 0 where it cannot egress) for the blood compartment's mean field.
     """
     dt = par[K_DT]
-    nsite = home_sites.shape[0]
     for i in prange(n):
         _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
-                        vcam, ang1, home_sites, nz, ny, nx, par, seed, step, t0, act, ev_time,
-                        changed, site, dt, nsite)
+                        vcam, ang1, nz, ny, nx, par, seed, step, t0, act, ev_time, changed,
+                        k_egress, dt)
 
 
 @jit
 def cell_rules_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, home_sites: np.ndarray,
-                   nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
-                   act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray,
-                   site: np.ndarray) -> None:
+                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nz: int, ny: int,
+                   nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
+                   ev_time: np.ndarray, changed: np.ndarray, k_egress: np.ndarray) -> None:
     """Serial twin of :func:`cell_rules_par` (same results; no thread start-up cost)."""
     dt = par[K_DT]
-    nsite = home_sites.shape[0]
     for i in range(n):
         _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
-                        vcam, ang1, home_sites, nz, ny, nx, par, seed, step, t0, act, ev_time,
-                        changed, site, dt, nsite)
+                        vcam, ang1, nz, ny, nx, par, seed, step, t0, act, ev_time, changed,
+                        k_egress, dt)
 
 
 # ---------------------------------------------------------------- serial apply
@@ -771,8 +738,7 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
                   prev_state: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
                   bound: np.ndarray, donor: np.ndarray, timer: np.ndarray, lag: np.ndarray,
                   lastdir: np.ndarray, birth: np.ndarray, act: np.ndarray,
-                  ev_time: np.ndarray, changed: np.ndarray, site: np.ndarray,
-                  occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
+                  ev_time: np.ndarray, changed: np.ndarray, occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
                   contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
                   step: int, t_end: float, ev_t: np.ndarray, ev_i8: np.ndarray, ev_cell: np.ndarray,
                   ev_i4: np.ndarray, counters: np.ndarray) -> tuple[int, int, int]:
@@ -780,8 +746,8 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
 
     Returns ``(n_total, next_id, n_events)``.
 
-    Removed cells (death, exit, clearance) get state ``S_DEAD`` and are compacted by the
-    caller. Daughters are appended at slot ``n_total`` onwards with fresh ids.
+    Removed cells (death, exit, egress into the blood compartment) get state ``S_DEAD``
+    and are compacted by the caller. Daughters are appended at slot ``n_total`` onwards with fresh ids.
 
     Each daughter's fate follows the place it sits in after the division: it stays a stem
     cell with probability :func:`stem_probability` of the :func:`niche_signal` there (the
@@ -810,34 +776,6 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
                 ne = _emit(ne, ev_time[i], E_STATE, cid, -1, z[i], y[i], x[i], st, -1, -1, -1, -1,
                            ev_t, ev_i8, ev_cell, ev_i4)
             continue
-        if a == A_CLEAR:
-            ne = _emit(ne, t_end, E_CLEARANCE, cid, -1, -1, -1, -1, S_DEAD, -1, -1, -1, -1,
-                       ev_t, ev_i8, ev_cell, ev_i4)
-            state[i] = S_DEAD
-            counters[N_CLEAR] += 1
-            continue
-        if a == A_HOME:
-            g = site[i]
-            if occ[g] >= 0 or enter[g] == 0:
-                counters[N_HOME_FAIL] += 1
-                continue
-            occ[g] = i
-            gz = g // (ny * nx)
-            r = g - gz * ny * nx
-            gy = r // nx
-            z[i] = gz
-            y[i] = gy
-            x[i] = r - gy * nx
-            ns = S_DORMANT if prev_state[i] == S_DORMANT else S_G0
-            state[i] = ns
-            bound[i] = 0
-            timer[i] = 0.0
-            lag[i] = 0.0
-            lastdir[i] = -1
-            ne = _emit(ne, t_end, E_HOMING, cid, -1, z[i], y[i], x[i], ns, -1, -1, -1, -1,
-                       ev_t, ev_i8, ev_cell, ev_i4)
-            counters[N_HOMING] += 1
-            continue
         f = (z[i] * ny + y[i]) * nx + x[i]
         if a == A_DEATH:
             ne = _emit(ne, t_end, E_DEATH, cid, -1, z[i], y[i], x[i], S_DEAD, -1, -1, -1, -1,
@@ -857,15 +795,10 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
             ne = _emit(ne, t_end, E_EGRESS, cid, -1, z[i], y[i], x[i], S_CIRC, -1, -1, -1, -1,
                        ev_t, ev_i8, ev_cell, ev_i4)
             occ[f] = -1
+            # the cell leaves the block for the blood compartment, which reads its donor
+            # flag and the state it lodges with (prev_state) before compaction
             prev_state[i] = S_DORMANT if st == S_DORMANT else S_G0
-            state[i] = S_CIRC
-            z[i] = -1
-            y[i] = -1
-            x[i] = -1
-            bound[i] = 0
-            timer[i] = 0.0
-            lag[i] = 0.0
-            lastdir[i] = -1
+            state[i] = S_DEAD
             counters[N_EGRESS] += 1
             continue
         # ---- A_DIVIDE: place the daughter in a free face neighbour (or push, or wait)

@@ -314,7 +314,7 @@ class FateConfig(Section):
         description="weight of CXCR4 occupancy within reach (3x3x3 mean) in the niche signal",
     )
     w_sno: float = param(
-        0.3, unit="-", ge=0.0, le=100.0,
+        0.35, unit="-", ge=0.0, le=100.0,
         description="niche signal of contact with an SNO osteoblast (N-cadherin, ANG1)",
     )
     site_threshold: float = param(
@@ -393,7 +393,12 @@ class DeathConfig(Section):
 
 
 class BloodConfig(Section):
-    """The well-mixed blood pool: egress, homing, clearance."""
+    """Egress from the block, the mouse's blood, homing, and the rest of the mouse.
+
+    The block is ``block_fraction`` of the mouse's marrow (default: its marrow volume over
+    ``mouse_marrow_mm3``); blood and the other marrow are well-mixed compartments
+    (:mod:`niche3d.cells.blood`) exchanging HSCs with the block at the same per-cell rates.
+    """
 
     egress_per_h: float = param(
         0.02,
@@ -412,17 +417,56 @@ class BloodConfig(Section):
         2.0, unit="-", ge=0.0, le=1e4, description="retention by membrane SCF contact"
     )
     homing_per_h: float = param(
-        0.5, unit="1/h", ge=0.0, le=1e3, description="rate of lodging attempts of a circulating cell"
+        2.0,
+        unit="1/h",
+        ge=0.0,
+        le=1e3,
+        description=(
+            "arrest of a circulating HSC in a marrow sinusoid (selectin rolling, VLA4-VCAM1 "
+            "arrest), anywhere in the mouse; a share block_fraction falls in the block"
+        ),
     )
     homing_half: float = param(
         0.5,
         unit="-",
         gt=0.0,
         le=1e3,
-        description="adhesion score at the site of half-maximal lodging success",
+        description="adhesion score of half-maximal transendothelial migration after arrest",
     )
     clearance_per_h: float = param(
-        0.1, unit="1/h", ge=0.0, le=1e3, description="loss of circulating cells (other organs, death)"
+        8.0,
+        unit="1/h",
+        ge=0.0,
+        le=1e3,
+        description=(
+            "loss of circulating HSCs: trapping in lung, liver and spleen, and death "
+            "(sets, with homing, the minutes-long blood residence and the 5-30 % seeding "
+            "efficiency)"
+        ),
+    )
+    block_fraction: float | None = param(
+        None,
+        unit="-",
+        gt=0.0,
+        le=1.0,
+        description=(
+            "share of the mouse's marrow that the block is; default its marrow volume over "
+            "mouse_marrow_mm3"
+        ),
+    )
+    mouse_marrow_mm3: float = param(
+        100.0,
+        unit="mm³",
+        gt=0.0,
+        le=1e5,
+        description=(
+            "the mouse's total marrow volume (a femur's marrow cavity a few to ~15 mm³, the "
+            "two femurs ~10-15 % of the skeleton's marrow; 100 mm³ also makes a few hundred "
+            "HSCs per mm³ and 1-3 x 10^4 per mouse agree)"
+        ),
+    )
+    blood_volume_ul: float = param(
+        1750.0, unit="µL", gt=0.0, le=1e6, description="the mouse's blood volume (1.5-2 mL)"
     )
 
 

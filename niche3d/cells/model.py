@@ -26,10 +26,12 @@ import numpy as np
 from niche3d.cells import _kernels as K
 from niche3d.cells import codes as C
 from niche3d.cells import params as P
+from niche3d.cells.blood import CLASSES, Blood
 from niche3d.cells.codes import EVENT_NAMES, STATE_NAMES, state_code
 from niche3d.cells.config import CellsConfig
 from niche3d.cells.lineage import LINEAGES, Lineage
 from niche3d.cells.population import COLUMNS, EVENT_COLUMNS, EventLog, Population
+from niche3d.cells.rng import Purpose, uniform_array
 from niche3d.cells.seeding import adhesion_scores, initial_cells, phase_timers
 from niche3d.cells.signals import Modifiers, Signals, flat_signals
 from niche3d.tissue.contact import ang1_map, contact_maps
@@ -140,6 +142,13 @@ class CellModel:
         # block's marrow volume (never the number of HSCs seeded)
         self.marrow_mm3 = float(np.count_nonzero(self._enter)) * lattice.voxel_volume_mm3
         self._lineage.set_homeostasis(self.marrow_mm3)
+        bc = config.blood
+        f = bc.block_fraction if bc.block_fraction is not None else min(
+            1.0, self.marrow_mm3 / bc.mouse_marrow_mm3)
+        if f <= 0.0:
+            raise ValueError("the lattice has no marrow: the block is no fraction of a mouse's marrow")
+        self.block_fraction = float(f)
+        self._blood = Blood(bc, self.block_fraction, self.dt_hours)
         self._site_kind: np.ndarray | None = None
         # the signals and parameter vector of the last step (niche sites depend on both)
         self._last_signals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -238,32 +247,30 @@ class CellModel:
         return ids
 
     def add_circulating(self, n: int, *, donor: bool = True, state: str | int = "active_g0",
-                        t_hours: float = 0.0) -> np.ndarray:
-        """Put ``n`` HSCs into the blood pool (e.g. a transplant); returns their ids.
+                        t_hours: float = 0.0) -> None:
+        """Put ``n`` HSCs into the mouse's blood (a transplant dose, per mouse).
+
+        They circulate in the blood compartment (:mod:`niche3d.cells.blood`); the block
+        receives its share of their arrests, and those that cross the endothelium lodge
+        as cells in ``state``.
 
         Parameters
         ----------
         n
-            Number of cells (>= 0).
+            Number of cells (>= 0), per mouse.
         donor
-            Donor flag of the new cells.
+            Donor flag of the cells.
         state
-            State they take when they home: ``dormant`` or ``active_g0``.
+            State they take when they lodge: ``dormant`` or ``active_g0``.
         t_hours
-            Time written into the birth events.
+            Time of the injection (kept for the signature; the cells enter at once).
         """
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ValueError(f"n = {n!r} must be an integer >= 0")
         code = state if isinstance(state, int | np.integer) else state_code(str(state))
         if int(code) not in (C.S_DORMANT, C.S_G0):
             raise ValueError(f"state = {state!r} must be 'dormant' or 'active_g0'")
-        ids = self._pop.append(int(n), C.S_CIRC, donor=bool(donor))
-        sl = slice(self._pop.n - int(n), self._pop.n)
-        self._pop.cols["prev_state"][sl] = int(code)
-        for k in ("z", "y", "x"):
-            self._pop.cols[k][sl] = -1
-        self._events.births(self._pop, ids, t_hours)
-        return ids
+        self._blood.add(float(n), donor=bool(donor), dormant=int(code) == C.S_DORMANT)
 
     def _init_timers(self, sl: slice, code: int, residual: bool) -> None:
         ids = self._pop.cols["ids"][sl]
@@ -363,9 +370,11 @@ class CellModel:
                      c["x"], c["lastdir"], ny, nx)
         # 2. rules
         rules(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"], c["timer"],
-              c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._ang1,
-              self._home_sites, nz, ny, nx, par, self.seed, step, t0, s["act"], s["ev_time"],
-              s["changed"], s["site"])
+              c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._ang1, nz, ny, nx,
+              par, self.seed, step, t0, s["act"], s["ev_time"], s["changed"], s["k_egress"])
+        # egress hazards per blood class, for the other marrow's mean field
+        rates = self._class_sums(s["k_egress"][:n], c["state"][:n] == C.S_DORMANT,
+                                 c["donor"][:n] != 0)
         n_div = int(np.count_nonzero(s["act"][:n] == C.A_DIVIDE))
         self._pop.ensure(n + n_div)
         c = self._pop.cols
@@ -381,17 +390,86 @@ class CellModel:
             n, n, self._pop.next_id, c["ids"], c["parent"], c["generation"], c["divisions"],
             c["state"], c["prev_state"], c["z"], c["y"], c["x"], c["bound"], c["donor"],
             c["timer"], c["lag"], c["lastdir"], c["birth"], s["act"], s["ev_time"],
-            s["changed"], s["site"], occ, self._enter, cxcl, mscf, self._contact, nz, ny, nx, par,
+            s["changed"], occ, self._enter, cxcl, mscf, self._contact, nz, ny, nx, par,
             self.seed, step, t0 + self.dt_hours, ev_t, ev_i8, ev_cell, ev_i4, self._counters)
         self._pop.n = int(n_total)
         self._pop.next_id = int(next_id)
         self._events.kernel_rows(ne, ev_t, ev_i8, ev_cell, ev_i4)
-        # 4. compaction and compartments
+        # cells that left for the blood, by class (read before compaction)
+        eg = np.flatnonzero(s["act"][:n] == C.A_EGRESS)
+        left = self._class_sums(np.ones(eg.size), c["prev_state"][eg] == C.S_DORMANT,
+                                c["donor"][eg] != 0)
+        # 4. compaction, compartments, blood and homing into the block
         self._pop.compact()
         exits = int(self._counters[C.N_EXIT]) - exits_before
         self._lineage.step(exits, float(modifiers.cytotoxic))
+        accept = self._acceptance(cxcl, mscf, par)
+        attempts = self._blood.step(left, rates, float(accept.mean()) if accept.size else 0.0,
+                                    self.seed, step)
+        self._lodge(attempts, accept, step, t0 + self.dt_hours)
         self._last_step = step
         self._last_t = t0 + self.dt_hours
+
+    # ------------------------------------------------------------------ blood and homing
+    @staticmethod
+    def _class_sums(values: np.ndarray, dormant: np.ndarray, donor: np.ndarray) -> np.ndarray:
+        # sums of values per blood class (donor, dormant) in the order of blood.CLASSES
+        return np.array([float(values[(donor == d) & (dormant == q)].sum()) for d, q in CLASSES])
+
+    def _acceptance(self, cxcl: np.ndarray, mscf: np.ndarray, par: np.ndarray) -> np.ndarray:
+        """Transendothelial migration probability ``s / (s + homing_half)`` at each
+        endothelial homing site (``s`` the adhesion score with the step's modifiers)."""
+        if self._home_sites.size == 0:
+            return np.zeros(0)
+        sc = adhesion_scores(self._home_sites, cxcl, mscf, self._contact, self._vcam, par)
+        return sc / (sc + self.config.blood.homing_half)
+
+    def _lodge(self, attempts: np.ndarray, accept: np.ndarray, step: int, t_end: float) -> None:
+        """Arrests in the block: each picks an endothelial site, crosses with its
+        acceptance and lodges if the voxel is free; failures return to the blood."""
+        total = int(attempts.sum())
+        if total == 0:
+            return
+        nsite = self._home_sites.size
+        keys = np.arange(total, dtype=np.int64)
+        if nsite == 0:
+            pick = np.zeros(total, np.int64)
+            ok = np.zeros(total, bool)
+        else:
+            pick = np.minimum((uniform_array(self.seed, step, keys, Purpose.HOME_SITE) * nsite)
+                              .astype(np.int64), nsite - 1)
+            ok = uniform_array(self.seed, step, keys, Purpose.HOME_ACCEPT) < accept[pick]
+        vox = self._home_sites[pick] if nsite else np.zeros(total, np.int64)
+        cls = np.repeat(np.arange(len(CLASSES)), attempts)
+        taken = np.zeros(self._enter.size, bool)
+        _, ny, nx = self.shape
+        for j, (donor, dormant) in enumerate(CLASSES):
+            sel = np.flatnonzero(cls == j)
+            good = []
+            for k in sel:  # in attempt order: a voxel taken by an earlier attempt is not free
+                g = int(vox[k])
+                if ok[k] and self._pop.occ[g] < 0 and not taken[g]:
+                    taken[g] = True
+                    good.append(g)
+            fail = sel.size - len(good)
+            if fail:
+                self._blood.add(float(fail), donor=donor, dormant=dormant)
+                self._counters[C.N_HOME_FAIL] += fail
+            if not good:
+                continue
+            g = np.array(sorted(good), np.int64)
+            zz, rem = np.divmod(g, ny * nx)
+            yy, xx = np.divmod(rem, nx)
+            code = C.S_DORMANT if dormant else C.S_G0
+            ids = self._pop.append(g.size, code, donor=donor)
+            sl = slice(self._pop.n - g.size, self._pop.n)
+            col = self._pop.cols
+            col["z"][sl], col["y"][sl], col["x"][sl] = zz, yy, xx
+            col["bound"][sl] = 0
+            self._pop.occ[g] = np.arange(self._pop.n - g.size, self._pop.n, dtype=np.int32)
+            self._events.births(self._pop, ids, t_end, kind=C.E_HOMING)
+            self._counters[C.N_HOMING] += g.size
+            self._blood.lodged(g.size, donor)
 
     # ------------------------------------------------------------------ outputs
     def occupied_flat(self) -> np.ndarray:
@@ -499,14 +577,26 @@ class CellModel:
             m[f"n_{name}"] = float(counts[code])
         hsc = sum(counts[k] for k in C.HSC_STATES)
         m["hsc_total"] = float(hsc)
-        m["hsc_marrow_and_blood"] = float(hsc + counts[C.S_CIRC])
+        bl = self._blood
+        blood = float(bl.counts.sum())
+        m["hsc_marrow_and_blood"] = float(hsc) + self.block_fraction * blood
         den = max(int(hsc), 1)
         m["frac_g0"] = float(counts[C.S_DORMANT] + counts[C.S_G0]) / den if hsc else 0.0
         m["frac_sg2m"] = float(counts[C.S_SG2M]) / den if hsc else 0.0
         m["frac_dormant"] = float(counts[C.S_DORMANT]) / den if hsc else 0.0
         is_hsc = st <= C.S_SG2M
         m["bound_fraction"] = float(np.count_nonzero(c["bound"][:n][is_hsc])) / den if hsc else 0.0
-        m["blood_pool"] = float(counts[C.S_CIRC])
+        m["blood_pool"] = blood
+        m["blood_hsc_per_mouse"] = blood
+        m["blood_hsc_per_ul"] = blood / self.config.blood.blood_volume_ul
+        m["blood_donor_per_mouse"] = float(bl.counts[[k for k, c in enumerate(CLASSES) if c[0]]].sum())
+        m["block_fraction"] = self.block_fraction
+        m["hsc_per_mouse"] = float(hsc) / self.block_fraction
+        m["blood_inflow_per_day"] = bl.last_inflow_per_day
+        m["marrow_exchange_per_day"] = bl.last_inflow_per_day / m["hsc_per_mouse"] if hsc else math.nan
+        m["blood_residence_minutes"] = 60.0 / bl.k_out if bl.k_out > 0 else math.inf
+        for k, v in bl.totals.items():
+            m[f"mouse_{k}_total"] = v
         m["donor_cells"] = float(np.count_nonzero(c["donor"][:n]))
         m.update(self._lineage.metrics())
         for k, name in enumerate(C.COUNTER_NAMES):
@@ -550,6 +640,7 @@ class CellModel:
                                     self._last_t, self.dt_hours, lin.deviation],
                                    dtype=np.float64)
         d["compartments"] = lin.comp.copy()
+        d["blood"] = self._blood.state()
         d["output_rate"] = lin.out_rate.copy()
         d["output_total"] = lin.out_total.copy()
         d.update(self._events.state_dict())
@@ -565,7 +656,8 @@ class CellModel:
             time step.
         """
         need = [f"col_{k}" for k in COLUMNS] + ["counters", "scalars_i8", "scalars_f8",
-                                                  "compartments", "output_rate", "output_total"]
+                                                  "compartments", "output_rate", "output_total",
+                                                  "blood"]
         need += [f"event_{k}" for k in EVENT_COLUMNS]
         missing = [k for k in need if k not in d]
         if missing:
@@ -589,6 +681,7 @@ class CellModel:
         lin.comp = np.asarray(d["compartments"], dtype=np.float64).copy()
         lin.out_rate = np.asarray(d["output_rate"], dtype=np.float64).copy()
         lin.out_total = np.asarray(d["output_total"], dtype=np.float64).copy()
+        self._blood.load_state(d["blood"])
         self._events.load_state_dict(d)
 
     def __repr__(self) -> str:

@@ -48,7 +48,7 @@ _SCRATCH: dict[str, Any] = {
     "act": np.int8,
     "ev_time": np.float64,
     "changed": np.int8,
-    "site": np.int64,
+    "k_egress": np.float64,
     "target": np.int64,
     "tdir": np.int8,
     "prio": np.uint64,
@@ -254,9 +254,10 @@ class EventLog:
     def __init__(self) -> None:
         self.chunks: list[dict[str, np.ndarray]] = []
 
-    def births(self, pop: Population, ids: np.ndarray, t_hours: float) -> None:
-        """Log ``birth`` rows of founders just appended (the last ``ids.size`` slots)
-        and set their birth time."""
+    def births(self, pop: Population, ids: np.ndarray, t_hours: float,
+               kind: int = C.E_BIRTH) -> None:
+        """Log ``birth`` rows (or ``kind`` rows: ``homing``) of cells just appended (the
+        last ``ids.size`` slots) and set their birth time."""
         if ids.size == 0:
             return
         c = pop.cols
@@ -264,7 +265,7 @@ class EventLog:
         m = ids.size
         self.chunks.append({
             "t_hours": np.full(m, float(t_hours)),
-            "kind": np.full(m, C.E_BIRTH, np.int8),
+            "kind": np.full(m, kind, np.int8),
             "cell": ids.copy(),
             "other": np.full(m, -1, np.int64),
             "z": c["z"][sl].copy(),

@@ -55,6 +55,7 @@ class Purpose:
     SEED_COUNT = 23
     PUSH = 24
     NICHE_TAXIS = 25
+    BLOOD_HOMING = 26  # key = class of the blood compartment
 
 
 @jit
