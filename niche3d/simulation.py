@@ -141,6 +141,7 @@ class Simulation:
                 code_version=code_version(),
                 dt_hours=self.dt_hours,
                 overwrite=overwrite,
+                niche=True,  # labels/niche: the niche-site map of every record (_record)
             )
             self.writer.set_categories("cells", "state", STATE_NAMES)
             self.writer.set_categories("events", "kind", EVENT_NAMES)
@@ -328,6 +329,9 @@ class Simulation:
             labels=self.lattice.labels,
             cells=self.cells.snapshot(),
             metrics=self.metrics(),
+            # the map the niche_sites* metrics of this record count; a store written before
+            # niche sites were recorded (resumed here) has no place for it
+            niche=self.cells.niche_sites() if w.has_niche else None,
         )
         self.records_written = idx + 1
         if self.records_written % self.scenario.output.checkpoint_every_records == 0:

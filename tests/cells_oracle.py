@@ -51,7 +51,8 @@ def occupancy(c: float, kd: float, blockade: float) -> float:
 def niche_signal(f: int, shape: tuple[int, int, int], cxcl: np.ndarray, mscf: np.ndarray,
                  contact: np.ndarray, par: np.ndarray) -> float:
     """``mean27(w_m max(mscf, 0) + w_c theta) + w_sno [touches an SNO]`` at voxel ``f``
-    (the 3x3x3 block in z, y, x order; voxels beyond the edge count 0)."""
+    (the 3x3x3 block in z, y, x order; voxels beyond the edge count 0; theta without the
+    CXCR4 blockade: sites are where ligands are presented)."""
     nz, ny, nx = shape
     zi, r = divmod(f, ny * nx)
     yi, xi = divmod(r, nx)
@@ -62,7 +63,7 @@ def niche_signal(f: int, shape: tuple[int, int, int], cxcl: np.ndarray, mscf: np
                 if 0 <= zz < nz and 0 <= yy < ny and 0 <= xx < nx:
                     g = (zz * ny + yy) * nx + xx
                     acc += (par[P.K_F_W_SCF] * max(float(mscf[g]), 0.0)
-                            + par[P.K_F_W_CXCR4] * occupancy(float(cxcl[g]), par[P.K_KD], par[P.K_BLOCK]))
+                            + par[P.K_F_W_CXCR4] * occupancy(float(cxcl[g]), par[P.K_KD], 0.0))
     sno = 1.0 if int(contact[f]) & C.C_SNO else 0.0
     return acc / 27.0 + par[P.K_F_W_SNO] * sno
 
@@ -71,15 +72,19 @@ def stem_probability(s: float, par: np.ndarray) -> float:
     """``S^n / (S^n + K^n)`` written as ``1 / (1 + (K / S)^n)`` (0 for S <= 0)."""
     if s <= 0.0:
         return 0.0
-    return 1.0 / (1.0 + (par[P.K_SITE] / s) ** par[P.K_SITE_HILL])
+    try:  # Python floats: the same pow as the kernel, which overflows to inf (h = 0)
+        q = float(par[P.K_SITE]) / float(s)
+        return 1.0 / (1.0 + q ** float(par[P.K_SITE_HILL]))
+    except OverflowError:
+        return 0.0
 
 
-def pick_place(free: list[int], u: float, shape, cxcl, mscf, contact, par) -> int:
+def pick_place(free: list[int], u: float, nsig, par) -> int:
     """Index of the free neighbour a daughter takes: weights ``exp(b (S - S_max))``."""
     b = par[P.K_TAXIS]
     if b <= 0.0 or len(free) == 1:
         return min(int(u * len(free)), len(free) - 1)
-    sig = [niche_signal(g, shape, cxcl, mscf, contact, par) for g in free]
+    sig = [float(nsig[g]) for g in free]
     top = max(sig)
     w = [math.exp(b * (v - top)) for v in sig]
     x = u * sum(w)
@@ -93,8 +98,8 @@ def pick_place(free: list[int], u: float, shape, cxcl, mscf, contact, par) -> in
 
 def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state, prev_state,
                   z, y, x, bound, donor, timer, lag, lastdir, birth, act, ev_time, changed,
-                  occ, enter, cxcl, mscf, contact, nz, ny, nx, par, seed, step, t_end, ev_t,
-                  ev_i8, ev_cell, ev_i4, counters):
+                  occ, enter, nsig, nz, ny, nx, par, seed, step, t_end, ev_t, ev_i8, ev_cell,
+                  ev_i4, counters):
     """Reference of ``niche3d.cells._kernels.apply_actions``: same arguments, same in-place
     writes, returns ``(n_total, next_id, n_events)``."""
     events = []
@@ -150,8 +155,7 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
                 and enter[flat(zi + dz, yi + dy, xi + dx)] and occ[flat(zi + dz, yi + dy, xi + dx)] < 0]
         gd = -1
         if free:
-            k = pick_place(free, uniform(seed, step, cid, Purpose.PLACE), (nz, ny, nx), cxcl,
-                           mscf, contact, par)
+            k = pick_place(free, uniform(seed, step, cid, Purpose.PLACE), nsig, par)
             gd = free[k]
         elif par[P.K_PUSH] > 0.5:
             dirs = []
@@ -179,8 +183,8 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
             lag[i] = 0.0
             counters[C.N_WAIT] += 1
             continue
-        sm = niche_signal(f, (nz, ny, nx), cxcl, mscf, contact, par)
-        sd = niche_signal(gd, (nz, ny, nx), cxcl, mscf, contact, par)
+        sm = float(nsig[f])
+        sd = float(nsig[gd])
         if par[P.K_ASYM] > 0.0 and uniform(seed, step, cid, Purpose.ASYMMETRY) < par[P.K_ASYM]:
             if uniform(seed, step, cid, Purpose.ASYMMETRY_SIDE) < 0.5:
                 fm, fd = C.S_G0, C.S_MPP

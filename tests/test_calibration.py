@@ -1,18 +1,18 @@
-"""Calibration: the default homeostasis scenario meets BIOLOGY.md section 6, targets 1-4.
+"""Calibration: the default homeostasis scenario meets BIOLOGY.md sections 6 and 7.
 
-One reduced-domain run of scenarios/homeostasis.toml with the calibrated defaults,
-shared by the tests of this module: 32 x 48 x 48 voxels of 8 µm (the default tissue
-statistics, a sixth of the default volume), ``cells.hsc_per_mm3 = 16000`` (40 times
-the physiological default, ~440 HSCs, so that shares are measured to a few per cent),
-``RUN_DAYS`` simulated days scored after a ``SKIP_DAYS`` burn-in, fields re-solved every
-24 h (bound HSCs are the large majority and move rarely). The 120-day check at full size
-is in docs/calibration.md (tools/make_calibration_figures.py).
+One run of scenarios/homeostasis.toml with the calibrated defaults, shared by the tests of
+this module, on a larger block of the same tissue statistics (64 x 176 x 176 voxels of
+8 µm, 4.5 times the default volume) so that one snapshot holds ~200 HSCs and shares are
+measured to a few per cent: ``RUN_DAYS`` simulated days scored after a ``SKIP_DAYS``
+burn-in. The HSC number is not an input: it follows from the block's niche sites (the
+seeding density only starts the run).
 
 Statistics: shares are pooled over the daily records after the burn-in; every interval
 and test uses a conservative effective sample size of one snapshot (the mean number of
 cells per record), because successive records of the same cells are correlated (see
 niche3d.analysis.calibration). The acceptable ranges are those of
-``niche3d.analysis.calibration.TARGETS`` (BIOLOGY.md section 6), not test tolerances.
+``niche3d.analysis.calibration.TARGETS`` (BIOLOGY.md sections 3, 6 and 7), not test
+tolerances. The parameters were fitted by tools/calibrate.py (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ from niche3d.io import open_run
 from niche3d.tissue.lattice import Lattice
 
 REPO = Path(__file__).resolve().parent.parent
-RUN_DAYS = 80.0
+RUN_DAYS = 120.0
 SKIP_DAYS = 40.0
-
-#: the default scenario on a smaller block with more HSCs per mm³ (docs/calibration.md §5)
-REDUCED = {
-    "domain.shape": [32, 48, 48],
-    "cells.hsc_per_mm3": 16000.0,
+#: the default scenario on a larger block of the same tissue statistics
+BLOCK = {
+    "domain.shape": [64, 176, 176],
     "run.days": RUN_DAYS,
     "output.fields": False,
-    "fields.solve_every_hours": 24.0,
 }
 
 
@@ -54,8 +51,8 @@ def run(tmp_path_factory):
     from niche3d.scenario import load_scenario
     from niche3d.simulation import Simulation
 
-    sc = load_scenario(REPO / "scenarios" / "homeostasis.toml", REDUCED)
-    out = tmp_path_factory.mktemp("calibration") / "homeostasis_reduced.zarr"
+    sc = load_scenario(REPO / "scenarios" / "homeostasis.toml", BLOCK)
+    out = tmp_path_factory.mktemp("calibration") / "homeostasis_block.zarr"
     Simulation(sc, out).run()
     return open_run(out)
 
@@ -158,9 +155,37 @@ def test_target4_stable_number_continuous_output(run, table):
     assert r["ci_low"] <= 0.0 <= r["ci_high"] or abs(r["simulated"]) < 0.05
     s = calibration_series(run)
     late = s[s["t_days"] >= SKIP_DAYS]
-    n0 = float(s["hsc_total"].iloc[0])
-    # every record within 25 % of the seeded number
-    assert (late["hsc_total"] - n0).abs().max() <= 0.25 * n0
+    mean = float(late["hsc_total"].mean())
+    # every scored record within 20 % of the window's mean: no excursions either
+    assert (late["hsc_total"] - mean).abs().max() <= 0.20 * mean
+
+
+@pytest.mark.slow
+# --------------------------------------------------------------------------- section 7
+def test_section7_fate_follows_the_niche_border(table):
+    """Most asymmetric outcomes come from divisions whose daughters straddle a border."""
+    _in_range(table, "asymmetric_border_share")
+    assert table.loc["asymmetric_border_share", "n_eff"] >= 20  # asymmetric divisions seen
+
+
+@pytest.mark.slow
+def test_section7_constitutive_trafficking(run, table):
+    """~1 % of the marrow pool passes through the blood per day, each cell for minutes;
+    the blood count is the inflow times the residence (the compartment's steady state)."""
+    _in_range(table, "marrow_exchange_per_day")
+    _in_range(table, "blood_residence_minutes")
+    m = run.metrics[run.metrics["t"] >= SKIP_DAYS * 24]
+    inflow = float(m["blood_inflow_per_day"].mean())
+    tau_days = float(m["blood_residence_minutes"].mean()) / 1440.0
+    assert float(m["blood_hsc_per_mouse"].mean()) == pytest.approx(inflow * tau_days, rel=0.25)
+    assert (m["mouse_egress_total"].diff().dropna() > 0).all()  # every day some leave
+
+
+@pytest.mark.slow
+def test_section3_hsc_density_from_the_niche(table):
+    """A few hundred HSCs per mm³, 1-3 x 10^4 per mouse: set by the niche sites."""
+    _in_range(table, "hsc_per_mm3")
+    _in_range(table, "hsc_per_mouse")
 
 
 # --------------------------------------------------------------------------- the estimators
@@ -238,6 +263,11 @@ PINNED_RANGES = {
     "hsc_drift_per_30d": (-0.10, 0.10),
     "mpp_output_weeks_share": (0.95, 1.0),
     "mpp_zero_days_excess": (-math.inf, 0.0),
+    "asymmetric_border_share": (0.75, 1.0),
+    "marrow_exchange_per_day": (0.005, 0.02),
+    "blood_residence_minutes": (1.0, 60.0),
+    "hsc_per_mm3": (100.0, 600.0),
+    "hsc_per_mouse": (1.0e4, 3.0e4),
 }
 
 

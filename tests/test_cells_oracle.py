@@ -111,9 +111,8 @@ def random_population(seed: int) -> dict:
     return {
         "n": n, "next_id": int(ids[-1]) + 1 if n else 0, "cols": cols, "act": act,
         "ev_time": ev_time, "changed": changed, "occ": occ, "enter": enter,
-        "cxcl": (rng.random(nv) * 30).astype(np.float32),
-        "mscf": (rng.random(nv) * 1.2 - 0.1).astype(np.float32),
-        "contact": rng.integers(0, 16, nv).astype(np.uint8),
+        # the niche signal per voxel, some exactly at the site threshold
+        "nsig": np.where(rng.random(nv) < 0.1, par[P.K_SITE], rng.random(nv) * 2.0),
         "shape": (nz, ny, nx), "par": par, "seed": int(rng.integers(0, 2**40)),
         "step": int(rng.integers(0, 10**6)), "t_end": t0 + dt,
         "ev": (np.full(cap_ev, -7.0), np.full((cap_ev, 3), -7, np.int8),
@@ -126,14 +125,13 @@ def run(fn, pop: dict) -> tuple[tuple, dict]:
     """Call a kernel (or the oracle) on private copies; returns its result and all arrays."""
     cols = {k: v.copy() for k, v in pop["cols"].items()}
     arrays = {k: pop[k].copy() for k in ("act", "ev_time", "changed", "occ", "enter",
-                                         "cxcl", "mscf", "contact", "par", "counters")}
+                                         "nsig", "par", "counters")}
     ev = tuple(a.copy() for a in pop["ev"])
     nz, ny, nx = pop["shape"]
     n = pop["n"]
     res = fn(n, n, pop["next_id"], *(cols[k] for k in _ORDER), arrays["act"],
              arrays["ev_time"], arrays["changed"], arrays["occ"],
-             arrays["enter"], arrays["cxcl"], arrays["mscf"], arrays["contact"], nz, ny, nx,
-             arrays["par"],
+             arrays["enter"], arrays["nsig"], nz, ny, nx, arrays["par"],
              pop["seed"], pop["step"], pop["t_end"], *ev, arrays["counters"])
     out = {**cols, **arrays}
     out.update(ev_t=ev[0], ev_i8=ev[1], ev_cell=ev[2], ev_i4=ev[3])
@@ -179,3 +177,25 @@ def test_oracle_leaves_occupancy_consistent(seed):
     flat = (out["z"][:n_total].astype(np.int64) * ny + out["y"][:n_total]) * nx + out["x"][:n_total]
     assert np.array_equal(np.sort(flat[alive]), np.sort(np.flatnonzero(out["occ"] >= 0)))
     assert np.array_equal(out["occ"][flat[alive]], np.flatnonzero(alive))
+
+
+def test_niche_signal_map_equals_its_python_oracle():
+    """The niche-signal kernel against the plain-Python 3x3x3 mean on random small
+    lattices (edges, SNO contact bits, negative membrane SCF, a CXCR4 blockade that the
+    site signal ignores)."""
+    from cells_oracle import niche_signal as oracle_niche_signal
+
+    for seed in range(20):
+        rng = np.random.default_rng(500 + seed)
+        shape = tuple(int(v) for v in rng.integers(1, 6, 3))
+        nv = int(np.prod(shape))
+        cx = (rng.random(nv) * 30).astype(np.float32)
+        ms = (rng.random(nv) * 1.2 - 0.1).astype(np.float32)
+        contact = rng.integers(0, 16, nv).astype(np.uint8)
+        par = P.pack(CellsConfig(), {"p_hop": 1.0, "p_hop_mpp": 1.0, "dt_hours": 1.0})
+        par[P.K_BLOCK] = float(rng.choice([0.0, 0.9]))
+        par[P.K_F_W_SNO] = float(rng.uniform(0, 1))
+        got = np.empty(nv)
+        K.niche_signal_map(np.arange(nv, dtype=np.int64), *shape, cx, ms, contact, par, got)
+        want = np.array([oracle_niche_signal(f, shape, cx, ms, contact, par) for f in range(nv)])
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

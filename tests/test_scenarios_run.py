@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-SMALL = {"domain.shape": [20, 32, 32], "cells.hsc_per_mm3": 20000.0, "output.interval_hours": 12.0}
+#: a third of the default block: ~60 niche sites holding ~20 HSCs (the HSC number follows
+#: the niche, so a smaller block has fewer HSCs; no seeding override can add more)
+SMALL = {"domain.shape": [32, 64, 64], "output.interval_hours": 12.0}
 
 
 def _run(name: str, days: float):
@@ -40,9 +42,10 @@ def baseline():
 @pytest.mark.slow
 def test_homeostasis_keeps_hscs(baseline) -> None:
     sim, first, series = baseline
-    assert first["hsc_total"] > 30
+    assert first["hsc_total"] > 10 and first["niche_sites"] > first["hsc_total"]
     assert series[-1]["hsc_total"] >= 0.8 * first["hsc_total"]
     assert series[-1]["cxcl12_mean"] > 0
+    assert series[-1]["blood_hsc_per_mouse"] > 0  # constitutive trafficking
 
 
 @pytest.mark.slow
@@ -53,6 +56,9 @@ def test_gcsf_protease_lowers_marrow_cxcl12() -> None:
     cx = np.array([m["cxcl12_mean"] for m in series])
     assert prot[t < 72].max() == 0 and prot[-1] > 0
     assert cx[-1] < 0.9 * cx[t == 71][0]  # CXCL12 falls during the course
+    blood = np.array([m["blood_hsc_per_mouse"] for m in series])
+    # circulating HSCs rise over the course (measured ~25-fold by day 2 of the course)
+    assert blood[t >= 96].mean() > 5 * blood[t < 72].mean() > 0
 
 
 @pytest.mark.slow
@@ -62,6 +68,11 @@ def test_amd3100_blocks_cxcr4_within_hours() -> None:
     assert blk[72] == 0.0 or blk[71] == 0.0
     assert blk[73] > 0.3  # one hour after the dose (half-life 1 h, peak 0.9)
     assert blk[84] < blk[73]  # reversible as the drug clears
+    blood = {round(m["t_hours"]): m["blood_hsc_per_mouse"] for m in series}
+    base = np.mean([blood[h] for h in range(48, 72)])
+    # mobilisation within hours (measured ~15-fold), and back as the drug clears
+    assert blood[74] > 5 * base > 0
+    assert blood[84] < 0.5 * blood[74]
 
 
 @pytest.mark.slow
@@ -81,7 +92,12 @@ def test_5fu_kills_cycling_cells() -> None:
 
 @pytest.mark.slow
 def test_transplant_brings_donor_cells() -> None:
-    sim, first, series = _run("transplant", 1.5)  # 500 donor HSCs at day 1
-    assert first["donor_cells"] == 0
-    assert series[-1]["donor_cells"] > 0
-    assert series[-1]["total_homing"] > 0  # some have homed back into the marrow
+    sim, first, series = _run("transplant", 1.5)  # 500 donor HSCs per mouse at day 1
+    assert first["blood_donor_per_mouse"] == 0
+    last = series[-1]
+    # every donor cell lodged somewhere in the marrow, was cleared, or still circulates
+    total = last["mouse_donor_homed_total"] + last["mouse_donor_cleared_total"] + last["blood_donor_per_mouse"]
+    assert total == pytest.approx(500, rel=1e-9)
+    assert 0.05 <= last["mouse_donor_homed_total"] / 500 <= 0.30  # seeding efficiency
+    # the block is ~0.05 % of the mouse's marrow: it expects well under one donor cell
+    assert last["donor_cells"] <= 2

@@ -4,7 +4,8 @@ Two stages, each a small seeded design evaluated on the default homeostasis scen
 (scenarios/homeostasis.toml, full size), printing every evaluation and the chosen values:
 
 ``sites``
-    The niche-site geometry, without running: for a grid of ``cells.fate.w_sno`` and
+    The niche-site geometry, without running: for a grid of ``cells.fate.w_sno``, the
+    arteriolar membrane SCF (``fields.membrane_scf.expression.arteriole``) and
     ``cells.fate.site_threshold`` the sites of the solved steady-state fields are scored
     on the share within 10 µm of a sinusoid wall (target 0.85, Acar 2015), the share
     within 10 µm of the endosteum (target 0.14, Kiel 2005) and the site density (target
@@ -17,7 +18,9 @@ Two stages, each a small seeded design evaluated on the default homeostasis scen
     :func:`niche3d.analysis.calibration.calibration_table` (targets 6.1-6.4) plus the
     section-7 steady state (``marrow_exchange_per_day`` ~1 %, ``asymmetric_border_share``
     >= 0.75). Loss: the sum over targets of the squared distance outside the target range,
-    relative to the range's width (0 inside every range).
+    relative to the range's width (0 inside every range); ties (typically several sets
+    meeting every target) go to the set whose closest target is farthest inside its
+    range, relative to the range's width.
 
 Usage::
 
@@ -52,10 +55,10 @@ MARROW_CODES = (1, 8)
 
 #: kinetic parameters searched in stage 2: key -> (low, high), log-uniform
 KINETIC_BOX: dict[str, tuple[float, float]] = {
-    "cells.cycle.activation_per_day": (0.002, 0.02),
-    "cells.cycle.g0_exit_per_day": (0.01, 0.2),
+    "cells.cycle.activation_per_day": (0.001, 0.01),
+    "cells.cycle.g0_exit_per_day": (0.02, 0.15),
     "cells.lineage.demand_mpp_per_mm3_per_day": (2.0, 20.0),
-    "cells.blood.egress_per_h": (0.02, 1.0),
+    "cells.blood.egress_per_h": (0.02, 0.3),
 }
 
 #: section-7 steady-state targets scored from the metrics: key -> (low, high)
@@ -85,19 +88,22 @@ def site_scores(overrides: dict[str, float]) -> dict[str, float]:
 
 def stage_sites(args: argparse.Namespace) -> dict[str, float]:
     best: tuple[float, dict[str, float]] | None = None
-    for w_sno in args.w_sno:
-        for thr in np.arange(args.thr[0], args.thr[1] + 1e-9, args.thr[2]):
-            over = {"cells.fate.w_sno": float(w_sno), "cells.fate.site_threshold": round(float(thr), 4)}
-            sc = site_scores(over)
-            if not sc["sites"]:
-                loss = math.inf
-            else:
-                loss = ((sc["perisinusoidal"] - 0.85) / 0.85) ** 2 + ((sc["endosteal"] - 0.14) / 0.14) ** 2 \
-                    + ((sc["sites_per_mm3"] - args.site_density) / args.site_density) ** 2
-            print(json.dumps({**over, **{k: round(v, 4) for k, v in sc.items()}, "loss": round(loss, 4)}),
-                  flush=True)
-            if best is None or loss < best[0]:
-                best = (loss, over)
+    grid = [(w, a, round(float(t), 4)) for w in args.w_sno for a in args.arteriole
+            for t in np.arange(args.thr[0], args.thr[1] + 1e-9, args.thr[2])]
+    for w_sno, art, thr in grid:
+        over = {"cells.fate.w_sno": float(w_sno),
+                "fields.membrane_scf.expression.arteriole": float(art),
+                "cells.fate.site_threshold": thr}
+        sc = site_scores(over)
+        if not sc["sites"]:
+            loss = math.inf
+        else:
+            loss = ((sc["perisinusoidal"] - 0.85) / 0.85) ** 2 + ((sc["endosteal"] - 0.14) / 0.14) ** 2 \
+                + ((sc["sites_per_mm3"] - args.site_density) / args.site_density) ** 2
+        print(json.dumps({**over, **{k: round(v, 4) for k, v in sc.items()}, "loss": round(loss, 4)}),
+              flush=True)
+        if best is None or loss < best[0]:
+            best = (loss, over)
     assert best is not None
     print("chosen:", json.dumps(best[1]), "loss", round(best[0], 4))
     return best[1]
@@ -126,6 +132,7 @@ def run_scores(overrides: dict[str, float], days: float, skip_days: float) -> di
         values["hsc_per_mm3"] = values["hsc_mean"] / marrow_mm3
         values["blood_hsc_per_mouse"] = float(late["blood_hsc_per_mouse"].mean())
     loss = 0.0
+    margin = math.inf
     ranges = {k: (t.low, t.high) for k, t in TARGETS.items()}
     ranges.update(SECTION7)
     for key, (lo, hi) in ranges.items():
@@ -138,7 +145,11 @@ def run_scores(overrides: dict[str, float], days: float, skip_days: float) -> di
             loss += ((lo - v) / width) ** 2
         elif v > hi:
             loss += ((v - hi) / width) ** 2
+        if math.isfinite(lo) and math.isfinite(hi):
+            margin = min(margin, min(v - lo, hi - v) / width)
     values["loss"] = loss
+    # among parameter sets that meet every target, prefer the one farthest from any bound
+    values["margin"] = margin
     return values
 
 
@@ -159,10 +170,11 @@ def stage_kinetics(args: argparse.Namespace) -> dict[str, float]:
         print(json.dumps({"params": {k: round(v, 5) for k, v in over.items()},
                           "scores": {k: round(v, 4) for k, v in sc.items()},
                           "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
-        if best is None or sc["loss"] < best[0]:
-            best = (sc["loss"], over)
+        key = (sc["loss"], -sc["margin"])
+        if best is None or key < best[0]:
+            best = (key, over)
     assert best is not None
-    print("chosen:", json.dumps(best[1]), "loss", round(best[0], 4))
+    print("chosen:", json.dumps(best[1]), "loss", round(best[0][0], 4), "margin", round(-best[0][1], 4))
     return best[1]
 
 
@@ -170,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="stage", required=True)
     s1 = sub.add_parser("sites", help="stage 1: niche-site geometry (no runs)")
-    s1.add_argument("--w-sno", type=float, nargs="+", default=[0.3, 0.45, 0.6, 0.8])
-    s1.add_argument("--thr", type=float, nargs=3, default=[1.7, 2.1, 0.05],
+    s1.add_argument("--w-sno", type=float, nargs="+", default=[0.3, 0.35, 0.45])
+    s1.add_argument("--arteriole", type=float, nargs="+", default=[0.0, 0.5, 0.7, 1.0])
+    s1.add_argument("--thr", type=float, nargs=3, default=[1.96, 2.04, 0.02],
                     metavar=("LOW", "HIGH", "STEP"), help="site_threshold grid")
     s1.add_argument("--site-density", type=float, default=300.0, help="target sites per mm³")
     s2 = sub.add_parser("kinetics", help="stage 2: cycle, demand and egress rates (runs)")

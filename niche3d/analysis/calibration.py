@@ -1,4 +1,4 @@
-"""The calibration targets of shared/BIOLOGY.md section 6, measured on a run.
+"""The calibration targets of shared/BIOLOGY.md sections 6 and 7, measured on a run.
 
 :func:`calibration_table` returns one row per target with the simulated value, its
 confidence interval, the target range, whether it is met, and for localisation rows the
@@ -39,6 +39,14 @@ Targets
    output at the observed mean rate; <= 0 means no interruption beyond chance). A block
    of 0.16 mm³ at physiological density releases only a few MPPs per day, so single
    days without output are Poisson sampling, not an arrest of haematopoiesis.
+5. Section 7 and section 3, from the metrics after the burn-in (mean, with the 2.5-97.5 %
+   quantiles of the records as the interval): ``marrow_exchange_per_day`` (HSCs entering
+   the blood per day over the mouse's marrow pool), ``blood_residence_minutes``,
+   ``hsc_per_mouse``, ``hsc_per_mm3`` (HSCs per mm³ of marrow, marrow and stroma voxels);
+   ``asymmetric_border_share`` from the division counters (asymmetric divisions that
+   straddle a niche border over all asymmetric divisions in the window, Wilson interval).
+   Seeding efficiency, convergence from any seeding density and the blood count are
+   checked by their own tests (tests/test_interventions.py, tests/test_niche_sites.py).
 """
 
 from __future__ import annotations
@@ -110,6 +118,16 @@ TARGETS: dict[str, Target] = {
         Target("mpp_output_weeks_share", 0.95, 1.0, "-", "continuous MPP output (share of weeks with output)"),
         Target("mpp_zero_days_excess", -math.inf, 0.0, "days",
                "no gaps in MPP output beyond Poisson chance (zero-output days above the 99.9 % bound)"),
+        # section 7 (niche capacity and trafficking) and section 3 (how many HSCs)
+        Target("asymmetric_border_share", 0.75, 1.0, "-",
+               "most asymmetric outcomes from daughters on two sides of a niche border (BIOLOGY 7.9)"),
+        Target("marrow_exchange_per_day", 0.005, 0.02, "1/day",
+               "~1 % of the marrow HSC pool passes through the blood per day (Wright 2001; "
+               "Bhattacharya 2009)"),
+        Target("blood_residence_minutes", 1.0, 60.0, "min", "HSCs spend minutes in blood (Wright 2001)"),
+        Target("hsc_per_mm3", 100.0, 600.0, "1/mm³",
+               "a few hundred HSCs per mm³ of marrow (0.02 % of 1-3 x 10^6 cells/mm³; Acar 2015)"),
+        Target("hsc_per_mouse", 1.0e4, 3.0e4, "-", "1-3 x 10^4 HSCs per mouse (Abkowitz 2002; Busch 2015)"),
     )
 }
 
@@ -423,6 +441,29 @@ def calibration_table(
                 bound = float(stats.binom.ppf(0.999, per.size, p0))
                 row("mpp_zero_days_excess", float(np.sum(per == 0)) - bound, n_eff=per.size,
                     null=per.size * p0)
+    # section 7 and 3: trafficking, border asymmetry and HSC density from the metrics
+    m7 = metrics[metrics["t"] >= t0].sort_values("t")
+    if len(m7) >= 2:
+        for key in ("marrow_exchange_per_day", "blood_residence_minutes", "hsc_per_mouse"):
+            if key in m7:
+                v = m7[key].to_numpy(dtype=np.float64)
+                v = v[np.isfinite(v)]
+                if v.size:
+                    row(key, float(v.mean()), ci_low=float(np.quantile(v, 0.025)),
+                        ci_high=float(np.quantile(v, 0.975)), n_eff=v.size)
+        if {"total_asymmetric_divisions_border", "total_asymmetric_divisions_same_side"} <= set(m7):
+            b = float(m7["total_asymmetric_divisions_border"].iloc[-1]
+                      - m7["total_asymmetric_divisions_border"].iloc[0])
+            a = b + float(m7["total_asymmetric_divisions_same_side"].iloc[-1]
+                          - m7["total_asymmetric_divisions_same_side"].iloc[0])
+            if a > 0:
+                lo, hi = _wilson(b, a, confidence)
+                row("asymmetric_border_share", b / a, ci_low=lo, ci_high=hi, n_eff=a)
+        marrow_mm3 = float(lattice.enterable.sum()) * lattice.voxel_volume_mm3
+        if marrow_mm3 > 0:
+            v = m7["hsc_total"].to_numpy(dtype=np.float64) / marrow_mm3
+            row("hsc_per_mm3", float(v.mean()), ci_low=float(np.quantile(v, 0.025)),
+                ci_high=float(np.quantile(v, 0.975)), n_eff=len(v))
     result = []
     for key, tgt in TARGETS.items():
         r = rows.get(key, {})

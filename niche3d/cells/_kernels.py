@@ -218,17 +218,21 @@ def niche_signal(f: int, nz: int, ny: int, nx: int, cxcl: np.ndarray, mscf: np.n
     receives.
 
     The first term is the signal within the cell's reach: the mean over the 3x3x3 block
-    around ``f`` of membrane SCF contact and CXCR4 occupancy ``theta`` (voxels beyond the
-    lattice edge count 0; summed in a fixed order), so that a cell's own CXCL12 uptake
-    does not decide whether it holds its site. ``sno`` is 1 where ``f`` touches an SNO
-    osteoblast (N-cadherin, ANG1).
+    around ``f`` of membrane SCF contact and the CXCL12 occupancy ``theta = c / (c + Kd)``
+    (voxels beyond the lattice edge count 0; summed in a fixed order), so that a cell's
+    own CXCL12 uptake does not decide whether it holds its site. ``sno`` is 1 where ``f``
+    touches an SNO osteoblast (N-cadherin, ANG1).
+
+    A site is where the niche presents its ligands, so ``theta`` here ignores a CXCR4
+    blockade: hours of AMD3100 release HSCs through adhesion and egress, they do not turn
+    every niche into non-niche marrow (protease, which degrades CXCL12 and membrane SCF
+    over days, does shrink the sites).
     """
     zi = f // (ny * nx)
     r = f - zi * ny * nx
     yi = r // nx
     xi = r - yi * nx
     kd = par[K_KD]
-    blk = par[K_BLOCK]
     wm = par[K_F_W_SCF]
     wc = par[K_F_W_CXCR4]
     acc = 0.0
@@ -246,7 +250,7 @@ def niche_signal(f: int, nz: int, ny: int, nx: int, cxcl: np.ndarray, mscf: np.n
                 v = mscf[g]
                 if v < 0.0:
                     v = 0.0
-                acc += wm * v + wc * occupancy(cxcl[g], kd, blk)
+                acc += wm * v + wc * occupancy(cxcl[g], kd, 0.0)
     sno = 1.0 if (contact[f] & C_SNO) != 0 else 0.0
     return acc / 27.0 + par[K_F_W_SNO] * sno
 
@@ -320,10 +324,9 @@ def _clip_bias(d: float, gain: float, thr: float) -> float:
 @jit
 def _propose_moves_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                        z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
-                       occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
-                       contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
-                       step: int, sub: int, target: np.ndarray, tdir: np.ndarray,
-                       prio: np.ndarray) -> None:
+                       occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nsig: np.ndarray,
+                       nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, sub: int,
+                       target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
     target[i] = -1
     st = state[i]
     if st > S_MPP or bound[i] != 0:
@@ -373,8 +376,7 @@ def _propose_moves_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound
         return
     if st != S_MPP and par[K_TAXIS] > 0.0:
         # niche taxis: a hop down the niche signal is taken with probability exp(-b drop)
-        drop = (niche_signal(f, nz, ny, nx, cxcl, mscf, contact, par)
-                - niche_signal(g, nz, ny, nx, cxcl, mscf, contact, par))
+        drop = nsig[f] - nsig[g]
         if drop > 0.0 and uniform(seed, step, cid, PU_TAXIS + 64 * sub) >= math.exp(-par[K_TAXIS] * drop):
             return
     target[i] = g
@@ -385,27 +387,25 @@ def _propose_moves_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound
 @jit(parallel=True)
 def propose_moves_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                       z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
-                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
-                      contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
-                      step: int, sub: int, target: np.ndarray, tdir: np.ndarray,
-                      prio: np.ndarray) -> None:
+                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nsig: np.ndarray,
+                      nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, sub: int,
+                      target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
     """Phase 1: each unbound cell on the lattice proposes at most one hop to a free voxel."""
     for i in prange(n):
-        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, mscf,
-                           contact, nz, ny, nx, par, seed, step, sub, target, tdir, prio)
+        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, nsig,
+                           nz, ny, nx, par, seed, step, sub, target, tdir, prio)
 
 
 @jit
 def propose_moves_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                       z: np.ndarray, y: np.ndarray, x: np.ndarray, lastdir: np.ndarray,
-                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
-                      contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
-                      step: int, sub: int, target: np.ndarray, tdir: np.ndarray,
-                      prio: np.ndarray) -> None:
+                      occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, nsig: np.ndarray,
+                      nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, sub: int,
+                      target: np.ndarray, tdir: np.ndarray, prio: np.ndarray) -> None:
     """Serial twin of :func:`propose_moves_par` (same results; no thread start-up cost)."""
     for i in range(n):
-        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, mscf,
-                           contact, nz, ny, nx, par, seed, step, sub, target, tdir, prio)
+        _propose_moves_one(i, n, ids, state, bound, z, y, x, lastdir, occ, enter, cxcl, nsig,
+                           nz, ny, nx, par, seed, step, sub, target, tdir, prio)
 
 
 @jit
@@ -509,10 +509,10 @@ def _hazard_time(k: float, b: float, u: float) -> float:
 def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                     z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                     lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                    contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nz: int, ny: int,
-                    nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
-                    ev_time: np.ndarray, changed: np.ndarray, k_egress: np.ndarray,
-                    dt: float) -> None:
+                    contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nsig: np.ndarray,
+                    nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
+                    act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray,
+                    k_egress: np.ndarray, dt: float) -> None:
     act[i] = A_NONE
     changed[i] = 0
     ev_time[i] = t0 + dt
@@ -561,13 +561,21 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
     if st == S_G1 or st == S_SG2M:
         kd += par[K_CYTO]
     ke = 0.0
-    if bound[i] == 0 and (cb & C_ENDO) != 0:
-        ke = par[K_EGRESS] / (1.0 + par[K_RET_CXCR4] * th + par[K_RET_VCAM] * vcam[f]
-                              + par[K_RET_SCF] * m)
-    k_egress[i] = ke
+    if (cb & C_ENDO) != 0:
+        ke_here = par[K_EGRESS] / (1.0 + par[K_RET_CXCR4] * th + par[K_RET_VCAM] * vcam[f]
+                                   + par[K_RET_SCF] * m)
+        if bound[i] == 0:
+            ke = ke_here
+        # the expected egress of a cell here, averaged over its binding state (unbound
+        # share koff / (kon + koff)): the other marrow's mean field, smooth where the
+        # block's own few cells are bound or not at any one moment
+        kon_e = par[K_KON] * binding_hill(adhesion_score(f, cxcl, mscf, contact, vcam, par), par)
+        koff_e = par[K_KOFF] * (1.0 + par[K_OFF_PROT] * par[K_PROT] + par[K_OFF_BLOCK] * par[K_BLOCK])
+        koff_e /= 1.0 + par[K_OFF_ANG1] * ang1[f]
+        k_egress[i] = ke_here * (koff_e / (kon_e + koff_e) if kon_e + koff_e > 0.0 else 1.0)
     # an HSC that holds no niche site (niche signal below the threshold) differentiates
     kx = 0.0
-    if par[K_OFFSITE] > 0.0 and niche_signal(f, nz, ny, nx, cxcl, mscf, contact, par) < par[K_SITE]:
+    if par[K_OFFSITE] > 0.0 and nsig[f] < par[K_SITE]:
         kx = par[K_OFFSITE]
     kk = kd + ke + kx
     s = _hazard_time(kk, dt, uniform(seed, step, cid, PU_EVENT))
@@ -647,36 +655,39 @@ def _cell_rules_one(i: int, n: int, ids: np.ndarray, state: np.ndarray, bound: n
 def cell_rules_par(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nz: int, ny: int,
-                   nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
-                   ev_time: np.ndarray, changed: np.ndarray, k_egress: np.ndarray) -> None:
+                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nsig: np.ndarray,
+                   nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
+                   act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray,
+                   k_egress: np.ndarray) -> None:
     """Decide each cell's step: adhesion, death/egress/exit, off-site loss, cycle clock.
 
     Writes the cell's own bound flag, state, timer and lag (cycle transitions are taken
     at exact times inside the step, at most one per step, with the remaining time carried
-    as ``lag``), plus an action code for the serial apply pass and the cell's egress
-    hazard (1/h, 0 where it cannot egress) for the blood compartment's mean field.
+    as ``lag``), plus an action code for the serial apply pass and the cell's expected
+    egress hazard over its binding states (1/h, 0 away from endothelium) for the blood
+    compartment's mean field.
     """
     dt = par[K_DT]
     for i in prange(n):
         _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
-                        vcam, ang1, nz, ny, nx, par, seed, step, t0, act, ev_time, changed,
-                        k_egress, dt)
+                        vcam, ang1, nsig, nz, ny, nx, par, seed, step, t0, act, ev_time,
+                        changed, k_egress, dt)
 
 
 @jit
 def cell_rules_ser(n: int, ids: np.ndarray, state: np.ndarray, bound: np.ndarray,
                    z: np.ndarray, y: np.ndarray, x: np.ndarray, timer: np.ndarray,
                    lag: np.ndarray, cxcl: np.ndarray, scf: np.ndarray, mscf: np.ndarray,
-                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nz: int, ny: int,
-                   nx: int, par: np.ndarray, seed: int, step: int, t0: float, act: np.ndarray,
-                   ev_time: np.ndarray, changed: np.ndarray, k_egress: np.ndarray) -> None:
+                   contact: np.ndarray, vcam: np.ndarray, ang1: np.ndarray, nsig: np.ndarray,
+                   nz: int, ny: int, nx: int, par: np.ndarray, seed: int, step: int, t0: float,
+                   act: np.ndarray, ev_time: np.ndarray, changed: np.ndarray,
+                   k_egress: np.ndarray) -> None:
     """Serial twin of :func:`cell_rules_par` (same results; no thread start-up cost)."""
     dt = par[K_DT]
     for i in range(n):
         _cell_rules_one(i, n, ids, state, bound, z, y, x, timer, lag, cxcl, scf, mscf, contact,
-                        vcam, ang1, nz, ny, nx, par, seed, step, t0, act, ev_time, changed,
-                        k_egress, dt)
+                        vcam, ang1, nsig, nz, ny, nx, par, seed, step, t0, act, ev_time,
+                        changed, k_egress, dt)
 
 
 # ---------------------------------------------------------------- serial apply
@@ -700,8 +711,7 @@ def _emit(k: int, t: float, kind: int, cell: int, other: int, zz: int, yy: int, 
 
 
 @jit
-def _pick_place(cand: np.ndarray, nf: int, u: float, nz: int, ny: int, nx: int,
-                cxcl: np.ndarray, mscf: np.ndarray, contact: np.ndarray, par: np.ndarray,
+def _pick_place(cand: np.ndarray, nf: int, u: float, nsig: np.ndarray, par: np.ndarray,
                 wts: np.ndarray) -> int:
     """Index into ``cand[:nf]`` of the free neighbour a daughter takes.
 
@@ -716,7 +726,7 @@ def _pick_place(cand: np.ndarray, nf: int, u: float, nz: int, ny: int, nx: int,
         return k if k < nf else nf - 1
     smax = -1e300
     for k in range(nf):
-        wts[k] = niche_signal(cand[k], nz, ny, nx, cxcl, mscf, contact, par)
+        wts[k] = nsig[cand[k]]
         if wts[k] > smax:
             smax = wts[k]
     tot = 0.0
@@ -738,8 +748,8 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
                   prev_state: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
                   bound: np.ndarray, donor: np.ndarray, timer: np.ndarray, lag: np.ndarray,
                   lastdir: np.ndarray, birth: np.ndarray, act: np.ndarray,
-                  ev_time: np.ndarray, changed: np.ndarray, occ: np.ndarray, enter: np.ndarray, cxcl: np.ndarray, mscf: np.ndarray,
-                  contact: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
+                  ev_time: np.ndarray, changed: np.ndarray, occ: np.ndarray, enter: np.ndarray,
+                  nsig: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
                   step: int, t_end: float, ev_t: np.ndarray, ev_i8: np.ndarray, ev_cell: np.ndarray,
                   ev_i4: np.ndarray, counters: np.ndarray) -> tuple[int, int, int]:
     """Apply the decisions of :func:`cell_rules_par` in slot order.
@@ -750,7 +760,7 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
     and are compacted by the caller. Daughters are appended at slot ``n_total`` onwards with fresh ids.
 
     Each daughter's fate follows the place it sits in after the division: it stays a stem
-    cell with probability :func:`stem_probability` of the :func:`niche_signal` there (the
+    cell with probability :func:`stem_probability` of the niche signal ``nsig`` there (the
     mother where she is, the new daughter in the free voxel it was placed in). A division
     is counted by its outcome (renewal, asymmetric, differentiating) and by whether the
     two voxels lie on the same side of the niche border (both sites or both not).
@@ -818,8 +828,7 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
                 nf += 1
         gd = -1
         if nf > 0:
-            k = _pick_place(cand, nf, uniform(seed, step, cid, PU_PLACE), nz, ny, nx, cxcl,
-                            mscf, contact, par, wts)
+            k = _pick_place(cand, nf, uniform(seed, step, cid, PU_PLACE), nsig, par, wts)
             gd = cand[k]
         elif push:
             for d in range(6):
@@ -861,8 +870,8 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
             counters[N_WAIT] += 1
             continue
         # fates from the niche signal where each daughter sits
-        sm = niche_signal(f, nz, ny, nx, cxcl, mscf, contact, par)
-        sd = niche_signal(gd, nz, ny, nx, cxcl, mscf, contact, par)
+        sm = nsig[f]
+        sd = nsig[gd]
         if par[K_ASYM] > 0.0 and uniform(seed, step, cid, PU_ASYMMETRY) < par[K_ASYM]:
             if uniform(seed, step, cid, PU_ASYMMETRY_SIDE) < 0.5:
                 fm = S_G0

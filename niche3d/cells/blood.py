@@ -2,7 +2,10 @@
 
 The simulated block is a fraction ``f`` of the mouse's marrow. The rest of the marrow is a
 mean field of the block: it holds ``(1 - f) / f`` times the block's HSCs and sends them
-into the blood at the block's per-cell egress hazards. The blood holds HSCs of the whole
+into the blood at the block's per-cell egress hazards, each averaged over the cell's
+binding states (the unbound share ``koff / (kon + koff)`` where it sits), so that the
+inflow follows the ensemble of the other marrow rather than which of the block's few
+cells happen to be unbound. The blood holds HSCs of the whole
 mouse, by class (host or donor, lodging as active G0 or dormant), and loses them by
 
 * **arrest** in a marrow sinusoid (``homing_per_h``): a share ``f`` of the arrests fall in
@@ -84,10 +87,14 @@ class Blood:
         self.counts = np.zeros(len(CLASSES), np.float64)
         self.totals = dict.fromkeys(TOTALS, 0.0)
         self.last_inflow_per_day = 0.0
+        self.last_k = 0.0
 
     @property
     def k_out(self) -> float:
-        """Total loss rate of a circulating cell if every arrest lodged (1/h)."""
+        """Loss rate of a circulating cell (1/h): arrests that lodge plus clearance, with
+        the transmigration acceptance of the last step (every arrest before the first)."""
+        if self.last_k > 0.0:
+            return self.last_k
         return self.config.homing_per_h + self.config.clearance_per_h
 
     def add(self, n: float, *, donor: bool, dormant: bool) -> None:
@@ -122,6 +129,8 @@ class Blood:
         # arrests elsewhere that fail return at once: the other marrow's effective loss
         # is k_h * accept_mean, the block's attempts are drawn from the arrest integral
         k = cfg.homing_per_h * ((1.0 - self.f) * accept_mean + self.f) + cfg.clearance_per_h
+        # the effective residence counts the block's failed crossings as returns too
+        self.last_k = cfg.homing_per_h * accept_mean + cfg.clearance_per_h
         if k > 0:
             e = math.exp(-k * dt)
             integral = b0 * (1.0 - e) / k + mirror / k * (dt - (1.0 - e) / k)
@@ -162,17 +171,18 @@ class Blood:
     def state(self) -> np.ndarray:
         """Counts, totals and the last inflow as one float64 vector (checkpoints)."""
         return np.concatenate([self.counts, [self.totals[k] for k in TOTALS],
-                               [self.last_inflow_per_day]])
+                               [self.last_inflow_per_day, self.last_k]])
 
     def load_state(self, v: np.ndarray) -> None:
         """Restore :meth:`state` output."""
         v = np.asarray(v, np.float64)
         n = len(CLASSES)
-        if v.shape != (n + len(TOTALS) + 1,):
-            raise ValueError(f"blood state has shape {v.shape}, expected ({n + len(TOTALS) + 1},)")
+        if v.shape != (n + len(TOTALS) + 2,):
+            raise ValueError(f"blood state has shape {v.shape}, expected ({n + len(TOTALS) + 2},)")
         self.counts = v[:n].copy()
         self.totals = {k: float(x) for k, x in zip(TOTALS, v[n:n + len(TOTALS)], strict=True)}
-        self.last_inflow_per_day = float(v[-1])
+        self.last_inflow_per_day = float(v[-2])
+        self.last_k = float(v[-1])
 
 
 #: cumulative whole-mouse flows kept by :class:`Blood`

@@ -14,8 +14,8 @@ everything converted to hours and voxels by :class:`~niche3d.cells.model.CellMod
 Every signal -> behaviour rule is written out in docs/cells.md; the short form:
 
 * niche signal ``S = mean27(w_mscf * mscf + w_cxcr4 * theta) + w_sno * sno`` (the 3x3x3
-  mean around the voxel of membrane SCF contact and CXCR4 occupancy ``theta = c / (c +
-  Kd) * (1 - blockade)``; ``sno`` SNO contact); a **niche site** is a voxel with ``S >= K``;
+  mean around the voxel of membrane SCF contact and CXCL12 occupancy ``theta = c / (c +
+  Kd)``, the ligand presented, not reduced by a CXCR4 blockade; ``sno`` SNO contact); a **niche site** is a voxel with ``S >= K``;
   a daughter stays a stem cell with probability ``S^n / (S^n + K^n)`` where it lands (it
   takes a free neighbour with weight ``exp(b S)``), an HSC off a site (``S < K``)
   differentiates at ``k_off``, and a hop down the niche signal is taken with probability
@@ -207,14 +207,14 @@ class CycleConfig(Section):
     """Dormancy, activation and the cycle clock of active HSCs."""
 
     activation_per_day: float = param(
-        1.0 / 180.0,
+        0.01,
         unit="1/day",
         ge=0.0,
         le=100.0,
         description=(
-            "dormant -> active rate without niche contact or demand (calibrated: with the "
-            "demand fluctuations of a homeostatic block the realised dormant residence is "
-            "~100-150 days, ~145-day division interval, Wilson 2008)"
+            "dormant -> active rate without niche contact or demand (calibrated by "
+            "tools/calibrate.py kinetics: with ANG1 contact at endosteal sites the realised "
+            "dormant residence is ~110 days, ~145-day division interval, Wilson 2008)"
         ),
     )
     ang1_quiescence: float = param(
@@ -256,11 +256,14 @@ class CycleConfig(Section):
         ),
     )
     g0_exit_per_day: float = param(
-        1.0 / 12.8,
+        0.12,
         unit="1/day",
         ge=0.0,
         le=100.0,
-        description="active G0 -> G1 rate without demand (with G1 + S/G2/M: ~21-day interval)",
+        description=(
+            "active G0 -> G1 rate without demand (calibrated by tools/calibrate.py kinetics: "
+            "active HSCs divide every ~20 days, 5 % in S/G2/M)"
+        ),
     )
     cxcl12_quiescence: float = param(
         0.0,
@@ -294,7 +297,8 @@ class FateConfig(Section):
 
     The niche signal at a voxel is ``S = mean27(w_mscf * mscf + w_cxcr4 * theta) + w_sno *
     sno``: the signal within an HSC's reach (the mean over the 3x3x3 block around the
-    voxel of membrane SCF contact and CXCR4 occupancy) and
+    voxel of membrane SCF contact and CXCL12 occupancy ``c / (c + Kd)``, the ligands the
+    niche presents, so a CXCR4 blockade does not remove sites) and
     ``sno`` 1 where the voxel touches an SNO osteoblast (N-cadherin, ANG1). A **niche
     site** is an enterable voxel with ``S >= site_threshold``: sites are finite and come
     from the tissue and the signals. An HSC (or a daughter where it lands) stays a stem
@@ -328,14 +332,15 @@ class FateConfig(Section):
         ),
     )
     site_hill: float = param(
-        100.0,
+        1000.0,
         unit="-",
         ge=1.0,
-        le=256.0,
+        le=1e4,
         description=(
             "steepness n of the stem-cell probability S^n / (S^n + K^n): 10-90 % between "
-            "K 9^(-1/n) and K 9^(1/n) (n = 100: +-2.2 % of the threshold, a step at the "
-            "scale of the signal differences between neighbouring voxels)"
+            "K 9^(-1/n) and K 9^(1/n) (n = 1000: +-0.2 % of the threshold, i.e. the niche "
+            "border itself; calibrated: with n = 100 the many sites within 2 % of K gave "
+            "coin-flip fates on both sides of the border)"
         ),
     )
     offsite_loss_per_day: float = param(
@@ -401,11 +406,15 @@ class BloodConfig(Section):
     """
 
     egress_per_h: float = param(
-        0.02,
+        0.2,
         unit="1/h",
         ge=0.0,
         le=1e3,
-        description="transendothelial crossing of an unbound HSC touching endothelium, no retention",
+        description=(
+            "transendothelial crossing of an unbound HSC touching endothelium, no retention "
+            "(calibrated by tools/calibrate.py kinetics: ~0.6 % of the marrow pool enters the "
+            "blood per day)"
+        ),
     )
     retention_cxcr4: float = param(
         10.0, unit="-", ge=0.0, le=1e4, description="egress divided by (1 + r * CXCR4 occupancy + ...)"
@@ -501,13 +510,14 @@ class LineageConfig(Section):
         0.15, unit="-", ge=0.0, le=1.0, description="share of CMP output to megakaryocytes/platelets"
     )
     demand_mpp_per_mm3_per_day: float = param(
-        16.0,
+        3.5,
         unit="1/(mm³ day)",
         gt=0.0,
         le=1e6,
         description=(
             "MPP inflow per mm³ of marrow that the body's blood demand asks for: the "
-            "progenitor pool it sustains is the set point of the demand signal"
+            "progenitor pool it sustains is the set point of the demand signal (calibrated "
+            "by tools/calibrate.py kinetics)"
         ),
     )
 

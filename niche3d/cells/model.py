@@ -19,6 +19,7 @@ bit-identical results for any number of threads.
 from __future__ import annotations
 
 import math
+import zlib
 
 import numba
 import numpy as np
@@ -150,8 +151,11 @@ class CellModel:
         self.block_fraction = float(f)
         self._blood = Blood(bc, self.block_fraction, self.dt_hours)
         self._site_kind: np.ndarray | None = None
-        # the signals and parameter vector of the last step (niche sites depend on both)
-        self._last_signals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # the niche signal per voxel (flat, 0 off the marrow) and the key of the signals it
+        # was derived from; see _update_niche
+        self._nsig = np.zeros(self._enter.size, np.float64)
+        self._nsig_key: tuple[int, int] | None = None
+        self._marrow_vox = np.flatnonzero(self._enter).astype(np.int64)
         self._last_step = -1
         self._last_t = 0.0
 
@@ -298,7 +302,7 @@ class CellModel:
         if self._pop.next_id != 0:
             raise ValueError("seed_initial() must be called once, before any cell is added")
         cxcl, _, mscf = flat_signals(signals, self.shape)
-        self._last_signals = (cxcl, mscf, self._par)
+        self._update_niche(cxcl, mscf, self._par, force=True)
         n, groups = initial_cells(self.config, self._par, self._enter, self._contact,
                                   self._vcam, self.shape, self.lattice.voxel_volume_mm3,
                                   self.seed, cxcl, mscf)
@@ -347,7 +351,8 @@ class CellModel:
         par[P.K_BLOCK] = float(modifiers.cxcr4_blockade)
         par[P.K_PROT] = float(modifiers.protease)
         par[P.K_CYTO] = float(modifiers.cytotoxic)
-        self._last_signals = (cxcl, mscf, par)
+        self._update_niche(cxcl, mscf, par)
+        nsig = self._nsig
         c = self._pop.cols
         s = self._pop.scratch
         occ = self._pop.occ
@@ -363,15 +368,15 @@ class CellModel:
         if n > 0 and (par[P.K_PHOP] > 0 or par[P.K_PHOP_MPP] > 0):
             for sub in range(self.n_micro):
                 propose(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"],
-                        c["lastdir"], occ, self._enter, cxcl, mscf, self._contact, nz, ny, nx, par,
+                        c["lastdir"], occ, self._enter, cxcl, nsig, nz, ny, nx, par,
                         self.seed, step, sub, s["target"], s["tdir"], s["prio"])
                 resolve(n, s["target"], s["prio"], occ, nz, ny, nx, s["win"])
                 move(n, s["target"], s["tdir"], s["win"], occ, c["z"], c["y"],
                      c["x"], c["lastdir"], ny, nx)
         # 2. rules
         rules(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"], c["timer"],
-              c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._ang1, nz, ny, nx,
-              par, self.seed, step, t0, s["act"], s["ev_time"], s["changed"], s["k_egress"])
+              c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._ang1, nsig, nz, ny,
+              nx, par, self.seed, step, t0, s["act"], s["ev_time"], s["changed"], s["k_egress"])
         # egress hazards per blood class, for the other marrow's mean field
         rates = self._class_sums(s["k_egress"][:n], c["state"][:n] == C.S_DORMANT,
                                  c["donor"][:n] != 0)
@@ -390,7 +395,7 @@ class CellModel:
             n, n, self._pop.next_id, c["ids"], c["parent"], c["generation"], c["divisions"],
             c["state"], c["prev_state"], c["z"], c["y"], c["x"], c["bound"], c["donor"],
             c["timer"], c["lag"], c["lastdir"], c["birth"], s["act"], s["ev_time"],
-            s["changed"], occ, self._enter, cxcl, mscf, self._contact, nz, ny, nx, par,
+            s["changed"], occ, self._enter, nsig, nz, ny, nx, par,
             self.seed, step, t0 + self.dt_hours, ev_t, ev_i8, ev_cell, ev_i4, self._counters)
         self._pop.n = int(n_total)
         self._pop.next_id = int(next_id)
@@ -476,26 +481,41 @@ class CellModel:
         """Flat voxel indices (int64) of the cells on the lattice, in id order."""
         return self._pop.occupied_flat()
 
+    def _update_niche(self, cxcl: np.ndarray, mscf: np.ndarray, par: np.ndarray,
+                      force: bool = False) -> None:
+        """Re-derive the niche signal map when the signals changed and no transient
+        modifier (protease, CXCR4 blockade) is in force.
+
+        Niche sites are the niche's cellular structure, where ligands are produced and
+        presented: they follow the tissue and lasting changes of its signals (a knockout,
+        a new steady state), while a drug's transient protease or blockade changes how
+        HSCs are held and released, not where the niches are. While one is active the last
+        map holds.
+        """
+        if not force and (par[P.K_PROT] != 0.0 or par[P.K_BLOCK] != 0.0):
+            return
+        key = (zlib.crc32(memoryview(cxcl).cast("B")), zlib.crc32(memoryview(mscf).cast("B")))
+        if not force and key == self._nsig_key:
+            return
+        nz, ny, nx = self.shape
+        sig = np.empty(self._marrow_vox.size, np.float64)
+        K.niche_signal_map(self._marrow_vox, nz, ny, nx, cxcl, mscf, self._contact, par, sig)
+        self._nsig[self._marrow_vox] = sig
+        self._nsig_key = key
+
     def niche_signal(self) -> np.ndarray:
-        """Niche signal ``S`` at every voxel under the last step's signals and modifiers
-        ((z, y, x) float64; 0 where no HSC can sit). See :class:`~niche3d.cells.config.FateConfig`.
+        """Niche signal ``S`` at every voxel ((z, y, x) float64, 0 where no HSC can sit),
+        as the cell rules read it (see :meth:`_update_niche` and
+        :class:`~niche3d.cells.config.FateConfig`).
 
         Raises
         ------
         RuntimeError
-            Before the first :meth:`seed_initial` or :meth:`step` (and right after
-            :meth:`load_state_dict`): the signals are not known yet.
+            Before the first :meth:`seed_initial` or :meth:`step`: the signals are not known.
         """
-        if self._last_signals is None:
+        if self._nsig_key is None:
             raise RuntimeError("niche sites need the signals of a step: call seed_initial() or step() first")
-        cxcl, mscf, par = self._last_signals
-        vox = np.flatnonzero(self._enter).astype(np.int64)
-        sig = np.empty(vox.size, np.float64)
-        nz, ny, nx = self.shape
-        K.niche_signal_map(vox, nz, ny, nx, cxcl, mscf, self._contact, par, sig)
-        out = np.zeros(self._enter.size, np.float64)
-        out[vox] = sig
-        return out.reshape(self.shape)
+        return self._nsig.reshape(self.shape).copy()
 
     def niche_sites(self) -> np.ndarray:
         """Niche sites and who holds them, one uint8 per voxel (z, y, x): 0 not a site,
@@ -612,7 +632,7 @@ class CellModel:
                 "hsc_on_site_fraction"]
         kinds = ("endosteal", "sinusoidal", "arteriolar")
         keys += [f"niche_sites_{w}_{k}" for k in kinds for w in ("total", "free", "hsc")]
-        if self._last_signals is None:
+        if self._nsig_key is None:
             return dict.fromkeys(keys, math.nan)
         sites = self.niche_sites().ravel()
         kind = self.site_kinds().ravel()
@@ -641,6 +661,9 @@ class CellModel:
                                    dtype=np.float64)
         d["compartments"] = lin.comp.copy()
         d["blood"] = self._blood.state()
+        d["niche_signal"] = self._nsig.copy()
+        d["niche_key"] = np.array(self._nsig_key if self._nsig_key is not None else (-1, -1),
+                                  dtype=np.int64)
         d["output_rate"] = lin.out_rate.copy()
         d["output_total"] = lin.out_total.copy()
         d.update(self._events.state_dict())
@@ -657,7 +680,7 @@ class CellModel:
         """
         need = [f"col_{k}" for k in COLUMNS] + ["counters", "scalars_i8", "scalars_f8",
                                                   "compartments", "output_rate", "output_total",
-                                                  "blood"]
+                                                  "blood", "niche_signal", "niche_key"]
         need += [f"event_{k}" for k in EVENT_COLUMNS]
         missing = [k for k in need if k not in d]
         if missing:
@@ -682,6 +705,12 @@ class CellModel:
         lin.out_rate = np.asarray(d["output_rate"], dtype=np.float64).copy()
         lin.out_total = np.asarray(d["output_total"], dtype=np.float64).copy()
         self._blood.load_state(d["blood"])
+        nsig = np.asarray(d["niche_signal"], np.float64)
+        if nsig.shape != self._nsig.shape:
+            raise ValueError(f"state dict niche_signal has shape {nsig.shape}, expected {self._nsig.shape}")
+        self._nsig = nsig.copy()
+        k = [int(v) for v in np.asarray(d["niche_key"], np.int64)]
+        self._nsig_key = None if k == [-1, -1] else (k[0], k[1])
         self._events.load_state_dict(d)
 
     def __repr__(self) -> str:

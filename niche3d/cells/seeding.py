@@ -64,7 +64,8 @@ def stem_probability_of(sig: np.ndarray, p: np.ndarray) -> np.ndarray:
     """Vector form of the kernels' ``stem_probability``: ``S^n / (S^n + K^n)``."""
     out = np.zeros(sig.shape, np.float64)
     pos = sig > 0
-    out[pos] = 1.0 / (1.0 + (p[P.K_SITE] / sig[pos]) ** p[P.K_SITE_HILL])
+    with np.errstate(over="ignore"):  # (K / S)^n -> inf far below the threshold: h = 0
+        out[pos] = 1.0 / (1.0 + (p[P.K_SITE] / sig[pos]) ** p[P.K_SITE_HILL])
     return out
 
 

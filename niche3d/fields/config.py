@@ -136,7 +136,11 @@ class MembraneSCFConfig(Section):
 
     expression: dict[str, float] = param(
         None,
-        default_factory=lambda: {"endothelium": 1.0, "stroma": 1.0, "endosteum": 0.5, "sno": 0.5},
+        # arteriolar endothelium presents SCF too (Xu et al., Nat Cell Biol 2018: arterial
+        # endothelial cells are a main SCF source for HSC maintenance); 0.7 calibrated by
+        # tools/calibrate.py sites (the perisinusoidal share of niche sites, ~85 %)
+        default_factory=lambda: {"endothelium": 1.0, "stroma": 1.0, "endosteum": 0.5, "sno": 0.5,
+                                 "arteriole": 0.7},
         unit="-",
         description="relative membrane SCF per expressing tissue (0 = knockout)",
         merge=True,

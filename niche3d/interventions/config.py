@@ -105,11 +105,12 @@ class FiveFU(_Doses):
 
 
 class Transplant(Section):
-    """Intravenous injection of donor HSCs into the blood pool; they home by the blood rules."""
+    """Intravenous injection of donor HSCs into the mouse's blood (a dose per mouse); the
+    block receives its share of their arrests (``cells.blood.block_fraction``)."""
 
     kind: Literal["transplant"] = "transplant"
     day: float = param(0.0, unit="day", ge=0.0, description="time of the injection")
-    cells: int = param(100, unit="-", ge=1, le=10_000_000, description="number of donor HSCs injected")
+    cells: int = param(100, unit="-", ge=1, le=10_000_000, description="number of donor HSCs injected, per mouse")
     state: Literal["active_g0", "dormant"] = param(
         "active_g0", unit="-", description="state the donor cells take when they lodge"
     )

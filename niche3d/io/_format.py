@@ -25,6 +25,10 @@ __all__ = [
     "StoreError",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "NICHE_LABEL",
+    "NICHE_SITE_COLORS",
+    "NICHE_SITE_DESCRIPTIONS",
+    "NICHE_SITE_NAMES",
     "TABLES",
     "column_unit",
     "encode_columns",
@@ -35,9 +39,33 @@ __all__ = [
 
 FORMAT_NAME = "niche3d-run"
 #: 2: the checkpoint holds a field's low part as int16 (``field_lo.<name>``; format 1: float32)
+#: Not bumped for the niche-site label image ``labels/niche`` (issue 14): it is an optional
+#: addition, listed in the OME ``labels`` list when present. Stores without it (every store
+#: written before it, and stores of ``RunWriter.create(niche=False)``) still read, with
+#: ``Run.niche = None``, and a reader that predates it ignores it; nothing an older reader
+#: needs has changed, so the version stays 2.
 FORMAT_VERSION = 2
 TABLES: tuple[str, ...] = ("cells", "events", "metrics")
 MAX_EXACT_INT = 2**53
+
+#: name of the niche-site label image (``labels/niche``)
+NICHE_LABEL = "niche"
+#: niche-site codes of ``labels/niche`` (``niche3d.cells.CellModel.niche_sites``)
+NICHE_SITE_NAMES: dict[int, str] = {0: "none", 1: "free", 2: "hsc", 3: "other"}
+NICHE_SITE_DESCRIPTIONS: dict[int, str] = {
+    0: "not a niche site",
+    1: "free niche site",
+    2: "niche site held by an HSC",
+    3: "niche site taken by another cell (an MPP)",
+}
+#: RGBA in 0..1: 0 transparent, free light green, HSC-held magenta, taken by another cell grey
+NICHE_SITE_COLORS: dict[int, tuple[float, float, float, float]] = {
+    0: (0.0, 0.0, 0.0, 0.0),
+    1: (0.6, 1.0, 0.6, 1.0),
+    2: (1.0, 0.0, 1.0, 1.0),
+    3: (0.6, 0.6, 0.6, 1.0),
+}
+
 
 def _run_attrs(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The root ``niche3d`` run attributes of a store, or None; never raises."""

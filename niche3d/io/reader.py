@@ -17,7 +17,17 @@ from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Suf
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import LocalStore
 
-from niche3d.io._format import FORMAT_NAME, FORMAT_VERSION, TABLES, StoreError, decode_table
+from niche3d.io._format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    NICHE_LABEL,
+    NICHE_SITE_COLORS,
+    NICHE_SITE_DESCRIPTIONS,
+    NICHE_SITE_NAMES,
+    TABLES,
+    StoreError,
+    decode_table,
+)
 from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_NAMES
 
 if TYPE_CHECKING:  # dask, xarray and pandas are imported when first needed (fast CLI start)
@@ -98,7 +108,13 @@ def check_store(path: str | os.PathLike[str]) -> dict[str, Any]:
         "s0": ("field image", (channels, *shape)),
         "labels/tissue/s0": ("tissue labels", shape),
     }
-    for sub, what in (("labels", "labels group"), ("labels/tissue", "tissue label group"), ("tables", "tables group")):
+    groups = [("labels", "labels group"), ("labels/tissue", "tissue label group"), ("tables", "tables group")]
+    if NICHE_LABEL in _listed_labels(_read_json(root / "labels" / "zarr.json", "labels group", root)):
+        # optional (stores written before niche sites were recorded lack it), but required
+        # and checked like the tissue once the labels list names it
+        groups.append((f"labels/{NICHE_LABEL}", "niche-site label group"))
+        arrays[f"labels/{NICHE_LABEL}/s0"] = ("niche-site labels", shape)
+    for sub, what in groups:
         _read_json(root / sub / "zarr.json", what, root)
     for key, (what, tail) in arrays.items():
         meta = _read_json(root / key / "zarr.json", what, root)
@@ -125,6 +141,14 @@ def check_store(path: str | os.PathLike[str]) -> dict[str, Any]:
                 )
             _check_shards(root, f"tables/{t}/rows", meta, nr)
     return nz
+
+
+def _listed_labels(labels_doc: dict[str, Any]) -> list[str]:
+    """Names in the OME ``labels`` list of a ``labels/zarr.json`` document (never raises)."""
+    attrs = labels_doc.get("attributes")
+    ome = attrs.get("ome") if isinstance(attrs, dict) else None
+    names = ome.get("labels") if isinstance(ome, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def _check_shards(root: Path, key: str, meta: dict[str, Any], n_lead: int) -> None:
@@ -385,6 +409,40 @@ class Run:
             attrs={"names": dict(TISSUE_NAMES), "colors": {int(k): tuple(v) for k, v in TISSUE_COLORS.items()}},
         )
 
+    @property
+    def has_niche(self) -> bool:
+        """Whether the store holds the niche-site label image ``labels/niche``."""
+        return NICHE_LABEL in _listed_labels({"attributes": dict(self._group["labels"].attrs)})
+
+    @cached_property
+    def niche(self) -> xr.DataArray | None:
+        """(t, z, y, x) uint8 niche-site map of every record, dask-backed; None for a store
+        without one (written before niche sites were recorded).
+
+        Codes (attrs ``names``, ``descriptions``, ``colors``): 0 not a niche site, 1 free
+        site, 2 site held by an HSC, 3 site taken by another cell (an MPP); dimensionless
+        (``units = "1"``), one site per voxel. The count of codes > 0 in a record is that
+        record's ``niche_sites`` metric, of 1 ``niche_sites_free``, of 2 ``niche_sites_hsc``.
+        """
+        import dask.array as da
+        import xarray as xr
+
+        if not self.has_niche:
+            return None
+        arr = da.from_zarr(self._group[f"labels/{NICHE_LABEL}/s0"])[: self.n_records]
+        return xr.DataArray(
+            arr,
+            dims=("t", "z", "y", "x"),
+            coords={"t": self._t_coord(), **self._space_coords()},
+            name=NICHE_LABEL,
+            attrs={
+                "names": dict(NICHE_SITE_NAMES),
+                "descriptions": dict(NICHE_SITE_DESCRIPTIONS),
+                "colors": {int(k): tuple(v) for k, v in NICHE_SITE_COLORS.items()},
+                "units": "1",
+            },
+        )
+
     # ------------------------------------------------------------------ tables
     def _table(self, name: str) -> pd.DataFrame:
         g = self._group[f"tables/{name}"]
@@ -424,7 +482,7 @@ def open_run(path: str | os.PathLike[str]) -> Run:
     Returns
     -------
     Run
-        Lazy fields and tissue (dask), tables as pandas DataFrames, the scenario.
+        Lazy fields, tissue and niche sites (dask), tables as pandas DataFrames, the scenario.
 
     Raises
     ------

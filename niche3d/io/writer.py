@@ -1,4 +1,4 @@
-"""Write a run store: OME-Zarr 0.5 fields and tissue, tables, checkpoints.
+"""Write a run store: OME-Zarr 0.5 fields, tissue and niche sites, tables, checkpoints.
 
 The layout and the crash-safety rules are described in ``docs/store.md``. In short: every
 object is written with temp file + :func:`os.replace` (:class:`AtomicLocalStore`), data
@@ -28,6 +28,10 @@ from niche3d.io._atomic import AtomicLocalStore, remove_stale_temp_files
 from niche3d.io._format import (
     FORMAT_NAME,
     FORMAT_VERSION,
+    NICHE_LABEL,
+    NICHE_SITE_COLORS,
+    NICHE_SITE_DESCRIPTIONS,
+    NICHE_SITE_NAMES,
     TABLES,
     StoreError,
     column_unit,
@@ -123,6 +127,10 @@ class RunWriter:
         self._attrs: dict[str, Any] = dict(group.attrs["niche3d"])  # type: ignore[arg-type]
         self._image: zarr.Array = _dense(group["s0"])
         self._tissue: zarr.Array = _dense(group["labels/tissue/s0"])
+        # niche-site labels: only in stores created with niche=True (None in older stores)
+        self._niche: zarr.Array | None = (
+            _dense(group[f"labels/{NICHE_LABEL}/s0"]) if NICHE_LABEL in _listed_labels(group) else None
+        )
         self._shape: tuple[int, int, int] = tuple(int(n) for n in self._attrs["shape"])  # type: ignore[assignment]
         self._voxel = float(self._attrs["voxel_um"])
         self._field_names: list[str] = [f["name"] for f in self._attrs["fields"]]
@@ -154,6 +162,7 @@ class RunWriter:
         code_version: str,
         dt_hours: float,
         overwrite: bool = False,
+        niche: bool = False,
     ) -> RunWriter:
         """Create a new run store.
 
@@ -184,6 +193,11 @@ class RunWriter:
         overwrite
             Replace an existing niche3d store at ``path``. A directory that is not a
             niche3d store (and not empty) is never deleted.
+        niche
+            Also create the niche-site label image ``labels/niche`` (uint8 (t, z, y, x),
+            codes :data:`~niche3d.io._format.NICHE_SITE_NAMES`), filled by the ``niche``
+            argument of :meth:`write_record`. :class:`~niche3d.simulation.Simulation`
+            always asks for it; without it the store has the tissue labels only.
 
         Raises
         ------
@@ -258,20 +272,33 @@ class RunWriter:
             compressors=_COMPRESSOR,
             dimension_names=["t", "c", "z", "y", "x"],
         )
-        lab_root = root.create_group("labels", attributes={"ome": {"version": "0.5", "labels": ["tissue"]}})
+        label_names = ["tissue", NICHE_LABEL] if niche else ["tissue"]
+        lab_root = root.create_group("labels", attributes={"ome": {"version": "0.5", "labels": label_names}})
         tissue = lab_root.create_group("tissue", attributes={"ome": _label_ome(shape, voxel_um, record_hours)})
         lab_shard = max(1, min(4096, IMAGE_SHARD_BYTES // int(np.prod(shape))))
-        tarr = tissue.create_array(
-            "s0",
-            shape=(n_records, *shape),
-            dtype=np.uint8,
-            chunks=(1, *shape),
-            shards=(lab_shard, *shape),
-            fill_value=0,
-            compressors=BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle"),
-            dimension_names=["t", "z", "y", "x"],
-        )
+
+        def label_array(group: zarr.Group, attributes: dict[str, Any] | None = None) -> zarr.Array:
+            return group.create_array(
+                "s0",
+                shape=(n_records, *shape),
+                dtype=np.uint8,
+                chunks=(1, *shape),
+                shards=(lab_shard, *shape),
+                fill_value=0,
+                compressors=BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle"),
+                dimension_names=["t", "z", "y", "x"],
+                attributes=attributes,
+            )
+
+        tarr = label_array(tissue)
         _dense(tarr)[0] = labels  # record 0's tissue unless write_record gives other labels
+        if niche:
+            # same layout, chunks, shards and compression as the tissue; written with every
+            # record (zeros when write_record is given no niche map)
+            nsites = lab_root.create_group(
+                NICHE_LABEL, attributes={"ome": _niche_label_ome(shape, voxel_um, record_hours)}
+            )
+            label_array(nsites, attributes=_NICHE_ARRAY_ATTRS)
         tables = root.create_group("tables", attributes={"niche3d": {"tables": list(TABLES)}})
         for t in TABLES:
             tables.create_group(
@@ -323,6 +350,11 @@ class RunWriter:
         """Lattice shape (z, y, x)."""
         return self._shape
 
+    @property
+    def has_niche(self) -> bool:
+        """Whether the store has the niche-site label image ``labels/niche``."""
+        return self._niche is not None
+
     def __enter__(self) -> RunWriter:
         return self
 
@@ -339,6 +371,7 @@ class RunWriter:
         labels: np.ndarray | None,
         cells: Mapping[str, np.ndarray],
         metrics: Mapping[str, float],
+        niche: np.ndarray | None = None,
     ) -> None:
         """Write record ``index`` (time ``t_hours``) and commit it.
 
@@ -360,6 +393,11 @@ class RunWriter:
             when circulating). The writer adds ``record`` and ``t`` (hours).
         metrics
             Metric name -> number; stored as one row with ``record`` and ``t``.
+        niche
+            uint8 (z, y, x) niche-site map at this record (0 not a site, 1 free, 2 held by
+            an HSC, 3 taken by another cell; ``CellModel.niche_sites()``), stored in
+            ``labels/niche``. ``None`` writes zeros there (nothing else is recorded). Only
+            for stores with a niche label image (:attr:`has_niche`).
         """
         index = _check_int("index", index, 0)
         if index != self._n_written:
@@ -387,11 +425,14 @@ class RunWriter:
                 )
         else:
             lab = self._last_labels
+        sites = self._niche_block(niche)
         metric_vals, metric_types = self._metric_columns(metrics)
 
         # data first ...
         self._image[index] = image
         self._tissue[index] = lab
+        if self._niche is not None:
+            self._niche[index] = sites
         rec = np.full(n_cells, index, dtype=np.int64)
         cell_vals = {"record": rec.astype(np.float64), "t": np.full(n_cells, t_hours), **cell_vals}
         cell_types = {"record": "int64", "t": "float64", **cell_types}
@@ -442,6 +483,8 @@ class RunWriter:
         n = self.n_records + n_more
         self._image.resize((n, *self._image.shape[1:]))
         self._tissue.resize((n, *self._tissue.shape[1:]))
+        if self._niche is not None:
+            self._niche.resize((n, *self._niche.shape[1:]))
         self._attrs["n_records"] = n
         self._commit()
 
@@ -485,6 +528,9 @@ class RunWriter:
             self._tables[t].n_rows = int(pos["rows"][t])
         self._last_t = pos["last_t_hours"]
         self._last_labels = np.asarray(self._tissue[max(n - 1, 0)])
+        # labels/niche needs nothing here: like the fields, each record's niche map is
+        # written whole by write_record, so records past the checkpoint are simply
+        # rewritten as the simulation replays (readers never see uncommitted ones)
         self._commit()
         return state, meta
 
@@ -496,6 +542,27 @@ class RunWriter:
         a["last_t_hours"] = self._last_t
         a["updated"] = _now()
         self._root.update_attributes({"niche3d": a})
+
+    def _niche_block(self, niche: np.ndarray | None) -> np.ndarray | None:
+        """The checked niche map to store, zeros when ``niche`` is None; None without labels/niche."""
+        if self._niche is None:
+            if niche is not None:
+                raise ValueError(
+                    f"{self.path}: this store has no niche-site label image (created without "
+                    "niche=True, or written before niche sites were recorded); pass niche=None"
+                )
+            return None
+        if niche is None:
+            return np.zeros(self._shape, dtype=np.uint8)
+        sites = np.asarray(niche)
+        if sites.shape != self._shape or sites.dtype != np.uint8:
+            raise ValueError(f"niche must be uint8 with shape {self._shape}, got {sites.dtype} {sites.shape}")
+        top = int(sites.max(initial=0))
+        if top > max(NICHE_SITE_NAMES):
+            raise ValueError(
+                f"niche holds code {top}; niche-site codes are {NICHE_SITE_NAMES} (0..{max(NICHE_SITE_NAMES)})"
+            )
+        return sites
 
     def _image_block(self, fields: Mapping[str, np.ndarray] | None, cells: Mapping[str, np.ndarray]) -> np.ndarray:
         if self._occupancy:
@@ -756,6 +823,51 @@ def _label_ome(shape: tuple[int, ...], voxel: float, rh: float) -> dict[str, Any
         "multiscales": [
             {
                 "name": "tissue",
+                "axes": _axes(False),
+                "datasets": [{"path": "s0", "coordinateTransformations": _transforms(voxel, rh, False)}],
+            }
+        ],
+    }
+
+
+#: attributes of the ``labels/niche/s0`` array: what its values mean, and their unit
+_NICHE_ARRAY_ATTRS: dict[str, Any] = {
+    "values": {str(k): v for k, v in NICHE_SITE_DESCRIPTIONS.items()},
+    "names": {str(k): v for k, v in NICHE_SITE_NAMES.items()},
+    "unit": "1",
+    "description": (
+        "niche-site map of each record (niche3d.cells.CellModel.niche_sites): one site per "
+        "voxel, a category code per voxel (dimensionless); t in hours, z, y, x in micrometers "
+        "as in the image"
+    ),
+}
+
+
+def _listed_labels(root: zarr.Group) -> list[str]:
+    """Names in the OME ``labels`` list of the store's ``labels`` group (never raises)."""
+    try:
+        names = root["labels"].attrs["ome"]["labels"]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _niche_label_ome(shape: tuple[int, ...], voxel: float, rh: float) -> dict[str, Any]:
+    codes = sorted(NICHE_SITE_NAMES)
+    return {
+        "version": "0.5",
+        "image-label": {
+            "version": "0.5",
+            "colors": [{"label-value": c, "rgba": _rgba255(NICHE_SITE_COLORS[c])} for c in codes],
+            "properties": [
+                {"label-value": c, "name": NICHE_SITE_NAMES[c], "description": NICHE_SITE_DESCRIPTIONS[c]}
+                for c in codes
+            ],
+            "source": {"image": "../../"},
+        },
+        "multiscales": [
+            {
+                "name": NICHE_LABEL,
                 "axes": _axes(False),
                 "datasets": [{"path": "s0", "coordinateTransformations": _transforms(voxel, rh, False)}],
             }
