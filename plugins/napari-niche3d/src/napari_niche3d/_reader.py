@@ -28,6 +28,7 @@ __all__ = [
     "is_run_store",
     "layers_from_run",
     "napari_get_reader",
+    "niche_colormap",
     "read_run",
     "state_colors",
     "tissue_colormap",
@@ -82,6 +83,7 @@ class RunLike(Protocol):
     fields: Any  # xarray.Dataset, dims (t, z, y, x)
     tissue: Any  # xarray.DataArray (t, z, y, x) uint8
     cells: pd.DataFrame
+    # optional: ``niche`` (xarray.DataArray (t, z, y, x) uint8 or None), read with getattr
 
 
 # ---------------------------------------------------------------------- detection
@@ -138,7 +140,8 @@ def read_run(path: str | list[str]) -> list[LayerDataTuple]:
     Returns
     -------
     list of LayerDataTuple
-        Field images, tissue labels, cell points and lineage tracks.
+        Field images, tissue labels, niche-site labels (when recorded), cell points and
+        lineage tracks.
 
     Raises
     ------
@@ -217,6 +220,36 @@ def tissue_colormap(*, transparent: Sequence[str] = ("marrow",)) -> Any:
     }
     colors[None] = (0.0, 0.0, 0.0, 0.0)
     return DirectLabelColormap(color_dict=colors)
+
+
+def niche_colormap(colors: Any = None) -> Any:
+    """napari ``DirectLabelColormap`` of the niche-site codes.
+
+    Parameters
+    ----------
+    colors
+        Mapping code -> RGBA in 0..1 (``run.niche.attrs["colors"]``); default
+        ``niche3d.io._format.NICHE_SITE_COLORS``: 1 free site light green, 2 site held by an
+        HSC magenta, 3 site taken by another cell grey.
+
+    Returns
+    -------
+    napari.utils.colormaps.DirectLabelColormap
+        Code 0 (not a site) and unknown codes fully transparent, so the sites can be shown
+        over the tissue and in 3D.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    if colors is None:
+        from niche3d.io._format import NICHE_SITE_COLORS
+
+        colors = NICHE_SITE_COLORS
+    cmap: dict[int | None, tuple[float, ...]] = {
+        int(code): tuple(float(c) for c in rgba) for code, rgba in dict(colors).items()
+    }
+    cmap[0] = (0.0, 0.0, 0.0, 0.0)
+    cmap[None] = (0.0, 0.0, 0.0, 0.0)
+    return DirectLabelColormap(color_dict=cmap)
 
 
 # ---------------------------------------------------------------------- layers
@@ -372,7 +405,8 @@ def layers_from_run(run: RunLike, *, path: str | None = None) -> list[LayerDataT
         One hidden Image per field (lazy dask data, fixed contrast limits = the stored
         window, colormap from :data:`FIELD_COLORMAPS`), a visible ``tissue`` Labels layer
         (tissue colours with marrow transparent, see :func:`tissue_colormap`; feature table
-        of names), a ``cells`` Points layer coloured by the
+        of names), a hidden ``niche sites`` Labels layer when the run recorded niche sites
+        (``run.niche``; colours of :func:`niche_colormap`), a ``cells`` Points layer coloured by the
         categorical ``state`` feature and a ``lineage`` Tracks layer whose graph holds the
         divisions (left out when no cell was ever on the lattice). All share scale,
         translate, units (hour, micrometer) and axis labels (t, z, y, x).
@@ -427,6 +461,29 @@ def layers_from_run(run: RunLike, *, path: str | None = None) -> list[LayerDataT
             "labels",
         )
     )
+    niche = getattr(run, "niche", None)
+    if niche is not None:
+        names = dict(niche.attrs.get("names", {}))
+        site_codes = sorted(int(c) for c in names) or [0, 1, 2, 3]
+        layers.append(
+            (
+                niche.data,
+                {
+                    "name": "niche sites",
+                    "colormap": niche_colormap(niche.attrs.get("colors")),
+                    "features": pd.DataFrame(
+                        {"index": site_codes, "niche site": [str(names.get(c, c)) for c in site_codes]}
+                    ),
+                    "opacity": 0.8,
+                    # hidden: a free or held site is opaque and would hide the tissue and the
+                    # cells behind it (napari's 3D labels stop at the first coloured voxel)
+                    "visible": False,
+                    "metadata": meta("niche"),
+                    **common,
+                },
+                "labels",
+            )
+        )
     data, feats = cell_layer_data(run)
     cats = [str(c) for c in feats["state"].cat.categories]
     layers.append(
