@@ -52,6 +52,7 @@ Targets
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -309,15 +310,69 @@ def calibration_series(run: Any, *, within_um: float = PERISINUSOIDAL_UM) -> pd.
     return out
 
 
+def _additive(col: str) -> bool:
+    """Metrics that add up over replicate blocks (counts and cumulative counters); every
+    other metric (fractions, rates per cell, per-mouse estimates) is averaged."""
+    return col.startswith(("n_", "total_", "niche_sites")) or col in ("hsc_total", "donor_cells")
+
+
+def _pool(runs: Sequence[Any]) -> tuple[pd.DataFrame, pd.DataFrame, Lattice, int]:
+    """Cells and metrics of replicate runs of one geometry as one population.
+
+    Cells get distinct record numbers per replicate; metrics are aligned on the record
+    times present in every run, counts summed and the rest averaged.
+    """
+    if not runs:
+        raise ValueError("no runs given")
+    frames = [_check_run(r) for r in runs]
+    lab0 = np.asarray(runs[0].tissue.isel(t=-1).values)
+    for r in runs[1:]:
+        if r.voxel_um != runs[0].voxel_um or not np.array_equal(np.asarray(r.tissue.isel(t=-1).values), lab0):
+            raise ValueError(
+                "replicate runs must share one geometry (same tissue and voxel size): fix "
+                "tissue.seed and vary run.seed"
+            )
+    lattice = Lattice(lab0, runs[0].voxel_um)
+    if len(runs) == 1:
+        cells, metrics = frames[0]
+        return cells, metrics, lattice, 1
+    offset = 0
+    parts = []
+    for cells, _ in frames:
+        c = cells.copy()
+        c["record"] = c["record"] + offset
+        offset += int(cells["record"].max()) + 1 if len(cells) else 1
+        parts.append(c)
+    times = set(frames[0][1]["t"])
+    for _, m in frames[1:]:
+        times &= set(m["t"])
+    ms = [m[m["t"].isin(times)].sort_values("t").reset_index(drop=True) for _, m in frames]
+    pooled = ms[0].copy()
+    for col in pooled.columns:
+        if col in ("t", "record") or not np.issubdtype(pooled[col].dtype, np.number):
+            continue
+        stack = np.stack([m[col].to_numpy(dtype=np.float64) for m in ms])
+        if _additive(col):
+            pooled[col] = stack.sum(axis=0)
+        else:  # the mean of the finite values (NaN where no replicate has one)
+            ok = np.isfinite(stack)
+            n = ok.sum(axis=0)
+            pooled[col] = np.where(n > 0, np.where(ok, stack, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
+    return pd.concat(parts, ignore_index=True), pooled, lattice, len(runs)
+
+
 def calibration_table(
     run: Any, *, skip_days: float = 7.0, confidence: float = 0.95
 ) -> pd.DataFrame:
-    """Measure the section-6 targets on a run.
+    """Measure the section-6 and section-7 targets on a run or on replicate runs.
 
     Parameters
     ----------
     run
-        A :class:`niche3d.io.Run` of a homeostasis scenario.
+        A :class:`niche3d.io.Run` of a homeostasis scenario, or a sequence of replicate
+        runs of one geometry (same ``tissue.seed``, different ``run.seed``): their cells
+        are pooled (one snapshot of each replicate is the effective sample), counts and
+        counters summed and the other metrics averaged record by record.
     skip_days
         Records before this time are a burn-in and are not used (>= 0; if the run is
         shorter, only the last record's state is used for shares).
@@ -338,12 +393,14 @@ def calibration_table(
         raise ValueError(f"skip_days = {skip_days!r} must be a finite number >= 0")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence = {confidence!r} must be in (0, 1)")
-    cells, metrics = _check_run(run)
+    runs = list(run) if isinstance(run, list | tuple) else [run]
+    cells, metrics, lattice, n_runs = _pool(runs)
+    voxel_um = runs[0].voxel_um
     t_end = float(metrics["t"].max())
     t0 = min(skip_days * 24.0, t_end)
-    lattice = Lattice(np.asarray(run.tissue.isel(t=-1).values), run.voxel_um)
     late = cells[cells["t"] >= t0]
-    n_rec = max(int(late["record"].nunique()), 1)
+    # records per replicate: counts / n_rec are one snapshot of every replicate together
+    n_rec = max(int(late["record"].nunique()) // n_runs, 1)
     rows: dict[str, dict[str, float]] = {}
 
     def row(key: str, value: float, **kw: float) -> None:
@@ -351,14 +408,14 @@ def calibration_table(
 
     def eff_counts(states: tuple[str, ...], comp: str, thr: float) -> tuple[float, float]:
         """(cells within thr, cells) per record on average: one snapshot's worth."""
-        pos = hsc_positions(late, run.voxel_um, states)
+        pos = hsc_positions(late, voxel_um, states)
         if not len(pos):
             return 0.0, 0.0
         d = _wall_distance(lattice, comp)[pos[:, 0], pos[:, 1], pos[:, 2]]
         return float(np.sum(d <= thr)) / n_rec, len(pos) / n_rec
 
     # 1. localisation, pooled over records after burn-in
-    pos = hsc_positions(late, run.voxel_um)
+    pos = hsc_positions(late, voxel_um)
     loc = localisation_table(lattice, pos, within_um=PERISINUSOIDAL_UM)
     if "sinusoid" in loc.index and len(pos):
         null = float(loc.loc["sinusoid", "null"])
@@ -461,7 +518,7 @@ def calibration_table(
                 row("asymmetric_border_share", b / a, ci_low=lo, ci_high=hi, n_eff=a)
         marrow_mm3 = float(lattice.enterable.sum()) * lattice.voxel_volume_mm3
         if marrow_mm3 > 0:
-            v = m7["hsc_total"].to_numpy(dtype=np.float64) / marrow_mm3
+            v = m7["hsc_total"].to_numpy(dtype=np.float64) / (marrow_mm3 * n_runs)
             row("hsc_per_mm3", float(v.mean()), ci_low=float(np.quantile(v, 0.025)),
                 ci_high=float(np.quantile(v, 0.975)), n_eff=len(v))
     result = []

@@ -207,14 +207,14 @@ class CycleConfig(Section):
     """Dormancy, activation and the cycle clock of active HSCs."""
 
     activation_per_day: float = param(
-        0.01,
+        0.009,
         unit="1/day",
         ge=0.0,
         le=100.0,
         description=(
             "dormant -> active rate without niche contact or demand (calibrated by "
             "tools/calibrate.py kinetics: with ANG1 contact at endosteal sites the realised "
-            "dormant residence is ~110 days, ~145-day division interval, Wilson 2008)"
+            "dormant residence is ~160 days, ~145-day division interval, Wilson 2008)"
         ),
     )
     ang1_quiescence: float = param(
@@ -256,13 +256,13 @@ class CycleConfig(Section):
         ),
     )
     g0_exit_per_day: float = param(
-        0.12,
+        0.105,
         unit="1/day",
         ge=0.0,
         le=100.0,
         description=(
             "active G0 -> G1 rate without demand (calibrated by tools/calibrate.py kinetics: "
-            "active HSCs divide every ~20 days, 5 % in S/G2/M)"
+            "active HSCs divide every ~18 days, 5 % in S/G2/M)"
         ),
     )
     cxcl12_quiescence: float = param(
@@ -322,13 +322,14 @@ class FateConfig(Section):
         description="niche signal of contact with an SNO osteoblast (N-cadherin, ANG1)",
     )
     site_threshold: float = param(
-        2.0,
+        2.01,
         unit="-",
         gt=0.0,
         le=100.0,
         description=(
             "niche signal at which a voxel is a niche site and a daughter there stays a stem "
-            "cell with probability 1/2 (calibrated: the HSC density of mouse marrow)"
+            "cell with probability 1/2 (calibrated by tools/calibrate.py: the HSC density of "
+            "mouse marrow)"
         ),
     )
     site_hill: float = param(
@@ -406,13 +407,13 @@ class BloodConfig(Section):
     """
 
     egress_per_h: float = param(
-        0.2,
+        0.3,
         unit="1/h",
         ge=0.0,
         le=1e3,
         description=(
             "transendothelial crossing of an unbound HSC touching endothelium, no retention "
-            "(calibrated by tools/calibrate.py kinetics: ~0.6 % of the marrow pool enters the "
+            "(calibrated by tools/calibrate.py kinetics: ~0.7 % of the marrow pool enters the "
             "blood per day)"
         ),
     )
@@ -510,7 +511,7 @@ class LineageConfig(Section):
         0.15, unit="-", ge=0.0, le=1.0, description="share of CMP output to megakaryocytes/platelets"
     )
     demand_mpp_per_mm3_per_day: float = param(
-        3.5,
+        5.0,
         unit="1/(mm³ day)",
         gt=0.0,
         le=1e6,

@@ -325,7 +325,9 @@ def test_open_sample_through_npe2() -> None:
     vm = ViewerModel()
     layers = vm.open_sample("napari-niche3d", "synthetic_run")
     names = [ly.name for ly in layers]
-    assert names[-3:-1] == ["tissue", "cells"] or names[-2:] == ["tissue", "cells"]
+    # the sample is a simulation store: its niche-site labels sit right above the tissue
+    assert names[-4:] == ["tissue", "niche sites", "cells", "lineage"] or \
+        names[-3:] == ["tissue", "niche sites", "cells"]
     store = Path(vm.layers["tissue"].metadata["niche3d"]["path"])
     assert is_run_store(store) and store.name == "sample.zarr"
     t = vm.dims.range[0]
