@@ -45,7 +45,7 @@ def test_a_per_tissue_table_merges_tissue_by_tissue(tmp_path: Path) -> None:
     sec = sc.fields.diffusible["cxcl12"].secretion_per_min
     assert sec == {"stroma": 0.0, "endothelium": 1.5, "endosteum": 0.5, "sno": 0.5}
     assert sc.fields.membrane_scf.expression == {
-        "endothelium": 0.0, "stroma": 1.0, "endosteum": 0.5, "sno": 0.5}
+        "endothelium": 0.0, "stroma": 1.0, "endosteum": 0.5, "sno": 0.5, "arteriole": 0.7}
 
 
 def test_toml_table_and_set_override_agree() -> None:
