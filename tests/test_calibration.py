@@ -37,6 +37,11 @@ from niche3d.io import open_run
 from niche3d.tissue.lattice import Lattice
 
 REPO = Path(__file__).resolve().parent.parent
+#: the module's runs (four replicates of 90 days, set up by the first test that needs them)
+#: take 5-10 minutes on a busy 2-core machine with a cold numba cache; the suite-wide
+#: 600 s per-test guard would cut that set-up, so this module allows 30 minutes per test
+pytestmark = pytest.mark.timeout(1800)
+
 RUN_DAYS = 90.0
 SKIP_DAYS = 30.0
 SEEDS = (1, 2, 3, 4)

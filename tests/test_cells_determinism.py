@@ -32,7 +32,9 @@ SCENARIO = textwrap.dedent(
             "motility": {"persistence": 0.3},
             "cycle": {"g0_exit_per_day": 2.0, "g1_mean_hours": 8.0, "sg2m_mean_hours": 6.0,
                       "activation_per_day": 0.5, "return_per_day": 0.5},
-            "blood": {"egress_per_h": 0.3, "homing_per_h": 0.5},
+            # the block is the whole mouse: every blood cell homes here (homing events)
+            "blood": {"egress_per_h": 0.3, "homing_per_h": 0.5, "clearance_per_h": 0.1,
+                      "block_fraction": 1.0},
             "death": {"hsc_per_day": 0.05, "mpp_exit_per_day": 2.0},
             "fate": {"divisional_asymmetry": 0.2},
         })
