@@ -151,6 +151,9 @@ class CellModel:
         self.block_fraction = float(f)
         self._blood = Blood(bc, self.block_fraction, self.dt_hours)
         self._site_kind: np.ndarray | None = None
+        # niche_sites() of the current state: each record asks twice (metrics and store)
+        self._sites_cache: tuple[tuple[object, ...], np.ndarray] | None = None
+        self._version = 0  # bumped whenever cells may have moved, appeared or left
         # the niche signal per voxel (flat, 0 off the marrow) and the key of the signals it
         # was derived from; see _update_niche
         self._nsig = np.zeros(self._enter.size, np.float64)
@@ -248,6 +251,7 @@ class CellModel:
         self._pop.occ[flat] = np.arange(self._pop.n - m, self._pop.n, dtype=np.int32)
         self._init_timers(sl, code, residual)
         self._events.births(self._pop, ids, t_hours)
+        self._version += 1
         return ids
 
     def add_circulating(self, n: int, *, donor: bool = True, state: str | int = "active_g0",
@@ -414,6 +418,7 @@ class CellModel:
         self._lodge(attempts, accept, step, t0 + self.dt_hours)
         self._last_step = step
         self._last_t = t0 + self.dt_hours
+        self._version += 1
 
     # ------------------------------------------------------------------ blood and homing
     @staticmethod
@@ -524,6 +529,11 @@ class CellModel:
         A site is an enterable voxel whose :meth:`niche_signal` reaches
         ``cells.fate.site_threshold``.
         """
+        # cells move only in step(), add_cells() and load_state_dict(), which bump the
+        # version or clear the cache; the map changes only with its key
+        key = (self._version, self._nsig_key)
+        if self._sites_cache is not None and self._sites_cache[0] == key:
+            return self._sites_cache[1].copy()
         site = self.niche_signal().ravel() >= self._par[P.K_SITE]
         occ = self._pop.occ
         st = self._pop.cols["state"]
@@ -532,7 +542,9 @@ class CellModel:
         held = site & (occ >= 0)
         who = st[occ[held]]
         out[np.flatnonzero(held)] = np.where(who <= C.S_SG2M, 2, 3).astype(np.uint8)
-        return out.reshape(self.shape)
+        out = out.reshape(self.shape)
+        self._sites_cache = (key, out)
+        return out.copy()
 
     def site_kinds(self) -> np.ndarray:
         """Niche kind of every voxel by the nearest niche structure, uint8 (z, y, x):
@@ -712,6 +724,7 @@ class CellModel:
         k = [int(v) for v in np.asarray(d["niche_key"], np.int64)]
         self._nsig_key = None if k == [-1, -1] else (k[0], k[1])
         self._events.load_state_dict(d)
+        self._sites_cache = None
 
     def __repr__(self) -> str:
         return f"CellModel({self._pop.n} cells, {self.lattice!r}, dt={self.dt_hours:g} h)"
