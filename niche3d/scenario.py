@@ -365,13 +365,20 @@ def _model_at(loc: tuple[Any, ...]) -> Any:
     return model
 
 
-_KINDS = {"knockout", "amd3100", "gcsf", "5fu", "transplant"}
+_KINDS = {"knockout", "amd3100", "gcsf", "5fu", "transplant", "irradiation"}
 
 
 def _intervention_models() -> dict[str, type[BaseModel]]:
-    from niche3d.interventions.config import AMD3100, GCSF, FiveFU, Knockout, Transplant
+    from niche3d.interventions.config import (
+        AMD3100,
+        GCSF,
+        FiveFU,
+        Irradiation,
+        Knockout,
+        Transplant,
+    )
 
-    models: tuple[type[BaseModel], ...] = (Knockout, AMD3100, GCSF, FiveFU, Transplant)
+    models: tuple[type[BaseModel], ...] = (Knockout, AMD3100, GCSF, FiveFU, Transplant, Irradiation)
     return {m.model_fields["kind"].default: m for m in models}
 
 

@@ -273,6 +273,8 @@ class Simulation:
         changed = self._apply_effects()
         if changed or self.step_index - self._last_solve_step >= self._steps_per_solve:
             self._solve()
+        for ir in self.schedule.irradiations_in(self.t_hours, self.t_hours + self.dt_hours):
+            self.cells.irradiate(ir.survival, self.step_index, self.t_hours)
         for tp in self.schedule.transplants_in(self.t_hours, self.t_hours + self.dt_hours):
             self.cells.add_circulating(tp.cells, donor=True, state=tp.state, t_hours=self.t_hours)
         self.cells.step(self.step_index, self.t_hours, self._signals(), self._modifiers())

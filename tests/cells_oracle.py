@@ -80,7 +80,7 @@ def stem_probability(s: float, par: np.ndarray) -> float:
 
 
 def pick_place(free: list[int], u: float, nsig, par) -> int:
-    """Index of the free neighbour a daughter takes: weights ``exp(b (S - S_max))``."""
+    """Index of the free voxel a daughter takes: weights ``exp(b (S - S_max))``."""
     b = par[P.K_TAXIS]
     if b <= 0.0 or len(free) == 1:
         return min(int(u * len(free)), len(free) - 1)
@@ -98,7 +98,7 @@ def pick_place(free: list[int], u: float, nsig, par) -> int:
 
 def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state, prev_state,
                   z, y, x, bound, donor, timer, lag, lastdir, birth, act, ev_time, changed,
-                  occ, enter, nsig, nz, ny, nx, par, seed, step, t_end, ev_t, ev_i8, ev_cell,
+                  occ, enter, nsig, mark, nz, ny, nx, par, seed, step, t_end, ev_t, ev_i8, ev_cell,
                   ev_i4, counters):
     """Reference of ``niche3d.cells._kernels.apply_actions``: same arguments, same in-place
     writes, returns ``(n_total, next_id, n_events)``."""
@@ -149,10 +149,27 @@ def apply_actions(n, n_total, next_id, ids, parent, generation, divisions, state
                 prev_state[i] = C.S_DORMANT if st == C.S_DORMANT else C.S_G0
             state[i] = C.S_DEAD
             continue
-        # ---- division: a free enterable face neighbour, else push, else wait
-        free = [flat(zi + dz, yi + dy, xi + dx) for dz, dy, dx in _FACES
-                if inside(zi + dz, yi + dy, xi + dx)
-                and enter[flat(zi + dz, yi + dy, xi + dx)] and occ[flat(zi + dz, yi + dy, xi + dx)] < 0]
+        # ---- division: a free voxel within reach (breadth-first through enterable
+        # voxels, face steps, in face order), else push, else wait
+        reach = int(par[P.K_REACH])
+        seen = {f}
+        frontier = [f]
+        free = []
+        for _ in range(reach):
+            nxt = []
+            for g0 in frontier:
+                a0, b0, c0 = unflat(g0)
+                for dz, dy, dx in _FACES:
+                    if not inside(a0 + dz, b0 + dy, c0 + dx):
+                        continue
+                    g = flat(a0 + dz, b0 + dy, c0 + dx)
+                    if not enter[g] or g in seen:
+                        continue
+                    seen.add(g)
+                    nxt.append(g)
+                    if occ[g] < 0:
+                        free.append(g)
+            frontier = nxt
         gd = -1
         if free:
             k = pick_place(free, uniform(seed, step, cid, Purpose.PLACE), nsig, par)

@@ -39,8 +39,10 @@ def quiet_config(**sections) -> CellsConfig:
         "cycle": {"activation_per_day": 0.0, "return_per_day": 0.0, "g0_exit_per_day": 0.0,
                   "demand_gain": 0.0},
         "death": {"hsc_per_day": 0.0, "mpp_per_day": 0.0, "mpp_exit_per_day": 0.0},
-        "blood": {"egress_per_h": 0.0, "homing_per_h": 0.0, "clearance_per_h": 0.0},
-        "fate": {"offsite_loss_per_day": 0.0},
+        "blood": {"egress_per_h": 0.0, "homing_per_h": 0.0, "clearance_per_h": 0.0,
+                  "lodging_reach_um": 0.0},
+        # daughters and homed cells settle next to where they arise
+        "fate": {"offsite_loss_per_day": 0.0, "daughter_reach_um": 0.0},
     }
     for key, val in sections.items():
         if isinstance(val, dict):

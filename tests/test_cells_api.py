@@ -227,10 +227,11 @@ def test_bookkeeping_invariants_after_a_busy_run():
     assert np.array_equal(ev["other"][div], ev["cell"][birth])
     assert np.array_equal(ev["other_z"][div], ev["z"][birth])
     assert np.array_equal(ev["other_state"][div], ev["state"][birth])
-    # daughters are born next to their mother
+    # daughters are born within their reach of the mother (a path of at most
+    # reach_voxels face steps through marrow, so no farther in Manhattan distance)
     manhattan = (np.abs(ev["z"][div] - ev["other_z"][div]) + np.abs(ev["y"][div] - ev["other_y"][div])
                  + np.abs(ev["x"][div] - ev["other_x"][div]))
-    assert np.all(manhattan == 1)
+    assert np.all((manhattan >= 1) & (manhattan <= m.reach_voxels)) and m.reach_voxels == 3
     # daughters alive now carry generation = parent generation + 1 when the parent lives
     gen = dict(zip(ids.tolist(), snap["generation"].tolist(), strict=True))
     for _cid, par, g in zip(ids.tolist(), snap["parent"].tolist(), snap["generation"].tolist(),
@@ -273,11 +274,13 @@ def test_bound_cells_do_not_move():
 
 @pytest.mark.parametrize("rule", ["push", "wait"])
 def test_crowded_division_pushes_or_waits(rule):
-    """A mother whose 6 faces are occupied by unbound cells pushes one of them one voxel
-    on (rule 'push'), or keeps waiting in S/G2/M (rule 'wait')."""
+    """A mother whose 6 faces are occupied by unbound cells, with a reach of one step,
+    pushes one of them one voxel on (rule 'push'), or keeps waiting in S/G2/M (rule
+    'wait')."""
     lat = marrow((9, 9, 9))
     cfg = CellsConfig.model_validate({
-        "speed_um_min": 0.0, "fate": {"crowding": rule, "offsite_loss_per_day": 0.0},
+        "speed_um_min": 0.0, "fate": {"crowding": rule, "offsite_loss_per_day": 0.0,
+                                      "daughter_reach_um": 8.0},
         "cycle": {"sg2m_mean_hours": 1.0, "sg2m_shape": 1, "g0_exit_per_day": 0.0},
         "death": {"hsc_per_day": 0.0}, "adhesion": {"k_on_per_h": 0.0},
     })
@@ -298,6 +301,30 @@ def test_crowded_division_pushes_or_waits(rule):
     else:
         assert met["total_divisions"] == 0 and met["total_division_waits"] >= 11
         assert snap["state"][0] == STATE_NAMES.index("active_sg2m")
+
+
+def test_a_crowded_mother_places_her_daughter_past_her_neighbours():
+    """With the default reach (3 face steps at 8 µm) the daughter of a mother whose 6
+    faces are taken squeezes past them to a free voxel 2 or 3 steps away: no push, no
+    wait, nobody moved."""
+    lat = marrow((9, 9, 9))
+    cfg = CellsConfig.model_validate({
+        "speed_um_min": 0.0, "fate": {"offsite_loss_per_day": 0.0},
+        "cycle": {"sg2m_mean_hours": 1.0, "sg2m_shape": 1, "g0_exit_per_day": 0.0},
+        "death": {"hsc_per_day": 0.0}, "adhesion": {"k_on_per_h": 0.0},
+    })
+    m = CellModel(cfg, lat, seed=2, dt_hours=1.0, motility_substeps=1)
+    m.add_cells([4], [4], [4], state="active_sg2m")
+    nb = np.array([[3, 4, 4], [5, 4, 4], [4, 3, 4], [4, 5, 4], [4, 4, 3], [4, 4, 5]])
+    m.add_cells(nb[:, 0], nb[:, 1], nb[:, 2], state="active_g0")
+    for k in range(12):
+        m.step(k, float(k), sig(lat, mscf=1.0), Modifiers())
+    met = m.metrics()
+    assert met["total_divisions"] == 1
+    assert met["total_division_pushes"] == met["total_division_waits"] == 0
+    snap = m.snapshot()
+    r = np.abs(np.stack([snap["z"], snap["y"], snap["x"]], 1) - 4).sum(1)
+    assert sorted(r.tolist())[:7] == [0, 1, 1, 1, 1, 1, 1] and sorted(r.tolist())[7] in (2, 3)
 
 
 def test_state_dict_rejects_a_foreign_state():

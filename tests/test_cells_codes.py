@@ -149,13 +149,13 @@ CONFIGS = [
 @pytest.mark.parametrize("overrides", CONFIGS)
 def test_packed_vector_holds_each_value_at_its_index(overrides):
     cfg = CellsConfig.model_validate(overrides)
-    model = {"p_hop": 0.9375, "p_hop_mpp": 0.3125, "dt_hours": 1.0 / 3.0}
+    model = {"p_hop": 0.9375, "p_hop_mpp": 0.3125, "dt_hours": 1.0 / 3.0, "reach_voxels": 3}
     got = P.pack(cfg, model)
     assert got.dtype == np.float64 and got.shape == (P.N_PAR,)
     for name, value in HAND:
         assert got[getattr(P, name)] == value(cfg), name
     assert got[P.K_PHOP] == 0.9375 and got[P.K_PHOP_MPP] == 0.3125
-    assert got[P.K_DT] == 1.0 / 3.0
+    assert got[P.K_DT] == 1.0 / 3.0 and got[P.K_REACH] == 3.0
     for spec in P.PARAMS:
         if spec.runtime:
             assert got[getattr(P, spec.name)] == 0.0

@@ -99,8 +99,10 @@ def random_population(seed: int) -> dict:
             cols["state"][i] = C.S_DEAD
             a = C.A_NONE
         act[i] = a
-    par = P.pack(CellsConfig(), {"p_hop": 1.0, "p_hop_mpp": 1.0, "dt_hours": dt})
+    par = P.pack(CellsConfig(), {"p_hop": 1.0, "p_hop_mpp": 1.0, "dt_hours": dt,
+                                 "reach_voxels": 1})
     par[P.K_PUSH] = float(rng.random() < 0.6)
+    par[P.K_REACH] = float(rng.choice([1, 1, 2, 3]))
     par[P.K_ASYM] = float(rng.choice([0.0, 0.0, 0.3, 1.0]))
     par[P.K_TAXIS] = float(rng.choice([0.0, 3.0, 100.0]))
     par[P.K_SITE] = float(rng.uniform(0.2, 1.5))
@@ -126,12 +128,13 @@ def run(fn, pop: dict) -> tuple[tuple, dict]:
     cols = {k: v.copy() for k, v in pop["cols"].items()}
     arrays = {k: pop[k].copy() for k in ("act", "ev_time", "changed", "occ", "enter",
                                          "nsig", "par", "counters")}
+    arrays["mark"] = np.zeros(pop["occ"].size, np.uint8)  # the walk's scratch: zero after
     ev = tuple(a.copy() for a in pop["ev"])
     nz, ny, nx = pop["shape"]
     n = pop["n"]
     res = fn(n, n, pop["next_id"], *(cols[k] for k in _ORDER), arrays["act"],
              arrays["ev_time"], arrays["changed"], arrays["occ"],
-             arrays["enter"], arrays["nsig"], nz, ny, nx, arrays["par"],
+             arrays["enter"], arrays["nsig"], arrays["mark"], nz, ny, nx, arrays["par"],
              pop["seed"], pop["step"], pop["t_end"], *ev, arrays["counters"])
     out = {**cols, **arrays}
     out.update(ev_t=ev[0], ev_i8=ev[1], ev_cell=ev[2], ev_i4=ev[3])
@@ -140,7 +143,7 @@ def run(fn, pop: dict) -> tuple[tuple, dict]:
 
 def test_apply_actions_equals_its_python_oracle_on_random_populations():
     seen = {"push": 0, "wait": 0, "egress": 0, "divide": 0, "asym": 0, "renew": 0,
-            "border": 0, "offsite": 0}
+            "border": 0, "offsite": 0, "beyond_faces": 0}
     for seed in range(N_POPULATIONS):
         pop = random_population(seed)
         got_res, got = run(K.apply_actions, pop)
@@ -149,7 +152,12 @@ def test_apply_actions_equals_its_python_oracle_on_random_populations():
         for key in want:
             assert got[key].dtype == want[key].dtype, (seed, key)
             assert np.array_equal(got[key], want[key]), (seed, key)
+        assert not got["mark"].any(), seed  # the daughters' walk leaves its scratch clear
         delta = want["counters"] - pop["counters"]
+        births = want["ev_i8"][:want_res[2], 0] == C.E_BIRTH
+        hop = np.abs(want["ev_i4"][:want_res[2]][births, :3]
+                     - want["ev_i4"][:want_res[2]][births, 3:]).sum(axis=1)
+        seen["beyond_faces"] += int(np.count_nonzero(hop > 1))
         seen["push"] += int(delta[C.N_PUSH])
         seen["wait"] += int(delta[C.N_WAIT])
         seen["egress"] += int(delta[C.N_EGRESS])
@@ -192,7 +200,8 @@ def test_niche_signal_map_equals_its_python_oracle():
         cx = (rng.random(nv) * 30).astype(np.float32)
         ms = (rng.random(nv) * 1.2 - 0.1).astype(np.float32)
         contact = rng.integers(0, 16, nv).astype(np.uint8)
-        par = P.pack(CellsConfig(), {"p_hop": 1.0, "p_hop_mpp": 1.0, "dt_hours": 1.0})
+        par = P.pack(CellsConfig(), {"p_hop": 1.0, "p_hop_mpp": 1.0, "dt_hours": 1.0,
+                                     "reach_voxels": 1})
         par[P.K_BLOCK] = float(rng.choice([0.0, 0.9]))
         par[P.K_F_W_SNO] = float(rng.uniform(0, 1))
         got = np.empty(nv)

@@ -31,7 +31,7 @@ def _run(name: str, days: float):
 def test_all_shipped_scenarios_are_covered() -> None:
     shipped = {p.stem for p in Path(REPO / "scenarios").glob("*.toml")}
     assert shipped == {"homeostasis", "gcsf_mobilization", "amd3100", "cxcl12_stroma_knockout",
-                       "5fu_injury", "transplant"}
+                       "5fu_injury", "transplant", "conditioned_transplant"}
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,15 @@ def test_transplant_brings_donor_cells() -> None:
     assert 0.05 <= last["mouse_donor_homed_total"] / 500 <= 0.30  # seeding efficiency
     # the block is ~0.05 % of the mouse's marrow: it expects well under one donor cell
     assert last["donor_cells"] <= 2
+
+
+@pytest.mark.slow
+def test_conditioned_transplant_engrafts_into_freed_sites() -> None:
+    """Lethal irradiation at day 1 kills the host's HSCs (survival e^-9.5); the donors
+    that lodge hold the block's sites (test_niche_capacity compares with no conditioning)."""
+    sim, first, series = _run("conditioned_transplant", 3.0)
+    before = next(m for m in series if m["t_hours"] == 23.0)
+    last = series[-1]
+    assert before["hsc_total"] > 5 and before["hsc_donor"] == 0
+    assert last["total_deaths"] - before["total_deaths"] >= before["hsc_total"] - 1
+    assert last["hsc_donor"] >= 3 and last["donor_chimerism"] >= 0.8, last

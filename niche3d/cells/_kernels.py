@@ -103,6 +103,7 @@ from niche3d.cells.params import (
     K_PHOP_MPP,
     K_PROT,
     K_PUSH,
+    K_REACH,
     K_RET,
     K_RET_ANG1,
     K_RET_CXCR4,
@@ -148,7 +149,7 @@ PU_TAXIS = Purpose.NICHE_TAXIS
 # declared in other modules: a change there alone would run stale compiled kernels. Their
 # layout is therefore pinned here; a changed layout refuses to import until this digest
 # is updated, and that edit invalidates the cache.
-_LAYOUT_DIGEST = "b595931e2e106071"
+_LAYOUT_DIGEST = "08231338b86a34f3"
 
 
 def layout_digest() -> str:
@@ -711,13 +712,58 @@ def _emit(k: int, t: float, kind: int, cell: int, other: int, zz: int, yy: int, 
 
 
 @jit
+def _reachable_free(f: int, reach: int, nz: int, ny: int, nx: int, occ: np.ndarray,
+                    enter: np.ndarray, mark: np.ndarray, queue: np.ndarray, qdist: np.ndarray,
+                    cand: np.ndarray) -> int:
+    """Free voxels a daughter can reach from ``f``: a breadth-first walk of at most
+    ``reach`` face steps through enterable voxels (it squeezes past occupied ones but
+    lands only on a free one). Writes them to ``cand`` in walk order and returns their
+    number. ``mark`` (one byte per voxel) is all zero before and after the call."""
+    queue[0] = f
+    qdist[0] = 0
+    mark[f] = 1
+    nq = 1
+    head = 0
+    nf = 0
+    while head < nq:
+        g0 = queue[head]
+        d0 = qdist[head]
+        head += 1
+        if d0 >= reach:
+            continue
+        z0 = g0 // (ny * nx)
+        r0 = g0 - z0 * ny * nx
+        y0 = r0 // nx
+        x0 = r0 - y0 * nx
+        for d in range(6):
+            zz = z0 + _DZ[d]
+            yy = y0 + _DY[d]
+            xx = x0 + _DX[d]
+            if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
+                continue
+            g = (zz * ny + yy) * nx + xx
+            if enter[g] == 0 or mark[g] != 0:
+                continue
+            mark[g] = 1
+            queue[nq] = g
+            qdist[nq] = d0 + 1
+            nq += 1
+            if occ[g] < 0:
+                cand[nf] = g
+                nf += 1
+    for k in range(nq):
+        mark[queue[k]] = 0
+    return nf
+
+
+@jit
 def _pick_place(cand: np.ndarray, nf: int, u: float, nsig: np.ndarray, par: np.ndarray,
                 wts: np.ndarray) -> int:
-    """Index into ``cand[:nf]`` of the free neighbour a daughter takes.
+    """Index into ``cand[:nf]`` of the free voxel a daughter takes.
 
-    With ``b = niche_taxis`` each free neighbour ``d`` is taken with probability
+    With ``b = niche_taxis`` each free voxel ``d`` within reach is taken with probability
     proportional to ``exp(b (S_d - S_max))`` (the adhesion-energy term of the motility
-    rule: the niche keeps the daughter if it has a free site next to the mother);
+    rule: the niche keeps the daughter if it has a free site within her reach);
     ``b = 0`` is a uniform choice.
     """
     b = par[K_TAXIS]
@@ -743,13 +789,37 @@ def _pick_place(cand: np.ndarray, nf: int, u: float, nsig: np.ndarray, par: np.n
 
 
 @jit
+def settle(f: int, reach: int, nz: int, ny: int, nx: int, occ: np.ndarray, enter: np.ndarray,
+           nsig: np.ndarray, mark: np.ndarray, u: float, par: np.ndarray) -> int:
+    """Voxel an HSC that crossed the endothelium at ``f`` lodges in: the free voxel of
+    highest niche signal (weights as :func:`_pick_place`) among ``f`` itself and the free
+    voxels within ``reach`` face steps through marrow; -1 if none is free."""
+    nbox = (2 * reach + 1) ** 3
+    queue = np.empty(nbox, dtype=np.int64)
+    qdist = np.empty(nbox, dtype=np.int64)
+    cand = np.empty(nbox + 1, dtype=np.int64)
+    wts = np.empty(nbox + 1, dtype=np.float64)
+    nf = _reachable_free(f, reach, nz, ny, nx, occ, enter, mark, queue, qdist, cand[1:])
+    if enter[f] != 0 and occ[f] < 0:
+        cand[0] = f
+        nf += 1
+        k = _pick_place(cand, nf, u, nsig, par, wts)
+        return cand[k]
+    if nf == 0:
+        return -1
+    k = _pick_place(cand[1:], nf, u, nsig, par, wts)
+    return cand[1 + k]
+
+
+@jit
 def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: np.ndarray,
                   generation: np.ndarray, divisions: np.ndarray, state: np.ndarray,
                   prev_state: np.ndarray, z: np.ndarray, y: np.ndarray, x: np.ndarray,
                   bound: np.ndarray, donor: np.ndarray, timer: np.ndarray, lag: np.ndarray,
                   lastdir: np.ndarray, birth: np.ndarray, act: np.ndarray,
                   ev_time: np.ndarray, changed: np.ndarray, occ: np.ndarray, enter: np.ndarray,
-                  nsig: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray, seed: int,
+                  nsig: np.ndarray, mark: np.ndarray, nz: int, ny: int, nx: int, par: np.ndarray,
+                  seed: int,
                   step: int, t_end: float, ev_t: np.ndarray, ev_i8: np.ndarray, ev_cell: np.ndarray,
                   ev_i4: np.ndarray, counters: np.ndarray) -> tuple[int, int, int]:
     """Apply the decisions of :func:`cell_rules_par` in slot order.
@@ -767,8 +837,12 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
     """
     ne = 0
     push = par[K_PUSH] > 0.5
-    cand = np.empty(6, dtype=np.int64)
-    wts = np.empty(6, dtype=np.float64)
+    reach = int(par[K_REACH])
+    nbox = (2 * reach + 1) ** 3
+    queue = np.empty(nbox, dtype=np.int64)
+    qdist = np.empty(nbox, dtype=np.int64)
+    cand = np.empty(nbox, dtype=np.int64)
+    wts = np.empty(nbox, dtype=np.float64)
     for i in range(n):
         a = act[i]
         st = state[i]
@@ -811,21 +885,11 @@ def apply_actions(n: int, n_total: int, next_id: int, ids: np.ndarray, parent: n
             state[i] = S_DEAD
             counters[N_EGRESS] += 1
             continue
-        # ---- A_DIVIDE: place the daughter in a free face neighbour (or push, or wait)
+        # ---- A_DIVIDE: place the daughter in a free voxel within reach (or push, or wait)
         zi = z[i]
         yi = y[i]
         xi = x[i]
-        nf = 0
-        for d in range(6):
-            zz = zi + _DZ[d]
-            yy = yi + _DY[d]
-            xx = xi + _DX[d]
-            if zz < 0 or zz >= nz or yy < 0 or yy >= ny or xx < 0 or xx >= nx:
-                continue
-            g = (zz * ny + yy) * nx + xx
-            if enter[g] != 0 and occ[g] < 0:
-                cand[nf] = g
-                nf += 1
+        nf = _reachable_free(f, reach, nz, ny, nx, occ, enter, mark, queue, qdist, cand)
         gd = -1
         if nf > 0:
             k = _pick_place(cand, nf, uniform(seed, step, cid, PU_PLACE), nsig, par, wts)

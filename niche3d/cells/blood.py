@@ -142,19 +142,25 @@ class Blood:
         homed_other = arrest * (1.0 - self.f) * accept_mean
         cleared = cfg.clearance_per_h * integral
         # the decay above removed the expected arrests in the block, f * arrest; the drawn
-        # attempts replace them (capped by the cells there are: counts never go negative
-        # and nothing is created), and the model returns the failed ones to the blood
+        # attempts replace them, and the model returns the failed ones to the blood. The
+        # counts are expected values of the whole mouse's pool, often below one cell at
+        # steady state, so a draw may exceed them: the excess is a cell that arrested in
+        # the block instead of being cleared during the step (taken from the step's
+        # clearance, so nothing is created; a draw is capped by the pool plus that)
         avail = self.counts + self.f * arrest
+        cap = np.floor(avail + cleared + 1e-9)
         block = np.array([min(poisson(self.f * a, uniform(seed, step, j, Purpose.BLOOD_HOMING)),
-                              int(math.floor(avail[j] + 1e-9)))
+                              int(cap[j]))
                           for j, a in enumerate(arrest)], np.int64)
+        excess = np.maximum(block - avail, 0.0)
+        cleared = cleared - excess
         self.counts = np.maximum(avail - block, 0.0)
         donor = np.array([c[0] for c in CLASSES])
         inflow = np.asarray(egressed, np.float64) + mirror * dt
         t = self.totals
         t["egress"] += float(inflow.sum())
         t["donor_egress"] += float(inflow[donor].sum())
-        t["arrested"] += float(arrest.sum())
+        t["arrested"] += float(arrest.sum() + excess.sum())
         t["homed"] += float(homed_other.sum())
         t["donor_homed"] += float(homed_other[donor].sum())
         t["cleared"] += float(cleared.sum())

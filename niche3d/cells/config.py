@@ -344,6 +344,18 @@ class FateConfig(Section):
             "coin-flip fates on both sides of the border)"
         ),
     )
+    daughter_reach_um: float = param(
+        24.0,
+        unit="µm",
+        ge=0.0,
+        le=200.0,
+        description=(
+            "how far a daughter moves after division before her fate is set: she takes the "
+            "free voxel of highest niche signal (weighted by motility.niche_taxis) within "
+            "this path length through marrow, at least the mother's face neighbours "
+            "(calibrate: a few hours at the HSC speed, confined)"
+        ),
+    )
     offsite_loss_per_day: float = param(
         1.0,
         unit="1/day",
@@ -443,6 +455,17 @@ class BloodConfig(Section):
         le=1e3,
         description="adhesion score of half-maximal transendothelial migration after arrest",
     )
+    lodging_reach_um: float = param(
+        40.0,
+        unit="µm",
+        ge=0.0,
+        le=200.0,
+        description=(
+            "after crossing the endothelium an HSC migrates to the free voxel of highest "
+            "niche signal within this path length through marrow (CXCL12-guided lodging) "
+            "and lodges there; with none free it returns to the blood"
+        ),
+    )
     clearance_per_h: float = param(
         8.0,
         unit="1/h",
@@ -537,7 +560,11 @@ class CellsConfig(Section):
     """HSC cellular automaton parameters."""
 
     hsc_per_mm3: float = param(
-        400.0, unit="1/mm³", ge=0.0, le=1e6, description="initial HSC density in non-bone marrow"
+        200.0, unit="1/mm³", ge=0.0, le=1e6,
+        description=(
+            "initial HSC density in non-bone marrow (only the start: the number the marrow "
+            "keeps follows its niche sites; 200 is near what the default tissue holds)"
+        ),
     )
     initial_placement: Literal["niche", "random"] = param(
         "niche", unit="-", description="seed HSCs weighted by niche signal, or uniformly in marrow"

@@ -77,6 +77,8 @@ class CellModel:
         Length of one micro-step (min).
     p_hop, p_hop_mpp : float
         Hop probability per micro-step of an unbound HSC / an MPP.
+    reach_voxels : int
+        A daughter's reach in face steps (``fate.daughter_reach_um``, at least 1).
     shape : tuple of int
         Lattice shape (z, y, x).
 
@@ -124,9 +126,13 @@ class CellModel:
         self.p_hop = min(1.0, v * tau / h)
         self.p_hop_mpp = min(1.0, v * config.motility.mpp_speed_factor * tau / h)
         self.micro_minutes = tau
+        # a daughter's reach in face steps (at least the mother's face neighbours)
+        self.reach_voxels = max(1, int(round(config.fate.daughter_reach_um / h)))
+        self.lodging_reach_voxels = int(round(config.blood.lodging_reach_um / h))
 
         # static per-voxel maps (computed once; O(voxels) only here)
         self._enter = np.ascontiguousarray(lattice.enterable.astype(np.uint8).ravel())
+        self._mark = np.zeros(self._enter.size, np.uint8)  # scratch of the daughters' walk
         self._contact, self._vcam = contact_maps(
             lattice, config.death.opn_range_um, config.adhesion.endothelial_vcam1_factor
         )
@@ -165,7 +171,8 @@ class CellModel:
     # ------------------------------------------------------------------ parameters
     def _base_params(self) -> np.ndarray:
         return P.pack(self.config, {"p_hop": self.p_hop, "p_hop_mpp": self.p_hop_mpp,
-                                    "dt_hours": self.dt_hours})
+                                    "dt_hours": self.dt_hours,
+                                    "reach_voxels": self.reach_voxels})
 
     @property
     def n_cells(self) -> int:
@@ -279,6 +286,44 @@ class CellModel:
         if int(code) not in (C.S_DORMANT, C.S_G0):
             raise ValueError(f"state = {state!r} must be 'dormant' or 'active_g0'")
         self._blood.add(float(n), donor=bool(donor), dormant=int(code) == C.S_DORMANT)
+
+    def irradiate(self, survival: float, step_index: int, t_hours: float) -> int:
+        """Whole-body irradiation (or another non-selective conditioning) at ``t_hours``:
+        each HSC and MPP in the block survives with probability ``survival``, and so does
+        each HSC in the blood and each cell of the progenitor compartments (expected
+        values). The other marrow is the block's mean field and follows it. Killed cells
+        leave their niche sites free. Returns the number of cells killed in the block.
+
+        Parameters
+        ----------
+        survival
+            Surviving share in [0, 1] (e.g. ``exp(-dose / D0)``).
+        step_index
+            Step of the exposure (a key of the per-cell random numbers).
+        t_hours
+            Time written into the death events.
+        """
+        if not (isinstance(survival, int | float | np.floating) and 0.0 <= float(survival) <= 1.0):
+            raise ValueError(f"survival = {survival!r} must be a number in [0, 1]")
+        if isinstance(step_index, bool) or not isinstance(step_index, int | np.integer) \
+                or step_index < 0:
+            raise ValueError(f"step_index = {step_index!r} must be an integer >= 0")
+        n = self._pop.n
+        c = self._pop.cols
+        alive = np.flatnonzero(c["state"][:n] != C.S_DEAD)
+        u = uniform_array(self.seed, int(step_index), c["ids"][alive], Purpose.IRRADIATION)
+        dead = alive[u >= float(survival)]
+        if dead.size:
+            self._events.deaths(self._pop, dead, float(t_hours))
+            flat, on = self._pop._flat(n)
+            self._pop.occ[flat[dead][on[dead]]] = -1
+            c["state"][dead] = C.S_DEAD
+            self._counters[C.N_DEATH] += dead.size
+            self._pop.compact()
+        self._blood.counts *= float(survival)
+        self._lineage.comp *= float(survival)
+        self._version += 1
+        return int(dead.size)
 
     def _init_timers(self, sl: slice, code: int, residual: bool) -> None:
         ids = self._pop.cols["ids"][sl]
@@ -399,7 +444,7 @@ class CellModel:
             n, n, self._pop.next_id, c["ids"], c["parent"], c["generation"], c["divisions"],
             c["state"], c["prev_state"], c["z"], c["y"], c["x"], c["bound"], c["donor"],
             c["timer"], c["lag"], c["lastdir"], c["birth"], s["act"], s["ev_time"],
-            s["changed"], occ, self._enter, nsig, nz, ny, nx, par,
+            s["changed"], occ, self._enter, nsig, self._mark, nz, ny, nx, par,
             self.seed, step, t0 + self.dt_hours, ev_t, ev_i8, ev_cell, ev_i4, self._counters)
         self._pop.n = int(n_total)
         self._pop.next_id = int(next_id)
@@ -436,7 +481,8 @@ class CellModel:
 
     def _lodge(self, attempts: np.ndarray, accept: np.ndarray, step: int, t_end: float) -> None:
         """Arrests in the block: each picks an endothelial site, crosses with its
-        acceptance and lodges if the voxel is free; failures return to the blood."""
+        acceptance and migrates to the free voxel of highest niche signal within
+        ``lodging_reach_um`` (:func:`_kernels.settle`); failures return to the blood."""
         total = int(attempts.sum())
         if total == 0:
             return
@@ -450,16 +496,20 @@ class CellModel:
                               .astype(np.int64), nsite - 1)
             ok = uniform_array(self.seed, step, keys, Purpose.HOME_ACCEPT) < accept[pick]
         vox = self._home_sites[pick] if nsite else np.zeros(total, np.int64)
+        place = uniform_array(self.seed, step, keys, Purpose.HOME_PLACE)
         cls = np.repeat(np.arange(len(CLASSES)), attempts)
-        taken = np.zeros(self._enter.size, bool)
-        _, ny, nx = self.shape
+        nz, ny, nx = self.shape
+        occ = self._pop.occ
         for j, (donor, dormant) in enumerate(CLASSES):
             sel = np.flatnonzero(cls == j)
             good = []
             for k in sel:  # in attempt order: a voxel taken by an earlier attempt is not free
-                g = int(vox[k])
-                if ok[k] and self._pop.occ[g] < 0 and not taken[g]:
-                    taken[g] = True
+                if not ok[k]:
+                    continue
+                g = int(K.settle(int(vox[k]), self.lodging_reach_voxels, nz, ny, nx, occ,
+                                 self._enter, self._nsig, self._mark, float(place[k]), self._par))
+                if g >= 0:
+                    occ[g] = 0  # held until the cells are appended below
                     good.append(g)
             fail = sel.size - len(good)
             if fail:
@@ -598,7 +648,8 @@ class CellModel:
         event counters (``total_divisions``, ``total_activations`` = dormant -> active,
         ``total_quiescence_returns``, ``total_cycle_entries`` = G0 -> G1, deaths, egress,
         homing, exits, clearance, division waits/pushes, asymmetric divisions, failed
-        lodging attempts).
+        lodging attempts), ``hsc_donor`` and ``donor_chimerism`` (donor share of the
+        block's HSCs).
         """
         n = self._pop.n
         c = self._pop.cols
@@ -630,6 +681,9 @@ class CellModel:
         for k, v in bl.totals.items():
             m[f"mouse_{k}_total"] = v
         m["donor_cells"] = float(np.count_nonzero(c["donor"][:n]))
+        donor_hsc = int(np.count_nonzero((c["donor"][:n] != 0) & is_hsc))
+        m["hsc_donor"] = float(donor_hsc)
+        m["donor_chimerism"] = float(donor_hsc) / den if hsc else math.nan
         m.update(self._lineage.metrics())
         for k, name in enumerate(C.COUNTER_NAMES):
             m[f"total_{name}"] = float(self._counters[k])

@@ -138,6 +138,7 @@ K_BLOCK = _par("K_BLOCK", "modifiers.cxcr4_blockade")
 K_PROT = _par("K_PROT", "modifiers.protease", unit="1/min")
 K_CYTO = _par("K_CYTO", "modifiers.cytotoxic", unit="1/h")
 K_DT = _par("K_DT", "model.dt_hours", unit="h")
+K_REACH = _par("K_REACH", "model.reach_voxels", unit="voxel")
 K_BIND_HALF = _par("K_BIND_HALF", "cells.adhesion.binding_half")
 K_BIND_HILL = _par("K_BIND_HILL", "cells.adhesion.binding_hill")
 K_W_ENDO = _par("K_W_ENDO", "cells.adhesion.w_endosteal")
@@ -187,7 +188,7 @@ def pack(config: CellsConfig, model: Mapping[str, float]) -> np.ndarray:
         The ``[cells]`` section.
     model
         Values of the ``model.<name>`` sources, keyed by ``<name>`` (``p_hop``,
-        ``p_hop_mpp``, ``dt_hours``).
+        ``p_hop_mpp``, ``dt_hours``, ``reach_voxels``).
 
     Returns
     -------

@@ -279,6 +279,27 @@ class EventLog:
         })
         c["birth"][sl] = float(t_hours)
 
+    def deaths(self, pop: Population, slots: np.ndarray, t_hours: float) -> None:
+        """Log ``death`` rows of the cells at ``slots`` (before they are compacted)."""
+        if slots.size == 0:
+            return
+        c = pop.cols
+        m = slots.size
+        self.chunks.append({
+            "t_hours": np.full(m, float(t_hours)),
+            "kind": np.full(m, C.E_DEATH, np.int8),
+            "cell": c["ids"][slots].copy(),
+            "other": np.full(m, -1, np.int64),
+            "z": c["z"][slots].copy(),
+            "y": c["y"][slots].copy(),
+            "x": c["x"][slots].copy(),
+            "state": np.full(m, C.S_DEAD, np.int8),
+            "other_z": np.full(m, -1, np.int32),
+            "other_y": np.full(m, -1, np.int32),
+            "other_x": np.full(m, -1, np.int32),
+            "other_state": np.full(m, -1, np.int8),
+        })
+
     def kernel_rows(self, ne: int, ev_t: np.ndarray, ev_i8: np.ndarray, ev_cell: np.ndarray,
                     ev_i4: np.ndarray) -> None:
         """Log the first ``ne`` rows written by ``apply_actions``."""

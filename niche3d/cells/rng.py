@@ -56,6 +56,8 @@ class Purpose:
     PUSH = 24
     NICHE_TAXIS = 25
     BLOOD_HOMING = 26  # key = class of the blood compartment
+    HOME_PLACE = 27  # key = attempt number in the step
+    IRRADIATION = 28
 
 
 @jit

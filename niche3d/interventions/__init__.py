@@ -9,7 +9,7 @@ from niche3d._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(
-        ("AMD3100", "GCSF", "FiveFU", "Knockout", "Transplant", "Intervention"),
+        ("AMD3100", "GCSF", "FiveFU", "Knockout", "Transplant", "Irradiation", "Intervention"),
         "niche3d.interventions.config",
     ),
     "Effects": "niche3d.interventions.schedule",

@@ -6,6 +6,7 @@ start of the run.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -13,7 +14,7 @@ from pydantic import Field, field_validator
 from niche3d._schema import Section, check_tissue_table, param
 from niche3d.names import CXCL12, MEMBRANE_SCF
 
-__all__ = ["Knockout", "AMD3100", "GCSF", "FiveFU", "Transplant", "Intervention"]
+__all__ = ["Knockout", "AMD3100", "GCSF", "FiveFU", "Transplant", "Irradiation", "Intervention"]
 
 
 class Knockout(Section):
@@ -116,7 +117,32 @@ class Transplant(Section):
     )
 
 
+class Irradiation(Section):
+    """Whole-body irradiation: conditioning that frees niche sites by killing host cells.
+
+    Each HSC and MPP (in the block, the blood and the other marrow) and each progenitor
+    survives with ``exp(-dose_gy / d0_gy)`` (single-hit survival; mouse HSC/CFU-S
+    D0 ~ 0.9-1.1 Gy, Till & McCulloch, Radiat Res 1961). 9-10 Gy is lethal: the host's HSCs
+    are gone and a transplant given after it engrafts into the free niches. The
+    niche stroma is taken as radioresistant here (sinusoidal damage and its repair,
+    Hooper et al. 2009, are not modelled).
+    """
+
+    kind: Literal["irradiation"] = "irradiation"
+    day: float = param(0.0, unit="day", ge=0.0, description="time of the exposure")
+    dose_gy: float = param(9.5, unit="Gy", ge=0.0, le=50.0, description="absorbed dose (lethal ~9-11 Gy)")
+    d0_gy: float = param(
+        1.0, unit="Gy", gt=0.0, le=10.0,
+        description="dose that leaves 1/e of HSCs and progenitors alive (Till & McCulloch 1961)",
+    )
+
+    @property
+    def survival(self) -> float:
+        """Surviving share of HSCs and progenitors."""
+        return math.exp(-self.dose_gy / self.d0_gy)
+
+
 Intervention = Annotated[
-    Knockout | AMD3100 | GCSF | FiveFU | Transplant, Field(discriminator="kind")
+    Knockout | AMD3100 | GCSF | FiveFU | Transplant | Irradiation, Field(discriminator="kind")
 ]
 

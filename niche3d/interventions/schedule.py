@@ -19,6 +19,9 @@ G-CSF
     Death hazard of cycling cells ``k(t) = peak * sum_i 2^(-(t - t_i)/h)`` (1/h).
 Transplant
     A discrete event: donor HSCs enter the blood pool during the step containing ``day``.
+Irradiation
+    A discrete event: host cells die with ``1 - exp(-dose / D0)`` during the step
+    containing ``day`` (before a transplant given in the same step).
 Knockout
     From ``start_day``, production of the named signal in each listed tissue is multiplied
     by the given factor (0 = deleted).
@@ -30,7 +33,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from niche3d.interventions.config import AMD3100, GCSF, FiveFU, Intervention, Knockout, Transplant
+from niche3d.interventions.config import (
+    AMD3100,
+    GCSF,
+    FiveFU,
+    Intervention,
+    Irradiation,
+    Knockout,
+    Transplant,
+)
 from niche3d.names import CXCL12, MEMBRANE_SCF
 
 __all__ = ["Effects", "InterventionSchedule"]
@@ -179,6 +190,14 @@ class InterventionSchedule:
             if isinstance(iv, Transplant) and t0_hours <= iv.day * 24.0 < t1_hours
         ]
 
+    def irradiations_in(self, t0_hours: float, t1_hours: float) -> list[Irradiation]:
+        """Irradiations whose time falls in ``[t0, t1)`` (hours), in scenario order."""
+        return [
+            iv
+            for iv in self.interventions
+            if isinstance(iv, Irradiation) and t0_hours <= iv.day * 24.0 < t1_hours
+        ]
+
     def event_times_hours(self) -> list[float]:
         """Times at which an effect jumps (doses, knockout starts), sorted."""
         times: set[float] = set()
@@ -187,7 +206,7 @@ class InterventionSchedule:
                 times.add(iv.start_day * 24.0)
             elif isinstance(iv, AMD3100 | FiveFU):
                 times.update(d * 24.0 for d in iv.dose_days)
-            elif isinstance(iv, Transplant):
+            elif isinstance(iv, Transplant | Irradiation):
                 times.add(iv.day * 24.0)
             elif isinstance(iv, GCSF):
                 times.update((iv.start_day + k) * 24.0 for k in range(iv.doses))
