@@ -262,6 +262,34 @@ def test_intervention_schedule_numbers(intervention_store: str) -> None:
         intervention_schedule(run.scenario, -1.0)
 
 
+def test_intervention_schedule_covers_every_kind() -> None:
+    """5-FU doses act until their hazard is down to 1 %; a transplant and an irradiation
+    are one-hour marks at their day (every kind of the scenario schema has a row)."""
+    from niche3d.scenario import load_scenario
+
+    repo = Path(__file__).resolve().parents[3]
+    sc = load_scenario(repo / "scenarios" / "homeostasis.toml").with_overrides({"interventions": [
+        {"kind": "5fu", "dose_days": [1.0], "half_life_hours": 6.0},
+        {"kind": "irradiation", "day": 2.0, "dose_gy": 9.5},
+        {"kind": "transplant", "day": 2.0, "cells": 500},
+    ]})
+    s = intervention_schedule(sc, 96.0)
+    fu = s[s["kind"] == "5fu"].iloc[0]
+    assert (fu["start_h"], fu["doses_h"]) == (24.0, (24.0,))
+    assert fu["end_h"] == pytest.approx(24.0 + 6.0 * math.log2(1 / ACTIVE_FRACTION))
+    for kind, word in (("irradiation", "9.5 Gy"), ("transplant", "500 HSCs")):
+        row = s[s["kind"] == kind].iloc[0]
+        assert (row["start_h"], row["end_h"], row["doses_h"]) == (48.0, 49.0, (48.0,))
+        assert word in row["label"]
+    import typing
+
+    from niche3d.interventions.config import Intervention
+
+    members = typing.get_args(typing.get_args(Intervention)[0])
+    kinds = {m.model_fields["kind"].default for m in members}
+    assert kinds == {"knockout", "amd3100", "gcsf", "5fu", "transplant", "irradiation"}
+
+
 # ---------------------------------------------------------------------- sample data
 @pytest.mark.slow
 def test_sample_run_is_a_real_simulation(tmp_path: Path) -> None:

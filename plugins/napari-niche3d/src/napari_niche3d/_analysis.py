@@ -182,7 +182,9 @@ def intervention_schedule(scenario: Any, t_end_hours: float) -> pd.DataFrame:
     :data:`ACTIVE_FRACTION` of its peak (``half_life * log2(1/ACTIVE_FRACTION)`` after the
     dose); overlapping dose windows merge. A G-CSF course gives daily doses from
     ``start_day`` and its protease activity relaxes with ``protease_half_life_hours``, so it
-    acts from the first dose to the same 1 % point after the last.
+    acts from the first dose to the same 1 % point after the last. 5-FU doses act like
+    AMD3100 doses (their cytotoxic hazard halves every ``half_life_hours``); a transplant
+    and an irradiation are instants, shown as a one-hour mark.
 
     Parameters
     ----------
@@ -221,8 +223,20 @@ def intervention_schedule(scenario: Any, t_end_hours: float) -> pd.DataFrame:
             label = f"{i}: G-CSF ({iv.doses} daily doses)"
             doses = tuple(iv.start_day * 24.0 + 24.0 * k for k in range(iv.doses))
             intervals = [(doses[0], doses[-1] + iv.protease_half_life_hours * decay_halves, doses)]
+        elif kind == "5fu":
+            label = f"{i}: 5-FU ({len(iv.dose_days)} dose{'s' if len(iv.dose_days) != 1 else ''})"
+            span = iv.half_life_hours * decay_halves
+            intervals = _merge([(d * 24.0, d * 24.0 + span, (d * 24.0,)) for d in iv.dose_days])
+        elif kind in ("transplant", "irradiation"):
+            # instantaneous events: a one-hour mark with its tick
+            t = iv.day * 24.0
+            what = f"transplant ({iv.cells} HSCs per mouse)" if kind == "transplant" \
+                else f"irradiation ({iv.dose_gy:g} Gy)"
+            label = f"{i}: {what}"
+            intervals = [(t, t + 1.0, (t,))]
         else:
-            raise ValueError(f"unknown intervention kind {kind!r}; allowed: knockout, amd3100, gcsf")
+            raise ValueError(f"unknown intervention kind {kind!r}; allowed: knockout, amd3100, "
+                             "gcsf, 5fu, transplant, irradiation")
         for start, end, doses_h in intervals:
             if start > t_end:
                 continue

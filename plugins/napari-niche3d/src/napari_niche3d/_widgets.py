@@ -540,7 +540,8 @@ class InterventionTimeline(_PlotWidget):
         n = len(run.scenario.interventions)
         if n == 0:
             ax.text(0.5, 0.5, "no interventions in this scenario", ha="center", va="center")
-        palette = {"knockout": "tab:purple", "amd3100": "tab:orange", "gcsf": "tab:green"}
+        palette = {"knockout": "tab:purple", "amd3100": "tab:orange", "gcsf": "tab:green",
+                   "5fu": "tab:red", "transplant": "tab:blue", "irradiation": "tab:brown"}
         labels: dict[int, str] = {}
         for r in self.schedule.itertuples():
             y = n - 1 - r.row
