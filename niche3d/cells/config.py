@@ -560,10 +560,10 @@ class CellsConfig(Section):
     """HSC cellular automaton parameters."""
 
     hsc_per_mm3: float = param(
-        200.0, unit="1/mm³", ge=0.0, le=1e6,
+        240.0, unit="1/mm³", ge=0.0, le=1e6,
         description=(
             "initial HSC density in non-bone marrow (only the start: the number the marrow "
-            "keeps follows its niche sites; 200 is near what the default tissue holds)"
+            "keeps follows its niche sites; 240 is the level the default tissue holds, tools/convergence.py)"
         ),
     )
     initial_placement: Literal["niche", "random"] = param(
