@@ -21,7 +21,10 @@ from typing import Any
 
 import numba
 
-__all__ = ["jit", "set_threads"]
+__all__ = ["jit", "set_threads", "uncached_kernels"]
+
+#: every kernel made by jit(), for uncached_kernels()
+_KERNELS: list[Any] = []
 
 # 'contract' (FMA) and 'arcp' are deterministic per build; 'reassoc' is not used because
 # it lets reductions depend on vector width / chunking.
@@ -47,7 +50,7 @@ def jit[F: Callable[..., Any]](
     cache = cache and (not boundscheck or bool(numba.config.CACHE_DIR))
 
     def wrap(f: F) -> F:
-        return numba.njit(
+        d = numba.njit(
             f,
             parallel=parallel,
             fastmath=_FASTMATH,
@@ -56,6 +59,8 @@ def jit[F: Callable[..., Any]](
             nogil=True,
             error_model=error_model,
         )
+        _KERNELS.append(d)
+        return d
 
     if fn is not None:
         return wrap(fn)
@@ -70,3 +75,19 @@ def set_threads(n: int) -> int:
     k = top if n == 0 else min(n, top)
     numba.set_num_threads(k)
     return k
+
+
+def uncached_kernels() -> list[str]:
+    """Kernels (of the modules imported so far) that have no compiled copy on disk yet.
+
+    Non-empty on the first run after an install or a code change: their compilation
+    (one to three minutes on two cores) is what the first run waits for, so the CLI
+    says so and compiles them up front (:mod:`niche3d._warmup`). Reads numba's cache
+    index paths; kernels built without a disk cache are not listed.
+    """
+    out = []
+    for d in _KERNELS:
+        index = getattr(getattr(getattr(d, "_cache", None), "_cache_file", None), "_index_path", None)
+        if isinstance(index, str) and not os.path.exists(index):
+            out.append(d.py_func.__qualname__)
+    return out

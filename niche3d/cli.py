@@ -6,6 +6,7 @@
     niche3d scenario docs | show SCENARIO | validate SCENARIO
     niche3d geometry SCENARIO [-o OUT]
     niche3d view RUN
+    niche3d warmup
 
 Bad input (scenario, override, store) prints one clear message and exits with status 2,
 without a traceback.
@@ -100,7 +101,43 @@ def _build_parser() -> argparse.ArgumentParser:
         "view", help="open a run store in napari", description="Open RUN in napari with niche3d's plugin."
     )
     w.add_argument("run")
+    sub.add_parser(
+        "warmup",
+        help="compile the numba kernels now (tools/install.sh does)",
+        description="Compile every numba kernel a run needs and cache it on disk, so that "
+        "the next run starts at once. niche3d run does this by itself when it finds "
+        "kernels without a cached copy.",
+    )
     return p
+
+
+def _compile_first(quiet: bool) -> None:
+    """Compile uncached kernels up front, saying so (the first run after an install)."""
+    import niche3d.simulation  # noqa: F401  (imports every kernel module)
+    from niche3d._jit import uncached_kernels
+
+    cold = uncached_kernels()
+    if not cold:
+        return
+    from niche3d._warmup import warm_up
+
+    print(f"compiling {len(cold)} numba kernels (first run only: they are cached for every "
+          "later run; about 1-3 min on 2 cores)", file=sys.stderr, flush=True)
+    secs = warm_up(say=None if not quiet else (lambda _msg: None))
+    print(f"kernels compiled in {secs:.0f} s", file=sys.stderr, flush=True)
+
+
+def _cmd_warmup(a: argparse.Namespace) -> int:
+    import niche3d.simulation  # noqa: F401
+    from niche3d._jit import uncached_kernels
+    from niche3d._warmup import warm_up
+
+    n = len(uncached_kernels())
+    print(f"niche3d warmup: {n} kernels to compile" if n else
+          "niche3d warmup: every kernel is cached; checking a small run", file=sys.stderr, flush=True)
+    secs = warm_up()
+    print(f"niche3d warmup: done in {secs:.0f} s", file=sys.stderr)
+    return 0
 
 
 def _default_out(scenario_path: str | None, suffix: str = "") -> Path:
@@ -121,6 +158,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if a.resume:
         if a.scenario or a.overrides or a.days or a.seed is not None:
             raise _UsageError("--resume RUN takes no scenario, --set, --days or --seed")
+        from niche3d.io import check_store
+
+        check_store(a.resume)  # a damaged store is reported before any compiling
+        _compile_first(a.quiet)
         sim = Simulation.resume(a.resume)
         remaining = sim.scenario.run.days - sim.t_days
         print(f"resuming {a.resume} at day {sim.t_days:g}; {remaining:g} days to go", file=sys.stderr)
@@ -144,6 +185,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             f"{out} already exists; choose another --out, add --overwrite to replace a run "
             f"store, or continue it with: {_invoked_as()} run --resume {out}"
         )
+    _compile_first(a.quiet)
     t0 = time.perf_counter()
     print(f"building {sc.name!r}: lattice {tuple(sc.domain.shape)} at {sc.domain.voxel_um:g} µm ...",
           file=sys.stderr)
@@ -278,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenario": _cmd_scenario,
         "geometry": _cmd_geometry,
         "view": _cmd_view,
+        "warmup": _cmd_warmup,
     }
     from niche3d.scenario import ScenarioError
 

@@ -126,6 +126,7 @@ class Simulation:
 
         if self.out is not None and _restore is None:
             from niche3d.io import RunWriter
+            from niche3d.io.background import BackgroundWriter
 
             self.writer = RunWriter.create(
                 self.out,
@@ -146,7 +147,9 @@ class Simulation:
             self.writer.set_categories("cells", "state", STATE_NAMES)
             self.writer.set_categories("events", "kind", EVENT_NAMES)
             self.writer.set_categories("events", "state", STATE_NAMES)
+            self.writer = BackgroundWriter(self.writer)
             self._record()
+            self.writer.flush()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -165,6 +168,7 @@ class Simulation:
         (bit-identically: the random streams are counter-based).
         """
         from niche3d.io import RunWriter, open_run
+        from niche3d.io.background import BackgroundWriter
 
         run = open_run(path)
         writer = RunWriter.open_append(path)
@@ -172,7 +176,7 @@ class Simulation:
         lattice = Lattice(state.pop("lattice_labels"), run.voxel_um)
         sim = cls(run.scenario, None, lattice=lattice, _restore=(state, meta))
         sim.out = Path(path)
-        sim.writer = writer
+        sim.writer = BackgroundWriter(writer)
         sim.records_written = int(meta["records_written"])
         return sim
 
@@ -215,11 +219,15 @@ class Simulation:
 
     # ------------------------------------------------------------------ stepping
     def step(self, n: int = 1) -> None:
-        """Advance ``n`` cell steps, recording and checkpointing on schedule."""
+        """Advance ``n`` cell steps, recording and checkpointing on schedule; on return
+        everything recorded is in the store."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        for _ in range(n):
-            self._one_step()
+        try:
+            for _ in range(n):
+                self._one_step()
+        finally:
+            self._flush()
 
     def run(
         self,
@@ -267,6 +275,7 @@ class Simulation:
         finally:
             if bar is not None:
                 bar.close()
+            self._flush()
         return self
 
     def _one_step(self) -> None:
@@ -283,6 +292,12 @@ class Simulation:
             self._record()
 
     # ------------------------------------------------------------------ internals
+    def _flush(self) -> None:
+        # the store is complete whenever run() or step() returns (records are written by
+        # a background thread while the steps compute: niche3d.io.background)
+        if self.writer is not None:
+            self.writer.flush()
+
     def _records_for(self, days: float) -> int:
         return int(round(days * 24.0 / self.dt_hours)) // self._steps_per_record + 1
 
@@ -337,12 +352,18 @@ class Simulation:
         )
         self.records_written = idx + 1
         if self.records_written % self.scenario.output.checkpoint_every_records == 0:
-            self.checkpoint()
+            self._queue_checkpoint()
 
     def checkpoint(self) -> None:
-        """Write the full state into the store's checkpoint (atomically)."""
+        """Write the full state into the store's checkpoint (atomically); on return it is
+        on disk."""
         if self.writer is None:
             raise RuntimeError("this simulation has no run store to checkpoint into")
+        self._queue_checkpoint()
+        self._flush()
+
+    def _queue_checkpoint(self) -> None:
+        assert self.writer is not None
         state: dict[str, np.ndarray] = {}
         for k, v in self.cells.state_dict().items():
             state[f"cells/{k}"] = np.asarray(v)

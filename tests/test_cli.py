@@ -22,7 +22,7 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess
 
 
 def test_help_of_every_command() -> None:
-    for args in ([], ["run"], ["info"], ["scenario"], ["geometry"], ["view"]):
+    for args in ([], ["run"], ["info"], ["scenario"], ["geometry"], ["view"], ["warmup"]):
         r = cli(*args, "--help")
         assert r.returncode == 0, r.stderr
         assert "usage: niche3d" in r.stdout
@@ -135,3 +135,43 @@ def test_sigkill_leaves_a_readable_store(tmp_path: Path) -> None:
     assert sorted(run.cells.t.unique()) == [2.0 * i for i in range(n)]
     assert run.metrics.shape[0] == n
     assert run.fields["cxcl12"].isel(t=n - 1).max().compute() > 0
+
+
+def test_first_run_says_it_compiles_before_any_work(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """With kernels missing from numba's disk cache, `niche3d run` says it is compiling
+    and compiles them up front (niche3d._warmup) before building the run; with a warm
+    cache it says nothing."""
+    import niche3d._jit as J
+    import niche3d._warmup as WU
+    from niche3d import cli as C
+
+    calls: list[str] = []
+    monkeypatch.setattr(WU, "warm_up", lambda say=None: calls.append("warm") or 1.0)
+    monkeypatch.setattr(J, "uncached_kernels", lambda: ["residual", "cell_rules_par"])
+    C._compile_first(quiet=False)
+    err = capsys.readouterr().err
+    assert calls == ["warm"]
+    assert "compiling 2 numba kernels (first run only" in err
+    monkeypatch.setattr(J, "uncached_kernels", lambda: [])
+    C._compile_first(quiet=False)
+    assert calls == ["warm"] and capsys.readouterr().err == ""
+
+
+def test_uncached_kernels_lists_kernels_until_they_are_compiled() -> None:
+    import niche3d._jit as J
+
+    def plus_one_for_the_cache_test(x: float) -> float:
+        return x + 1.0
+
+    k = J.jit(plus_one_for_the_cache_test)
+    try:
+        index = k._cache._cache_file._index_path
+        if os.path.exists(index):
+            os.remove(index)  # left by an earlier run of this test
+        name = plus_one_for_the_cache_test.__qualname__
+        assert name in J.uncached_kernels()
+        assert k(1.0) == 2.0  # compiles and writes the disk cache
+        assert name not in J.uncached_kernels()
+    finally:
+        J._KERNELS.remove(k)

@@ -227,6 +227,7 @@ CHILD = textwrap.dedent(
                 if count["n"] == kill_at:
                     mv = memoryview(data).cast("B")
                     tmp = Path(p).parent / ("." + Path(p).name + ".dying" + atomic.TEMP_SUFFIX)
+                    tmp.parent.mkdir(parents=True, exist_ok=True)  # a record's own directory
                     with open(tmp, "wb") as f:
                         f.write(mv[: len(mv) // 2])
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -255,10 +256,10 @@ def _child(*args: str) -> subprocess.CompletedProcess[str]:
                           env=env, cwd=str(REPO), timeout=300)
 
 
-def test_kill_while_rewriting_the_niche_shard_keeps_earlier_records(tmp_path: Path) -> None:
-    """Killed half-way through rewriting the niche shard that holds records 0..2 with record
-    3: the store opens with the 3 reported records and their exact maps, and writing
-    continues from there to a complete store."""
+def test_kill_while_writing_a_niche_record_keeps_earlier_records(tmp_path: Path) -> None:
+    """Killed half-way through writing record 3's niche data file: the store opens with
+    the 3 reported records and their exact maps, and writing continues from there to a
+    complete store."""
     path = tmp_path / "run.zarr"
     r = _child(str(path), "create", "4")
     assert r.returncode == -signal.SIGKILL, r.stderr

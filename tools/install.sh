@@ -59,5 +59,8 @@ if [ "$want_test" = 1 ]; then
   uvpip -e ".[test]" -e plugins/napari-niche3d
 else
   uvpip -e . -e plugins/napari-niche3d "napari[pyqt6]>=0.6"
+  # compile and cache the numba kernels now, so the first run starts at once (the test
+  # suite compiles its own bounds-checked copies, so --test skips this)
+  .venv/bin/niche3d warmup
 fi
 echo "install.sh: ready (.venv/bin/niche3d)" >&2

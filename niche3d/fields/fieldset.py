@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from niche3d._threads import ThreadGovernor
 from niche3d.fields import _solution_storage as K
 from niche3d.fields._boundary import KINDS, VALUE
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
@@ -166,6 +167,7 @@ class FieldSet:
         # occupied voxels, sorted and unique: a list rather than a per-voxel mask, so the
         # solver's memory beyond the fields grows with the cells, not with the lattice
         self._cells_key: np.ndarray = np.zeros(0, np.int64)
+        self._governor = ThreadGovernor()
         self._protease: float | np.ndarray = 0.0
         mcfg = config.membrane_scf
         self._mexpr = _table(mcfg.expression, 0.0)
@@ -414,6 +416,15 @@ class FieldSet:
             if not (math.isfinite(dt) and dt > 0):
                 raise ValueError(f"dt_minutes must be None or a finite number > 0, got {dt_minutes!r}")
             inv_dt = 1.0 / dt
+        # one thread or all allowed, whichever is faster on this machine now (_threads)
+        with self._governor() as work:
+            rep = self._solve_all(cell_voxels, inv_dt, dt_minutes)
+            work.units = max(1, sum(rep.cycles.values()))
+        object.__setattr__(rep, "seconds", time.perf_counter() - t0)
+        return rep
+
+    def _solve_all(self, cell_voxels: np.ndarray | None, inv_dt: float,
+                   dt_minutes: float | None) -> SolveReport:
         self._set_cells(cell_voxels)
         tol = self.config.tolerance
         rep = SolveReport(mode="implicit" if inv_dt > 0 else "steady",
@@ -437,12 +448,11 @@ class FieldSet:
                 warnings.warn(
                     f"field {name!r}: the solve stopped at relative residual {r:.2e} after "
                     f"{cycles} cycles, above fields.tolerance = {tol:g} ({why}); this "
-                    f"warning is given once per field", RuntimeWarning, stacklevel=2)
+                    f"warning is given once per field", RuntimeWarning, stacklevel=3)
             rep.cycles[name] = cycles
             rep.initial_residual[name] = r0
             rep.residual[name] = r
             rep.converged[name] = bool(r <= tol)
-        object.__setattr__(rep, "seconds", time.perf_counter() - t0)
         return rep
 
     def residual(self, name: str) -> float:

@@ -23,7 +23,9 @@ from pathlib import Path
 from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
-__all__ = ["AtomicLocalStore", "atomic_write_bytes", "remove_stale_temp_files", "TEMP_SUFFIX"]
+__all__ = [
+    "AtomicLocalStore", "atomic_link", "atomic_write_bytes", "remove_stale_temp_files", "TEMP_SUFFIX",
+]
 
 #: Suffix of temporary files; a file with it is garbage left by a killed writer.
 TEMP_SUFFIX = ".niche3d-tmp"
@@ -78,6 +80,33 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview, *
     if durable:
         _fsync_dir(dest.parent)
     return n
+
+
+def atomic_link(src: str | os.PathLike[str], path: str | os.PathLike[str], *, durable: bool = True) -> None:
+    """Make ``path`` hold the same bytes as the existing file ``src``, atomically.
+
+    A hard link (no bytes are written: an unchanged tissue image costs one directory
+    entry per record), made under a temporary name and renamed over ``path``, so readers
+    see the old or the new content. Where the filesystem has no hard links, the bytes
+    are copied with :func:`atomic_write_bytes`. Files of the store are only ever
+    replaced by rename, never changed in place, so linked files stay independent.
+    """
+    src, dest = Path(src), Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+    try:
+        os.link(src, tmp)
+    except OSError:  # no hard links here (some network or FAT filesystems): copy
+        atomic_write_bytes(dest, src.read_bytes(), durable=durable)
+        return
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        _fsync_dir(dest.parent)
 
 
 def remove_stale_temp_files(root: str | os.PathLike[str]) -> int:

@@ -1,0 +1,135 @@
+"""What writing the run store costs the step loop: background writer vs synchronous, in
+one process, and the write amplification of a long run.
+
+Three runs of the default scenario (``scenarios/homeostasis.toml``, one record per day),
+same seed, one after another in this process, from a warm numba cache:
+
+* ``before``: the store as niche3d wrote it until now: every call synchronous in the
+  step loop and Blosc zstd level 5 with byte shuffle;
+* ``sync``: synchronous, with today's codec (zstd level 1, bit shuffle);
+* ``background``: as niche3d runs (records encoded and written by the background thread).
+
+For each: wall time per simulated day, the time the step loop spent on the store
+(``Simulation._record`` and checkpoints, i.e. copying, queueing and waiting, plus the
+writes themselves when synchronous) as a share of the run, and, over the whole run, the
+bytes handed to the filesystem against the bytes the store keeps (write amplification;
+hard-linked files counted once). Writes ``benchmarks/results/bench_store.json``.
+
+Run::
+
+    python benchmarks/bench_store.py                 # 365 days (365 records), ~10 min
+    python benchmarks/bench_store.py --days 60       # shorter
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _one(days: float, mode: str, out: Path) -> dict:
+    from zarr.codecs import BloscCodec
+
+    import niche3d.io._atomic as atomic
+    import niche3d.io.writer as W
+    from niche3d import Simulation
+    from niche3d.scenario import load_scenario
+
+    written = {"bytes": 0}
+    real_write = atomic.atomic_write_bytes
+
+    def counting(p, data, *, durable=True):  # type: ignore[no-untyped-def]
+        written["bytes"] += memoryview(data).nbytes
+        return real_write(p, data, durable=durable)
+
+    saved = (W._COMPRESSOR, W._LABEL_COMPRESSOR)
+    if mode == "before":
+        W._COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+        W._LABEL_COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="noshuffle")
+    atomic.atomic_write_bytes = counting
+    store_s = {"t": 0.0}
+    real_record = Simulation._record
+
+    def timed_record(self):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        try:
+            return real_record(self)
+        finally:
+            store_s["t"] += time.perf_counter() - t
+
+    Simulation._record = timed_record  # type: ignore[method-assign]
+    try:
+        sc = load_scenario(ROOT / "scenarios" / "homeostasis.toml")
+        sim = Simulation(sc, out)
+        if mode != "background":  # unwrap: every write synchronous in the step loop
+            bw = sim.writer
+            bw.close()
+            sim.writer = bw.writer
+        t0 = time.perf_counter()
+        sim.run(days)
+        run_s = time.perf_counter() - t0
+        if mode == "background":
+            sim.writer.close()
+    finally:
+        atomic.atomic_write_bytes = real_write
+        W._COMPRESSOR, W._LABEL_COMPRESSOR = saved
+        Simulation._record = real_record  # type: ignore[method-assign]
+    inodes: dict[int, int] = {}
+    for p in out.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            inodes[st.st_ino] = st.st_size
+    kept = sum(inodes.values())
+    return {
+        "run_seconds": run_s,
+        "seconds_per_day": run_s / days,
+        "store_seconds_in_loop": store_s["t"],
+        "store_share": store_s["t"] / run_s,
+        "bytes_written": written["bytes"],
+        "bytes_kept": kept,
+        "write_amplification": written["bytes"] / kept,
+        "records": sim.records_written,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--days", type=float, default=365.0)
+    ap.add_argument("--modes", nargs="+", default=["before", "sync", "background"],
+                    choices=["before", "sync", "background"])
+    ap.add_argument("--out", type=Path, default=RESULTS / "bench_store.json")
+    args = ap.parse_args()
+    from niche3d import Simulation
+    from niche3d.scenario import load_scenario
+
+    res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                 "days": args.days, "modes": {}}
+    with tempfile.TemporaryDirectory() as d:
+        # warm the numba cache and the solver so no mode pays for compiling
+        Simulation(load_scenario(ROOT / "scenarios" / "homeostasis.toml")).run(1)
+        for mode in args.modes:
+            r = _one(args.days, mode, Path(d) / f"{mode}.zarr")
+            res["modes"][mode] = r
+            print(f"{mode:10s} {r['seconds_per_day']:.3f} s/day  store {100 * r['store_share']:5.1f} % "
+                  f"of the run  written/kept {r['write_amplification']:.3f} "
+                  f"({r['bytes_written'] / 2**20:.1f} / {r['bytes_kept'] / 2**20:.1f} MiB, "
+                  f"{r['records']} records)", flush=True)
+    m = res["modes"]
+    if "before" in m and "background" in m:
+        res["speedup_vs_before"] = m["before"]["run_seconds"] / m["background"]["run_seconds"]
+        print(f"run time before / now: x{res['speedup_vs_before']:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The background writer: same store as synchronous writes, copies, errors, bounded queue;
+and the thread governor's choice (niche3d._threads) on a fake clock."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from niche3d._threads import ThreadGovernor
+from niche3d.io import RunWriter, open_run
+from niche3d.io.background import BackgroundWriter
+from niche3d.scenario import Scenario
+
+SHAPE = (8, 9, 10)
+FIELDS = [("cxcl12", "nM", (0.0, 40.0)), ("scf", "nM", (0.0, 5.0))]
+
+
+def _create(path: Path, n: int = 6) -> RunWriter:
+    sc = Scenario.default().with_overrides({"domain.shape": list(SHAPE)})
+    lab = np.ones(SHAPE, np.uint8)
+    lab[0] = 0
+    return RunWriter.create(path, scenario=sc, labels=lab, voxel_um=10.0, record_hours=1.0,
+                            n_records=n, fields=FIELDS, seed=1, code_version="test", dt_hours=1.0)
+
+
+def _record(i: int) -> dict:
+    rng = np.random.default_rng(i)
+    return dict(
+        fields={"cxcl12": rng.random(SHAPE, dtype=np.float32), "scf": rng.random(SHAPE, dtype=np.float32)},
+        labels=None,
+        cells={"track_id": np.arange(i + 2), "z": np.zeros(i + 2, np.int64),
+               "y": np.ones(i + 2, np.int64), "x": np.full(i + 2, 2, np.int64)},
+        metrics={"n_hsc": float(i + 2)},
+    )
+
+
+def _write(w: RunWriter | BackgroundWriter, n: int) -> None:
+    for i in range(n):
+        w.write_record(i, float(i), **_record(i))
+        w.append_events({"t_hours": np.array([i + 0.5]), "kind": np.array([i % 3], np.int8)})
+        if i == 3:
+            w.write_checkpoint({"a": np.arange(5)}, {"record": i})
+
+
+def test_background_store_equals_synchronous_store(tmp_path: Path) -> None:
+    _write(_create(tmp_path / "sync.zarr"), 6)
+    bw = BackgroundWriter(_create(tmp_path / "bg.zarr"))
+    _write(bw, 6)
+    bw.close()
+    a, b = open_run(tmp_path / "sync.zarr"), open_run(tmp_path / "bg.zarr")
+    assert a.n_records == b.n_records == 6
+    for name in ("cxcl12", "scf"):
+        np.testing.assert_array_equal(a.fields[name].values, b.fields[name].values)
+    np.testing.assert_array_equal(a.tissue.values, b.tissue.values)
+    for t in ("cells", "events", "metrics"):
+        assert getattr(a, t).equals(getattr(b, t))
+
+
+def test_arrays_are_copied_when_queued(tmp_path: Path) -> None:
+    bw = BackgroundWriter(_create(tmp_path / "c.zarr"))
+    rec = _record(0)
+    want = rec["fields"]["cxcl12"].copy()
+    bw.write_record(0, 0.0, **rec)
+    rec["fields"]["cxcl12"][...] = -1.0  # the simulation overwrites its field in place
+    bw.close()
+    np.testing.assert_array_equal(open_run(tmp_path / "c.zarr").fields["cxcl12"][0].values, want)
+
+
+def test_error_in_the_thread_is_raised_in_the_caller_and_stops_writing(tmp_path: Path) -> None:
+    bw = BackgroundWriter(_create(tmp_path / "e.zarr"))
+    bw.write_record(0, 0.0, **_record(0))
+    bw.write_record(5, 1.0, **_record(1))  # out of order: RunWriter raises ValueError
+    with pytest.raises(ValueError, match="index must be the next record") as info:
+        bw.flush()
+    assert any("background writer" in n for n in info.value.__notes__)
+    with pytest.raises(ValueError):  # and again on the next call; nothing more is queued
+        bw.write_record(1, 1.0, **_record(1))
+    assert bw.writer.n_records_written == 1
+
+
+def test_full_queue_makes_the_caller_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _create(tmp_path / "q.zarr")
+    gate = threading.Event()
+    real = w.append_events
+
+    def slow(events):  # type: ignore[no-untyped-def]
+        gate.wait(30)
+        return real(events)
+
+    monkeypatch.setattr(w, "append_events", slow)
+    bw = BackgroundWriter(w, max_pending=2)
+    ev = {"t_hours": np.array([0.5]), "kind": np.array([0], np.int8)}
+    bw.append_events(ev)  # taken by the thread, which waits at the gate
+    done = threading.Event()
+
+    def more() -> None:
+        for _ in range(3):  # two fit in the queue; the third must wait
+            bw.append_events(ev)
+        done.set()
+
+    t = threading.Thread(target=more)
+    t.start()
+    assert not done.wait(0.5)
+    gate.set()
+    t.join(30)
+    assert done.is_set()
+    bw.close()
+    assert len(open_run(tmp_path / "q.zarr").events) == 4
+
+
+def test_bad_arguments_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="RunWriter"):
+        BackgroundWriter("not a writer")  # type: ignore[arg-type]
+    w = _create(tmp_path / "b.zarr")
+    with pytest.raises(ValueError, match="max_pending"):
+        BackgroundWriter(w, max_pending=0)
+    bw = BackgroundWriter(w)
+    with pytest.raises(ValueError, match="n_more"):
+        bw.extend(0)
+    bw.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        bw.write_record(0, 0.0, **_record(0))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _drive(gov: ThreadGovernor, clock: _Clock, cost: dict[int, float], calls: int,
+           monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import numba
+
+    state = {"n": 2}
+    monkeypatch.setattr(numba, "get_num_threads", lambda: state["n"])
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: state.update(n=n))
+    used = []
+    for _ in range(calls):
+        with gov() as work:
+            n = state["n"]
+            used.append(n)
+            clock.t += cost[n] * 3.0
+            work.units = 3.0
+        assert state["n"] == 2  # the allowed count is restored after each call
+    return used
+
+
+@pytest.mark.parametrize("cost,best", [({1: 1.0, 2: 0.6}, 2), ({1: 1.0, 2: 2.0}, 1)])
+def test_governor_settles_on_the_faster_count_and_keeps_probing(
+        cost: dict[int, float], best: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NICHE3D_ADAPTIVE_THREADS", raising=False)
+    clock = _Clock()
+    gov = ThreadGovernor(probe_every=10, clock=clock)
+    used = _drive(gov, clock, cost, 100, monkeypatch)
+    assert used[:2] == [2, 1]  # both are measured first
+    other = 3 - best
+    assert used[2:].count(best) == 98 - used[2:].count(other)
+    assert used[2:].count(other) == 10  # one probe every 10 calls
+    assert gov.counts == {best: used.count(best), other: used.count(other)}
+
+
+def test_governor_follows_a_change_of_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NICHE3D_ADAPTIVE_THREADS", raising=False)
+    clock = _Clock()
+    gov = ThreadGovernor(probe_every=8, clock=clock)
+    _drive(gov, clock, {1: 1.0, 2: 0.6}, 40, monkeypatch)  # idle: two threads win
+    used = _drive(gov, clock, {1: 1.0, 2: 2.0}, 80, monkeypatch)  # a core gets busy
+    assert used[-40:].count(1) >= 35
+
+
+def test_governor_off_uses_every_allowed_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NICHE3D_ADAPTIVE_THREADS", "0")
+    clock = _Clock()
+    used = _drive(ThreadGovernor(clock=clock), clock, {1: 1.0, 2: 5.0}, 20, monkeypatch)
+    assert used == [2] * 20
+    with pytest.raises(ValueError, match="probe_every"):
+        ThreadGovernor(probe_every=1)
+    with pytest.raises(ValueError, match="smoothing"):
+        ThreadGovernor(smoothing=0)
+
+
+def test_thread_ends_when_idle_and_comes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import niche3d.io.background as B
+
+    monkeypatch.setattr(B, "IDLE_SECONDS", 0.05)
+    bw = BackgroundWriter(_create(tmp_path / "i.zarr"))
+    assert bw._thread is None  # no thread before there is work
+    bw.write_record(0, 0.0, **_record(0))
+    bw.flush()
+    for _ in range(200):
+        if bw._thread is None:
+            break
+        threading.Event().wait(0.01)
+    assert bw._thread is None  # an idle writer holds no thread
+    bw.write_record(1, 1.0, **_record(1))
+    bw.close()
+    assert open_run(tmp_path / "i.zarr").n_records == 2
