@@ -22,6 +22,9 @@ _CHECKED = os.environ.setdefault("NICHE3D_BOUNDSCHECK", "1")
 os.environ.setdefault(
     "NUMBA_CACHE_DIR", str(REPO / ".pytest_cache" / f"numba-boundscheck-{_CHECKED}")
 )
+# generated lattices are cached on disk (niche3d.tissue.cache); the suite keeps its own
+# cache beside the numba one, never the user's ~/.cache
+os.environ.setdefault("NICHE3D_CACHE_DIR", str(REPO / ".pytest_cache" / "niche3d-cache"))
 if "numba" in sys.modules:
     # a pytest plugin (napari's) imports numba before this file runs, so numba has read
     # its configuration already; niche3d's kernels are decorated later, at its import,

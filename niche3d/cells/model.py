@@ -24,6 +24,7 @@ import zlib
 import numba
 import numpy as np
 
+from niche3d._threads import ThreadGovernor, untimed
 from niche3d.cells import _kernels as K
 from niche3d.cells import codes as C
 from niche3d.cells import params as P
@@ -133,6 +134,9 @@ class CellModel:
         # static per-voxel maps (computed once; O(voxels) only here)
         self._enter = np.ascontiguousarray(lattice.enterable.astype(np.uint8).ravel())
         self._mark = np.zeros(self._enter.size, np.uint8)  # scratch of the daughters' walk
+        # thread governors of the parallel parts (serial kernels need none: a no-op one)
+        self._governors = {"niche": ThreadGovernor(), "cells": ThreadGovernor(),
+                           "serial": untimed}
         self._contact, self._vcam = contact_maps(
             lattice, config.death.opn_range_um, config.adhesion.endothelial_vcam1_factor
         )
@@ -413,19 +417,22 @@ class CellModel:
         resolve = K.resolve_moves_par if par_ok else K.resolve_moves_ser
         move = K.apply_moves_par if par_ok else K.apply_moves_ser
         rules = K.cell_rules_par if par_ok else K.cell_rules_ser
-        # 1. motility
-        if n > 0 and (par[P.K_PHOP] > 0 or par[P.K_PHOP_MPP] > 0):
-            for sub in range(self.n_micro):
-                propose(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"],
-                        c["lastdir"], occ, self._enter, cxcl, nsig, nz, ny, nx, par,
-                        self.seed, step, sub, s["target"], s["tdir"], s["prio"])
-                resolve(n, s["target"], s["prio"], occ, nz, ny, nx, s["win"])
-                move(n, s["target"], s["tdir"], s["win"], occ, c["z"], c["y"],
-                     c["x"], c["lastdir"], ny, nx)
-        # 2. rules
-        rules(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"], c["timer"],
-              c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._ang1, nsig, nz, ny,
-              nx, par, self.seed, step, t0, s["act"], s["ev_time"], s["changed"], s["k_egress"])
+        # 1. motility and 2. rules: in parallel above PARALLEL_MIN_CELLS cells, with one
+        # thread or all, whichever the governor has timed faster lately (niche3d._threads)
+        with self._governors["cells" if par_ok else "serial"]() as work:
+            work.units = max(n, 1)
+            if n > 0 and (par[P.K_PHOP] > 0 or par[P.K_PHOP_MPP] > 0):
+                for sub in range(self.n_micro):
+                    propose(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"],
+                            c["lastdir"], occ, self._enter, cxcl, nsig, nz, ny, nx, par,
+                            self.seed, step, sub, s["target"], s["tdir"], s["prio"])
+                    resolve(n, s["target"], s["prio"], occ, nz, ny, nx, s["win"])
+                    move(n, s["target"], s["tdir"], s["win"], occ, c["z"], c["y"],
+                         c["x"], c["lastdir"], ny, nx)
+            rules(n, c["ids"], c["state"], c["bound"], c["z"], c["y"], c["x"], c["timer"],
+                  c["lag"], cxcl, scf, mscf, self._contact, self._vcam, self._ang1, nsig, nz,
+                  ny, nx, par, self.seed, step, t0, s["act"], s["ev_time"], s["changed"],
+                  s["k_egress"])
         # egress hazards per blood class, for the other marrow's mean field
         rates = self._class_sums(s["k_egress"][:n], c["state"][:n] == C.S_DORMANT,
                                  c["donor"][:n] != 0)
@@ -554,7 +561,8 @@ class CellModel:
             return
         nz, ny, nx = self.shape
         sig = np.empty(self._marrow_vox.size, np.float64)
-        K.niche_signal_map(self._marrow_vox, nz, ny, nx, cxcl, mscf, self._contact, par, sig)
+        with self._governors["niche"]():  # one thread or all, whichever is faster now
+            K.niche_signal_map(self._marrow_vox, nz, ny, nx, cxcl, mscf, self._contact, par, sig)
         self._nsig[self._marrow_vox] = sig
         self._nsig_key = key
 

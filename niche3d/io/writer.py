@@ -365,6 +365,10 @@ class RunWriter:
         """Whether the store has the niche-site label image ``labels/niche``."""
         return self._niche is not None
 
+    def flush(self) -> None:
+        """Nothing to do: every call returns once its data is committed (the same method as
+        :class:`~niche3d.io.background.BackgroundWriter`, so either can be used)."""
+
     def __enter__(self) -> RunWriter:
         return self
 

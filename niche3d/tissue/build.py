@@ -11,7 +11,8 @@ __all__ = ["build_lattice"]
 
 
 def build_lattice(
-    shape: tuple[int, int, int], voxel_um: float, config: TissueConfig, seed: int
+    shape: tuple[int, int, int], voxel_um: float, config: TissueConfig, seed: int,
+    *, cache: bool = True,
 ) -> Lattice:
     """Build the lattice a scenario asks for.
 
@@ -28,6 +29,10 @@ def build_lattice(
     seed
         Run seed; used when ``config.seed`` is None (a fixed ``config.seed`` shares one
         geometry across replicates).
+    cache
+        Reuse a procedural lattice generated before with the same shape, voxel size,
+        ``[tissue]`` section, seed and code (:mod:`niche3d.tissue.cache`; bit-identical
+        to generating it again).
 
     Returns
     -------
@@ -44,7 +49,14 @@ def build_lattice(
         raise TypeError(f"config must be a TissueConfig, got {type(config).__name__}")
     use_seed = config.seed if config.seed is not None else seed
     if config.source == "procedural":
-        return generate_marrow(shape, voxel_um, config, use_seed)
+        if not cache:
+            return generate_marrow(shape, voxel_um, config, use_seed)
+        from niche3d.tissue.cache import cached_labels, lattice_key
+
+        shp = (int(shape[0]), int(shape[1]), int(shape[2]))
+        key = lattice_key(shp, voxel_um, config.model_dump_json(), use_seed)
+        labels = cached_labels(key, shp, lambda: generate_marrow(shape, voxel_um, config, use_seed).labels)
+        return Lattice(labels, voxel_um)
     if config.source == "image":
         if config.image is None:  # the config validator prevents this; keep the message
             raise ValueError("tissue.source = 'image' needs a [tissue.image] table with a path")

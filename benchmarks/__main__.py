@@ -1,0 +1,52 @@
+"""Run niche3d's benchmarks one after another: ``python -m benchmarks [--quick]``.
+
+Each benchmark times our code and a baseline in the same process, prints the ratios and
+writes its JSON under ``benchmarks/results/``. ``--quick`` gives every script its short
+mode (a few minutes in all on 2 cores); without it the full modes run (about half an
+hour). ``--only NAME ...`` picks scripts by name (``threads``, ``store``, ``fields``,
+``cells``, ``tissue``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+#: name -> (script, quick arguments, full arguments)
+BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
+    "threads": ("bench_threads.py", ["--quick"], []),
+    "store": ("bench_store.py", ["--days", "30"], ["--days", "365"]),
+    "fields": ("bench_fields.py", ["--sizes", "64", "--repeats", "1"], []),
+    "cells": ("bench_cells.py", ["--quick"], []),
+    "tissue": ("bench_tissue.py", [], ["--large"]),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short modes")
+    ap.add_argument("--only", nargs="+", choices=list(BENCHES), default=list(BENCHES))
+    a = ap.parse_args()
+    failed = []
+    for name in a.only:
+        script, quick, full = BENCHES[name]
+        cmd = [sys.executable, str(HERE / script), *(quick if a.quick else full)]
+        print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, check=False)
+        print(f"== {name}: {'ok' if r.returncode == 0 else f'FAILED ({r.returncode})'} "
+              f"in {time.perf_counter() - t0:.0f} s", flush=True)
+        if r.returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
