@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 #: name -> (script, quick arguments, full arguments)
 BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "threads": ("bench_threads.py", ["--quick"], []),
-    "store": ("bench_store.py", ["--days", "30"], ["--days", "365"]),
+    "store": ("bench_store.py", ["--days", "30", "--block", "3"], ["--days", "365"]),
     "fields": ("bench_fields.py", ["--sizes", "64", "--repeats", "1"], []),
     "cells": ("bench_cells.py", ["--quick"], []),
     "tissue": ("bench_tissue.py", [], ["--large"]),

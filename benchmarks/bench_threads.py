@@ -2,7 +2,8 @@
 
 For each threading set-up (numba's own choice with libgomp spinning, libgomp with
 ``OMP_WAIT_POLICY=PASSIVE``, numba's ``workqueue`` layer, each with niche3d's thread
-governor off, and niche3d as it runs: the governor of ``niche3d/_threads.py`` on) a child process is started with that environment; the
+governor off; the governor of ``niche3d/_threads.py`` with spinning threads; and niche3d
+as it runs: the governor with sleeping threads) a child process is started with that environment; the
 layer is fixed for a process's life, so set-ups cannot share one. Inside each child the
 two thread counts alternate (1, 2, 1, 2, ...) on the same objects, so both see the same
 machine state:
@@ -41,11 +42,15 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 
 # name -> environment of the child (niche3d/_threads.py explains the choice)
+# (GOMP_SPINCOUNT=300000 is libgomp's own default spin, spelled out so that niche3d,
+# which sets OMP_WAIT_POLICY=PASSIVE when neither is set, leaves it alone)
 SETUPS: dict[str, dict[str, str]] = {
-    "numba default (omp, spinning)": {"NICHE3D_ADAPTIVE_THREADS": "0"},
+    "numba default (omp, spinning)": {"NICHE3D_ADAPTIVE_THREADS": "0", "GOMP_SPINCOUNT": "300000"},
     "omp passive": {"NICHE3D_ADAPTIVE_THREADS": "0", "OMP_WAIT_POLICY": "PASSIVE"},
-    "workqueue": {"NICHE3D_ADAPTIVE_THREADS": "0", "NUMBA_THREADING_LAYER": "workqueue"},
-    "niche3d (adaptive)": {},
+    "workqueue": {"NICHE3D_ADAPTIVE_THREADS": "0", "NUMBA_THREADING_LAYER": "workqueue",
+                  "GOMP_SPINCOUNT": "300000"},
+    "governor, spinning": {"GOMP_SPINCOUNT": "300000"},
+    "niche3d (governor, passive)": {},
 }
 _CLEAR = ("NICHE3D_ADAPTIVE_THREADS", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER", "GOMP_SPINCOUNT",
           "NUMBA_NUM_THREADS")

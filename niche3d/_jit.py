@@ -19,7 +19,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import numba
+# libgomp (numba's OpenMP threading layer) reads its wait policy once, when it loads,
+# which is at numba's first parallel call, after this import. Its default spins between
+# parallel regions: on a machine with another busy process two threads were then 1.5-2x
+# slower than one (benchmarks/bench_threads.py); sleeping threads lose far less, and the
+# thread governor (niche3d._threads) recovers the idle speed-up by choosing per call.
+# A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is left alone.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+import numba  # noqa: E402  (after the wait policy, before any kernel)
 
 __all__ = ["jit", "set_threads", "uncached_kernels"]
 
