@@ -23,7 +23,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from niche3d.io import _atomic
+from niche3d.io import _atomic, _shard
 from niche3d.io._atomic import AtomicLocalStore, remove_stale_temp_files
 from niche3d.io._format import (
     FORMAT_NAME,
@@ -443,7 +443,7 @@ class RunWriter:
         metric_vals, metric_types = self._metric_columns(metrics)
 
         # data first ...
-        self._image[index] = image
+        self._put_record(self._image, index, image)
         # Label images are encoded only when they change: an unchanged record's data file
         # is a hard link to the previous record's (every record still has its file, so
         # any OME-Zarr reader sees the tissue at every time point).
@@ -451,12 +451,12 @@ class RunWriter:
         if index == 0 and same:
             pass  # create() stored record 0's tissue
         elif not (index > 0 and same and self._link_record(self._tissue, index)):
-            self._tissue[index] = lab
+            self._put_record(self._tissue, index, lab)
         if self._niche is not None:
             if not (index > 0 and self._last_sites is not None
                     and np.array_equal(sites, self._last_sites)
                     and self._link_record(self._niche, index)):
-                self._niche[index] = sites
+                self._put_record(self._niche, index, sites)
             self._last_sites = sites
         rec = np.full(n_cells, index, dtype=np.int64)
         cell_vals = {"record": rec.astype(np.float64), "t": np.full(n_cells, t_hours), **cell_vals}
@@ -561,6 +561,15 @@ class RunWriter:
         return state, meta
 
     # ------------------------------------------------------------------ internals
+    def _put_record(self, arr: zarr.Array, index: int, block: np.ndarray) -> None:
+        """Write one record of an image or label array: its shard built directly
+        (``_shard``: no zarr event loop, the GIL released while compressing) when the
+        layout allows, through zarr otherwise (stores of earlier layouts)."""
+        if _shard.can_write(arr):
+            _shard.write_record_shard(arr, self.path, index, block)
+        else:
+            arr[index] = block
+
     def _link_record(self, arr: zarr.Array, index: int) -> bool:
         """Make record ``index`` of a label array share record ``index - 1``'s data file.
 
