@@ -244,3 +244,19 @@ def test_direct_shard_writes_read_back_like_zarr_writes(
     want = [_record(i)["fields"]["scf"] for i in range(5)]
     got = open_run(tmp_path / "direct.zarr").fields["scf"].values
     np.testing.assert_array_equal(got, np.stack(want))
+
+
+def test_without_hard_links_unchanged_labels_are_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    def no_link(src, dst):  # type: ignore[no-untyped-def]
+        raise OSError(1, "Operation not permitted")  # as on filesystems without hard links
+
+    monkeypatch.setattr(os, "link", no_link)
+    w = _create(tmp_path / "nolink.zarr")
+    _write(w, 4)
+    files = sorted((tmp_path / "nolink.zarr" / "labels" / "tissue" / "s0" / "c").rglob("*"))
+    files = [p for p in files if p.is_file()]
+    assert len(files) == 4 and all(p.stat().st_nlink == 1 for p in files)
+    tissue = open_run(tmp_path / "nolink.zarr").tissue.values
+    assert (tissue == tissue[0]).all() and tissue[0, 0].max() == 0 and tissue[0, 1].min() == 1

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from zarr.core.buffer import Buffer
@@ -63,22 +64,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview, *
     int
         Number of bytes written.
     """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
-    try:
+    n = 0
+
+    def fill(tmp: Path) -> None:
+        nonlocal n
         with open(tmp, "wb") as f:
             n = f.write(data)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if durable:
-        _fsync_dir(dest.parent)
+
+    _via_temp(Path(path), fill, durable)
     return n
 
 
@@ -91,15 +87,30 @@ def atomic_link(src: str | os.PathLike[str], path: str | os.PathLike[str], *, du
     are copied with :func:`atomic_write_bytes`. Files of the store are only ever
     replaced by rename, never changed in place, so linked files stay independent.
     """
-    src, dest = Path(src), Path(path)
+    src = Path(src)
+    try:
+        _via_temp(Path(path), lambda tmp: os.link(src, tmp), durable, errors=False)
+    except _NoLink:  # no hard links here (some network or FAT filesystems): copy
+        atomic_write_bytes(path, src.read_bytes(), durable=durable)
+
+
+class _NoLink(Exception):
+    pass
+
+
+def _via_temp(dest: Path, make: Callable[[Path], object], durable: bool, errors: bool = True) -> None:
+    """Create ``dest``'s new content under a temporary name with ``make(tmp)``, then
+    rename it over ``dest`` (and fsync the directory when ``durable``). With
+    ``errors=False`` an OSError of ``make`` becomes :class:`_NoLink`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
     try:
-        os.link(src, tmp)
-    except OSError:  # no hard links here (some network or FAT filesystems): copy
-        atomic_write_bytes(dest, src.read_bytes(), durable=durable)
-        return
-    try:
+        try:
+            make(tmp)
+        except OSError:
+            if errors:
+                raise
+            raise _NoLink from None
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
