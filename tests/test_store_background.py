@@ -260,3 +260,17 @@ def test_without_hard_links_unchanged_labels_are_copied(tmp_path: Path, monkeypa
     assert len(files) == 4 and all(p.stat().st_nlink == 1 for p in files)
     tissue = open_run(tmp_path / "nolink.zarr").tissue.values
     assert (tissue == tissue[0]).all() and tissue[0, 0].max() == 0 and tissue[0, 1].min() == 1
+
+
+def test_relinking_a_record_that_is_already_linked_leaves_no_temp_file(tmp_path: Path) -> None:
+    """A resumed run replays records whose label file is already a link to the same
+    data; rename() of one link over another of the same file does nothing, so the
+    temporary name must not be left behind."""
+    from niche3d.io._atomic import TEMP_SUFFIX, atomic_link, atomic_write_bytes
+
+    a, b = tmp_path / "a", tmp_path / "d" / "b"
+    atomic_write_bytes(a, b"data")
+    atomic_link(a, b)
+    atomic_link(a, b)  # again, as a replay does
+    assert b.read_bytes() == b"data" and a.stat().st_ino == b.stat().st_ino
+    assert not list(tmp_path.rglob(f"*{TEMP_SUFFIX}"))

@@ -87,11 +87,16 @@ def atomic_link(src: str | os.PathLike[str], path: str | os.PathLike[str], *, du
     are copied with :func:`atomic_write_bytes`. Files of the store are only ever
     replaced by rename, never changed in place, so linked files stay independent.
     """
-    src = Path(src)
+    src, dest = Path(src), Path(path)
+    with contextlib.suppress(OSError):
+        if os.path.samefile(src, dest):
+            # already linked (a resumed run replaying a record); renaming a link over
+            # another link of the same file would do nothing and leave the temp name
+            return
     try:
-        _via_temp(Path(path), lambda tmp: os.link(src, tmp), durable, errors=False)
+        _via_temp(dest, lambda tmp: os.link(src, tmp), durable, errors=False)
     except _NoLink:  # no hard links here (some network or FAT filesystems): copy
-        atomic_write_bytes(path, src.read_bytes(), durable=durable)
+        atomic_write_bytes(dest, src.read_bytes(), durable=durable)
 
 
 class _NoLink(Exception):
@@ -112,6 +117,8 @@ def _via_temp(dest: Path, make: Callable[[Path], object], durable: bool, errors:
                 raise
             raise _NoLink from None
         os.replace(tmp, dest)
+        if not errors and os.path.lexists(tmp):
+            tmp.unlink()  # rename() of two links to one file leaves both: drop the temp one
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
