@@ -11,13 +11,17 @@ calls ``niche3d warmup`` so that even the first run starts warm.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["warm_up"]
+__all__ = ["cold_kernels", "warm_up"]
 
 #: a lattice just big enough for every tissue kind of the generator
 _SHAPE = [24, 48, 48]
@@ -50,4 +54,48 @@ def warm_up(say: Callable[[str], None] | None = None) -> float:
         say(f"  [3/{len(stages)}] {stages[2]} ...")
         sim.checkpoint()
         Simulation.resume(Path(d) / "warm.zarr").run(1)
+    record_warm()
     return time.perf_counter() - t0
+
+
+def _marker() -> Path | None:
+    """Where the kernels a warm-up left uncompiled are listed (None: no cache dir)."""
+    import numba
+
+    from niche3d.tissue.cache import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        return None
+    key = json.dumps([numba.__version__, sys.version, os.environ.get("NICHE3D_BOUNDSCHECK", "0"),
+                      str(numba.config.CACHE_DIR or ""), str(Path(__file__).resolve().parent)])
+    return root / "warmup" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def cold_kernels() -> list[str]:
+    """Kernels without a compiled copy on disk that a run may need: those with no numba
+    cache index, less those a completed warm-up left uncompiled (kernels a default run
+    never calls, e.g. irradiation's; they compile on their first use)."""
+    from niche3d._jit import uncached_kernels
+
+    cold = uncached_kernels()
+    m = _marker()
+    if m is not None:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            never = set(json.loads(m.read_text()))
+            cold = [k for k in cold if k not in never]
+    return cold
+
+
+def record_warm() -> None:
+    """Note, after a warm-up, the kernels it did not need (see :func:`cold_kernels`)."""
+    from niche3d._jit import uncached_kernels
+
+    m = _marker()
+    if m is None:
+        return
+    with contextlib.suppress(OSError):
+        m.parent.mkdir(parents=True, exist_ok=True)
+        tmp = m.with_name(m.name + ".tmp")
+        tmp.write_text(json.dumps(sorted(set(uncached_kernels()))))
+        os.replace(tmp, m)

@@ -114,12 +114,11 @@ def _build_parser() -> argparse.ArgumentParser:
 def _compile_first(quiet: bool) -> None:
     """Compile uncached kernels up front, saying so (the first run after an install)."""
     import niche3d.simulation  # noqa: F401  (imports every kernel module)
-    from niche3d._jit import uncached_kernels
+    from niche3d._warmup import cold_kernels, warm_up
 
-    cold = uncached_kernels()
+    cold = cold_kernels()
     if not cold:
         return
-    from niche3d._warmup import warm_up
 
     print(f"compiling {len(cold)} numba kernels (first run only: they are cached for every "
           "later run; about 1-3 min on 2 cores)", file=sys.stderr, flush=True)
@@ -129,10 +128,9 @@ def _compile_first(quiet: bool) -> None:
 
 def _cmd_warmup(a: argparse.Namespace) -> int:
     import niche3d.simulation  # noqa: F401
-    from niche3d._jit import uncached_kernels
-    from niche3d._warmup import warm_up
+    from niche3d._warmup import cold_kernels, warm_up
 
-    n = len(uncached_kernels())
+    n = len(cold_kernels())
     print(f"niche3d warmup: {n} kernels to compile" if n else
           "niche3d warmup: every kernel is cached; checking a small run", file=sys.stderr, flush=True)
     secs = warm_up()

@@ -137,7 +137,7 @@ def test_sigkill_leaves_a_readable_store(tmp_path: Path) -> None:
     assert run.fields["cxcl12"].isel(t=n - 1).max().compute() > 0
 
 
-def test_first_run_says_it_compiles_before_any_work(monkeypatch: pytest.MonkeyPatch,
+def test_first_run_says_it_compiles_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """With kernels missing from numba's disk cache, `niche3d run` says it is compiling
     and compiles them up front (niche3d._warmup) before building the run; with a warm
@@ -147,13 +147,22 @@ def test_first_run_says_it_compiles_before_any_work(monkeypatch: pytest.MonkeyPa
     from niche3d import cli as C
 
     calls: list[str] = []
-    monkeypatch.setattr(WU, "warm_up", lambda say=None: calls.append("warm") or 1.0)
-    monkeypatch.setattr(J, "uncached_kernels", lambda: ["residual", "cell_rules_par"])
+    monkeypatch.setenv("NICHE3D_CACHE_DIR", str(tmp_path))
+    uncached = ["residual", "cell_rules_par", "irradiate_cells"]
+    monkeypatch.setattr(J, "uncached_kernels", lambda: list(uncached))
+
+    def fake_warm(say=None):  # type: ignore[no-untyped-def]
+        calls.append("warm")
+        del uncached[:2]  # compiled by the warm-up; irradiate_cells is never called by it
+        WU.record_warm()
+        return 1.0
+
+    monkeypatch.setattr(WU, "warm_up", fake_warm)
     C._compile_first(quiet=False)
     err = capsys.readouterr().err
     assert calls == ["warm"]
-    assert "compiling 2 numba kernels (first run only" in err
-    monkeypatch.setattr(J, "uncached_kernels", lambda: [])
+    assert "compiling 3 numba kernels (first run only" in err
+    # the next run: the kernel the warm-up never needed does not count as cold
     C._compile_first(quiet=False)
     assert calls == ["warm"] and capsys.readouterr().err == ""
 
