@@ -134,6 +134,8 @@ class RunWriter:
     def __init__(self, path: Path, group: zarr.Group) -> None:  # use create/open_append
         self.path = path
         self._root = group
+        # the root metadata document, kept to rewrite on each commit (_commit)
+        self._root_doc: dict[str, Any] = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
         self._attrs: dict[str, Any] = dict(group.attrs["niche3d"])  # type: ignore[arg-type]
         self._image: zarr.Array = _dense(group["s0"])
         self._tissue: zarr.Array = _dense(group["labels/tissue/s0"])
@@ -597,7 +599,12 @@ class RunWriter:
         a["rows"] = {t: self._tables[t].n_rows for t in TABLES}
         a["last_t_hours"] = self._last_t
         a["updated"] = _now()
-        self._root.update_attributes({"niche3d": a})
+        # The commit is one atomic rewrite of the root zarr.json, done here rather than
+        # through zarr (whose event loop would hold the GIL the simulation needs while
+        # the background writer commits); the document keeps every other key as read.
+        doc = self._root_doc
+        doc["attributes"]["niche3d"] = a
+        _atomic.atomic_write_bytes(self.path / "zarr.json", json.dumps(doc, indent=2).encode())
 
     def _niche_block(self, niche: np.ndarray | None) -> np.ndarray | None:
         """The checked niche map to store, zeros when ``niche`` is None; None without labels/niche."""
