@@ -71,6 +71,17 @@ class OutputConfig(Section):
         24.0, unit="h", gt=0.0, le=24.0 * 365, description="time between records"
     )
     fields: bool = param(True, unit="-", description="store the field volumes at every record")
+    fields_every_records: int = param(
+        1, unit="-", ge=1, le=100000,
+        description="store the field volumes at every N-th record only (the records between "
+                    "hold NaN: not recorded); cells, labels and metrics are stored at every record",
+    )
+    field_keepbits: int | None = param(
+        None, unit="-", ge=1, le=23,
+        description="lossy display copies: keep this many of float32's 23 mantissa bits of the "
+                    "stored fields (round half to even, numcodecs BitRound); relative error "
+                    "<= 2**-(keepbits+1); None = lossless. The simulation itself is unaffected",
+    )
     checkpoint_every_records: int = param(
         10, unit="-", ge=1, le=100000, description="records between checkpoints (for --resume)"
     )

@@ -143,6 +143,7 @@ class Simulation:
                 dt_hours=self.dt_hours,
                 overwrite=overwrite,
                 niche=True,  # labels/niche: the niche-site map of every record (_record)
+                keepbits=scenario.output.field_keepbits,
             )
             self.writer.set_categories("cells", "state", STATE_NAMES)
             self.writer.set_categories("events", "kind", EVENT_NAMES)
@@ -342,7 +343,10 @@ class Simulation:
         w.write_record(
             idx,
             self.t_hours,
-            fields={n: self.fields[n] for n in self.fields.names} if self.scenario.output.fields else None,
+            # fields at every output.fields_every_records-th record (NaN between)
+            fields={n: self.fields[n] for n in self.fields.names}
+            if self.scenario.output.fields and idx % self.scenario.output.fields_every_records == 0
+            else None,
             labels=self.lattice.labels,
             cells=self.cells.snapshot(),
             metrics=self.metrics(),

@@ -93,7 +93,10 @@ def test_resume_after_checkpoint_is_bit_identical(tmp_path: Path, tiny_scenario)
 
 
 def test_output_settings_do_not_change_results(tmp_path: Path, tiny_scenario) -> None:
-    """Checkpoint cadence, stored fields or no store at all: the same cells and metrics."""
+    """Checkpoint cadence, stored fields (none, every third record, bit-rounded) or no
+    store at all: the same cells and metrics."""
+    from numcodecs import BitRound
+
     from niche3d.io import open_run
     from niche3d.simulation import Simulation
 
@@ -101,7 +104,9 @@ def test_output_settings_do_not_change_results(tmp_path: Path, tiny_scenario) ->
     runs = {}
     for label, over in (("every record", {"output.checkpoint_every_records": 1}),
                         ("never", {"output.checkpoint_every_records": 1000}),
-                        ("no fields", {"output.checkpoint_every_records": 3, "output.fields": False})):
+                        ("no fields", {"output.checkpoint_every_records": 3, "output.fields": False}),
+                        ("sparse lossy fields", {"output.fields_every_records": 3,
+                                                 "output.field_keepbits": 8})):
         sim = Simulation(sc.with_overrides(over), tmp_path / f"{len(runs)}.zarr").run()
         runs[label] = (open_run(sim.out), sim.snapshot())
     memory = Simulation(sc).run().snapshot()
@@ -114,6 +119,21 @@ def test_output_settings_do_not_change_results(tmp_path: Path, tiny_scenario) ->
     for key in ref_snap:
         np.testing.assert_array_equal(memory[key], ref_snap[key], err_msg=f"in memory {key}")
     _tables_equal(runs["never"][0], ref)
+    # fields at records 0, 3, 6 (bit-rounded to 8 mantissa bits), NaN at the others
+    sparse = runs["sparse lossy fields"][0]
+    assert sparse.attrs["field_keepbits"] == 8
+    for name in ref.fields.data_vars:
+        exact = ref.fields[name].values
+        got = sparse.fields[name].values
+        for i in range(ref.n_records):
+            if i % 3 == 0:
+                want = BitRound(8).encode(exact[i]).view(np.float32).reshape(exact[i].shape)
+                np.testing.assert_array_equal(got[i], want, err_msg=f"{name} record {i}")
+                finite = np.isfinite(exact[i]) & (exact[i] != 0)
+                rel = np.abs(got[i][finite] - exact[i][finite]) / np.abs(exact[i][finite])
+                assert rel.max() <= 2.0**-9
+            else:
+                assert np.isnan(got[i]).all(), f"{name} record {i} should not be recorded"
 
 
 @pytest.mark.slow

@@ -274,3 +274,16 @@ def test_relinking_a_record_that_is_already_linked_leaves_no_temp_file(tmp_path:
     atomic_link(a, b)  # again, as a replay does
     assert b.read_bytes() == b"data" and a.stat().st_ino == b.stat().st_ino
     assert not list(tmp_path.rglob(f"*{TEMP_SUFFIX}"))
+
+
+def test_keepbits_must_fit_float32(tmp_path: Path) -> None:
+    sc = Scenario.default().with_overrides({"domain.shape": list(SHAPE)})
+    for bad in (0, 24):
+        with pytest.raises(ValueError, match="keepbits"):
+            RunWriter.create(tmp_path / f"k{bad}.zarr", scenario=sc, labels=np.ones(SHAPE, np.uint8),
+                             voxel_um=10.0, record_hours=1.0, n_records=2, fields=FIELDS, seed=1,
+                             code_version="test", dt_hours=1.0, keepbits=bad)
+    from niche3d.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="field_keepbits"):
+        sc.with_overrides({"output.field_keepbits": 30})

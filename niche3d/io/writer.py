@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from numcodecs import BitRound
 from zarr.codecs import BloscCodec
 
 from niche3d.io import _atomic, _shard
@@ -176,6 +177,7 @@ class RunWriter:
         dt_hours: float,
         overwrite: bool = False,
         niche: bool = False,
+        keepbits: int | None = None,
     ) -> RunWriter:
         """Create a new run store.
 
@@ -211,6 +213,11 @@ class RunWriter:
             codes :data:`~niche3d.io._format.NICHE_SITE_NAMES`), filled by the ``niche``
             argument of :meth:`write_record`. :class:`~niche3d.simulation.Simulation`
             always asks for it; without it the store has the tissue labels only.
+        keepbits
+            Lossy display copies: the stored fields keep this many (1..23) mantissa bits
+            (``numcodecs.BitRound``, round half to even; relative error at most
+            ``2**-(keepbits + 1)``); None stores them exactly. Recorded in the attributes
+            as ``field_keepbits``.
 
         Raises
         ------
@@ -237,6 +244,10 @@ class RunWriter:
         if not isinstance(code_version, str):
             raise ValueError(f"code_version must be a string, got {code_version!r}")
         field_meta = _check_fields(fields)
+        if keepbits is not None:
+            keepbits = _check_int("keepbits", keepbits, 1)
+            if keepbits > 23:
+                raise ValueError(f"keepbits must be 1..23 (float32 has 23 mantissa bits), got {keepbits}")
         p = Path(path)
         _prepare_path(p, overwrite=bool(overwrite))
 
@@ -268,6 +279,7 @@ class RunWriter:
             "created": _now(),
             "updated": _now(),
             "checkpoint": None,
+            "field_keepbits": keepbits,
         }
         # root first: a store killed while being created is recognisably ours (and truncated)
         root.update_attributes({"ome": _image_ome(channels, shape, voxel_um, record_hours, occupancy=occupancy), "niche3d": attrs})
@@ -399,8 +411,9 @@ class RunWriter:
         t_hours
             Simulated time of the record in hours; increases strictly from record to record.
         fields
-            Field name -> (z, y, x) array for every stored field; ``None`` only when the
-            store keeps no fields.
+            Field name -> (z, y, x) array for every stored field; ``None`` when the store
+            keeps no fields, or to leave this record's fields unrecorded (stored as NaN,
+            for ``output.fields_every_records``).
         labels
             uint8 (z, y, x) tissue at this record, or ``None`` when unchanged.
         cells
@@ -640,7 +653,9 @@ class RunWriter:
                     inside = (z >= 0) & (y >= 0) & (x >= 0)
                     occ[0, z[inside], y[inside], x[inside]] = 1
             return occ
-        if fields is None or not isinstance(fields, Mapping):
+        if fields is None:  # not recorded at this record (output.fields_every_records)
+            return np.full((len(self._field_names), *self._shape), np.nan, dtype=np.float32)
+        if not isinstance(fields, Mapping):
             raise ValueError(f"fields must map each stored field {self._field_names} to a (z, y, x) array")
         missing = [n for n in self._field_names if n not in fields]
         extra = [n for n in fields if n not in self._field_names]
@@ -655,6 +670,9 @@ class RunWriter:
             if a.shape != self._shape:
                 raise ValueError(f"field {n!r} must have shape {self._shape}, got {a.shape}")
             block[i] = a
+        keep = self._attrs.get("field_keepbits")
+        if keep is not None and int(keep) < 23:  # lossy display copy, by request
+            block = np.asarray(BitRound(int(keep)).encode(block)).view(np.float32).reshape(block.shape)
         return block
 
     def _positions(
