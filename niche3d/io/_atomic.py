@@ -100,7 +100,7 @@ def atomic_link(src: str | os.PathLike[str], path: str | os.PathLike[str], *, du
 
 
 class _NoLink(Exception):
-    pass
+    """The filesystem refused a hard link (atomic_link copies instead)."""
 
 
 def _via_temp(dest: Path, make: Callable[[Path], object], durable: bool, errors: bool = True) -> None:

@@ -463,9 +463,8 @@ class RunWriter:
         # is a hard link to the previous record's (every record still has its file, so
         # any OME-Zarr reader sees the tissue at every time point).
         same = np.array_equal(lab, self._last_labels)
-        if index == 0 and same:
-            pass  # create() stored record 0's tissue
-        elif not (index > 0 and same and self._link_record(self._tissue, index)):
+        stored = index == 0 and same  # create() stored record 0's tissue
+        if not stored and not (index > 0 and same and self._link_record(self._tissue, index)):
             self._put_record(self._tissue, index, lab)
         if self._niche is not None:
             if not (index > 0 and self._last_sites is not None
