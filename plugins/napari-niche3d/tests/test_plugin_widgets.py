@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -161,11 +162,24 @@ def _small_panel(qtbot: Any, tmp_path: Path, days: float) -> Any:
 
 
 @pytest.mark.slow
-def test_run_panel_runs_and_streams(qtbot: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("slow_disk", [False, True], ids=["disk", "slow-disk"])
+def test_run_panel_runs_and_streams(qtbot: Any, tmp_path: Path, monkeypatch: Any, slow_disk: bool) -> None:
     from napari_niche3d._widgets import MetricsPanel
 
     from niche3d.io import open_run
 
+    if slow_disk:
+        # the background writer commits each record well after the simulation counted it:
+        # the panel must still end with every record shown
+        import niche3d.io.writer as writer
+
+        original = writer.RunWriter.write_record
+
+        def slow_write(self: Any, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.3)
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(writer.RunWriter, "write_record", slow_write)
     w = _small_panel(qtbot, tmp_path, days=1.0)
     metrics = MetricsPanel(w.viewer)
     qtbot.addWidget(metrics)

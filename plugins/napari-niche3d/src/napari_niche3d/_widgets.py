@@ -342,11 +342,15 @@ class RunPanel(QWidget):
         self.status.setText(f"t = {t_hours:g} h ({t_hours / 24:.2f} d), {records} records")
         now = time.monotonic()
         if records > self._shown_records and (now - self._last_refresh > 0.25 or fraction >= 1):
-            self._show(records)
+            self._show()
 
-    def _show(self, records: int) -> None:
+    def _show(self) -> None:
+        # The simulation counts a record when it hands it to its background writer; the
+        # store commits it a moment later. Remember what the store held when the layers
+        # were read (never the simulation's count), so the final refresh is not skipped.
+        committed = _records_written(self.out_path)
         add_run_layers(self.viewer, self.out_path)
-        self._shown_records = records
+        self._shown_records = committed
         self._last_refresh = time.monotonic()
         run = open_run_cached(self.out_path)
         if run.n_records:
@@ -354,7 +358,7 @@ class RunPanel(QWidget):
 
     def _on_done(self, how: str) -> None:
         if self.out_path and _records_written(self.out_path) > self._shown_records:
-            self._show(_records_written(self.out_path))
+            self._show()
         if how == "finished":
             self.progress.setValue(1000)
         self.status.setText(f"{how}: {self.out_path}")
