@@ -4,7 +4,7 @@ Each benchmark times our code and a baseline in the same process, prints the rat
 writes its JSON under ``benchmarks/results/``. ``--quick`` gives every script its short
 mode (a few minutes in all on 2 cores); without it the full modes run (about half an
 hour). ``--only NAME ...`` picks scripts by name (``threads``, ``store``, ``fields``,
-``cells``, ``tissue``).
+``skip``, ``cells``, ``tissue``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "threads": ("bench_threads.py", ["--quick"], []),
     "store": ("bench_store.py", ["--days", "30", "--block", "3"], ["--days", "365"]),
     "fields": ("bench_fields.py", ["--sizes", "64", "--repeats", "1"], []),
+    "skip": ("bench_skip.py", ["--days", "10", "--repeats", "2"], ["--days", "60", "--repeats", "3"]),
     "cells": ("bench_cells.py", ["--quick"], []),
     "tissue": ("bench_tissue.py", [], ["--large"]),
 }

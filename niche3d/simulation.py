@@ -209,6 +209,9 @@ class Simulation:
         marrow = self._marrow
         for name in self.fields.names:
             m[f"{name}_mean"] = float(np.mean(self.fields[name][marrow], dtype=np.float64))
+        for name, (solves, skipped) in self.fields.solve_counts.items():
+            m[f"{name}_solves"] = float(solves)
+            m[f"{name}_solves_skipped"] = float(skipped)
         m["protease_per_min"] = self.effects.protease
         m["cxcr4_blockade"] = self.effects.cxcr4_blockade
         m["cytotoxic_per_h"] = self.effects.cytotoxic
@@ -331,8 +334,17 @@ class Simulation:
         return True
 
     def _solve(self) -> None:
-        self.fields.solve(self.cells.occupied_flat())
+        self.fields.solve(self.cells.occupied_flat(), skip_below=self._skip_below)
         self._last_solve_step = self.step_index
+
+    @property
+    def _skip_below(self) -> dict[str, float]:
+        # What the cells can sense: each field is read through a saturating receptor,
+        # c / (c + K), whose occupancy moves by at most dc / K; a re-solve is skipped when
+        # it would move no occupancy by more than fields.skip_tolerance.
+        eps = self.scenario.fields.skip_tolerance
+        cells = self.scenario.cells
+        return {CXCL12: eps * cells.motility.cxcr4_kd_nM, SCF: eps * cells.death.scf_half}
 
     def _record(self) -> None:
         w = self.writer

@@ -176,6 +176,19 @@ class FieldsConfig(Section):
     solve_every_hours: float = param(
         6.0, unit="h", gt=0.0, le=240.0, description="re-solve interval when no source changed"
     )
+    skip_tolerance: float = param(
+        0.005, unit="-", ge=0.0, le=0.5,
+        description="a scheduled re-solve of a field the cells read is skipped when, after a "
+                    "local correction around the voxels whose cells changed, the estimated "
+                    "largest change it would make is below this fraction of the half-"
+                    "saturation of the receptor that reads the field (CXCR4 Kd for CXCL12, "
+                    "cells.death.scf_half for SCF); 0 re-solves always (docs/fields.md)"
+    )
+    max_skipped_solves: int = param(
+        7, unit="-", ge=0, le=1000,
+        description="scheduled re-solves skipped in a row at most (then one is done in full, "
+                    "which also re-measures the response the skip estimate uses)"
+    )
     tolerance: float = param(
         1e-5, unit="-", gt=0.0, lt=1.0,
         description="relative residual at which a solve stops (the stored solution, float32 "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,15 @@ from scipy import ndimage
 from niche3d._threads import ThreadGovernor
 from niche3d.fields import _solution_storage as K
 from niche3d.fields._boundary import KINDS, VALUE
+from niche3d.fields._skip import (
+    LOCAL_BUDGET,
+    LOCAL_RADIUS,
+    LOCAL_SWEEPS,
+    SkipState,
+    box_residual_max,
+    local_relax,
+    max_abs_diff,
+)
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
 from niche3d.fields.multigrid import Multigrid
 from niche3d.fields.operator import DynamicOperator, StaticOperator
@@ -51,7 +61,16 @@ class SolveReport:
     initial_residual, residual
         Relative residual ||b - A c|| / ||b|| per field before and after the solve.
     converged
-        Per field, whether ``residual <= tolerance`` was reached within ``max_cycles``.
+        Per field, whether ``residual <= tolerance`` was reached within ``max_cycles``
+        (a skipped field counts as converged: its estimated change was below its
+        ``skip_below`` tolerance; its residuals are NaN, not computed).
+    skipped
+        Per field, whether the solve was skipped after the local correction
+        (:mod:`niche3d.fields._skip`).
+    estimate
+        Per field, the estimated largest change (field units) a full solve would have
+        made after the local correction; inf when none was made (sources changed, no
+        response measured yet, or no ``skip_below`` for the field).
     seconds
         Wall time of the whole solve.
     """
@@ -62,6 +81,8 @@ class SolveReport:
     initial_residual: dict[str, float] = field(default_factory=dict)
     residual: dict[str, float] = field(default_factory=dict)
     converged: dict[str, bool] = field(default_factory=dict)
+    skipped: dict[str, bool] = field(default_factory=dict)
+    estimate: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -117,6 +138,7 @@ class _Field:
         self.dirty = True
         self.built_inv_dt = -1.0
         self.warned = False  # a non-converged solve was reported
+        self.skip = SkipState()
 
 
 class FieldSet:
@@ -262,7 +284,10 @@ class FieldSet:
             self._mscale[code] = f
             self._membrane = None
         else:
-            self._fields[target].scale[code] = f
+            fld = self._fields[target]
+            if fld.scale[code] != f:
+                fld.skip.sources_changed = True
+            fld.scale[code] = f
 
     def source_scale(self, target: str, tissue: str) -> float:
         """Current factor set by :meth:`set_source_scale` (1.0 by default)."""
@@ -309,6 +334,7 @@ class FieldSet:
         self._membrane = None
         for f in self._fields.values():
             f.dirty = True
+            f.skip.sources_changed = True
 
     @property
     def protease(self) -> float | np.ndarray:
@@ -387,7 +413,8 @@ class FieldSet:
 
     # ------------------------------------------------------------------ solve
     def solve(
-        self, cell_voxels: np.ndarray | None = None, *, dt_minutes: float | None = None
+        self, cell_voxels: np.ndarray | None = None, *, dt_minutes: float | None = None,
+        skip_below: Mapping[str, float] | None = None,
     ) -> SolveReport:
         """Solve every diffusible field, warm-started from the current solution.
 
@@ -400,6 +427,14 @@ class FieldSet:
         dt_minutes
             None for the quasi-steady solve; a positive number for one backward-Euler step
             of that length (``(c_new - c_old) / dt = div(D grad c_new) - k c_new + S``).
+        skip_below
+            Per field name, an absolute tolerance (field units) under which a quasi-steady
+            re-solve after a cells-only change is skipped: the voxels whose cell changed
+            are corrected locally, and if the estimated largest change a full solve would
+            still make is below the tolerance (and fewer than ``max_skipped_solves`` were
+            skipped in a row), no global cycle is run (:mod:`niche3d.fields._skip`).
+            Fields not listed, a tolerance of 0, a backward-Euler step, or any change of
+            sources, decay or protease since the field's last solve: always solved.
 
         Returns
         -------
@@ -408,6 +443,7 @@ class FieldSet:
         """
         t0 = time.perf_counter()
         inv_dt = 0.0
+        skip = self._skip_tolerances(skip_below)
         if dt_minutes is not None:
             try:
                 dt = float(dt_minutes)
@@ -418,13 +454,58 @@ class FieldSet:
             inv_dt = 1.0 / dt
         # one thread or all allowed, whichever is faster on this machine now (_threads)
         with self._governor() as work:
-            rep = self._solve_all(cell_voxels, inv_dt, dt_minutes)
-            work.units = max(1, sum(rep.cycles.values()))
+            rep = self._solve_all(cell_voxels, inv_dt, dt_minutes, skip)
+            # a solve that ran no cycle (skipped, or already converged) is not timed: it
+            # says nothing about which thread count cycles faster
+            work.units = sum(rep.cycles.values())
         object.__setattr__(rep, "seconds", time.perf_counter() - t0)
         return rep
 
+    def _skip_tolerances(self, skip_below: Mapping[str, float] | None) -> dict[str, float]:
+        if skip_below is None:
+            return {}
+        if not isinstance(skip_below, Mapping):
+            raise TypeError(f"skip_below must be a mapping of field name -> tolerance, got "
+                            f"{type(skip_below).__name__}")
+        out: dict[str, float] = {}
+        for name, v in skip_below.items():
+            self._field(name)
+            try:
+                tol = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"skip_below[{name!r}] must be a number >= 0, got {v!r}") from None
+            if not (math.isfinite(tol) and tol >= 0):
+                raise ValueError(f"skip_below[{name!r}] must be a finite number >= 0, got {v!r}")
+            out[name] = tol
+        return out
+
+    @staticmethod
+    def _q_floor(f: _Field, op: DynamicOperator) -> float:
+        """1 / the largest level-0 diagonal of ``f``'s operator (1/min)."""
+        prot = op.protease.max() if op.protease is not None else 0.0
+        # six faces, each at most 2 D (a fixed-value face): an upper bound of the diagonal
+        top = (12.0 * float(f.diffusion.max()) + float(op.decay.max()) + op.uptake
+               + op.psens * float(prot))
+        return 1.0 / top if top > 0 else math.inf
+
+    def _local_correction(self, f: _Field, op: DynamicOperator) -> float:
+        """Relax the solution around the voxels whose cell changed since ``f``'s last
+        solve; return the largest residual left in and next to the relaxed boxes (field
+        unit/min; inf when too many cells changed for a local correction to pay)."""
+        ta = op.table_args(f.static)
+        args = (f.static.labels, f.hi, f.lo, ta.act, ta.H, ta.D2, ta.klut, ta.slut, ta.bk,
+                ta.bv, ta.cells, ta.uptake, ta.prot, ta.hasprot, ta.psens, ta.old, ta.inv_dt)
+        assert f.skip.cells is not None
+        changed = np.setxor1d(f.skip.cells, self._cells_key, assume_unique=True)
+        if changed.size * (2 * LOCAL_RADIUS + 1) ** 3 * LOCAL_SWEEPS > LOCAL_BUDGET * self.lattice.size:
+            return math.inf  # so many cells changed that a full solve is due
+        if not changed.size:
+            return 0.0
+        local_relax(*args, changed, LOCAL_RADIUS, LOCAL_SWEEPS)
+        return float(box_residual_max(*args, changed, LOCAL_RADIUS + 1))
+
     def _solve_all(self, cell_voxels: np.ndarray | None, inv_dt: float,
-                   dt_minutes: float | None) -> SolveReport:
+                   dt_minutes: float | None, skip_below: dict[str, float]) -> SolveReport:
         self._set_cells(cell_voxels)
         tol = self.config.tolerance
         rep = SolveReport(mode="implicit" if inv_dt > 0 else "steady",
@@ -434,6 +515,33 @@ class FieldSet:
             if inv_dt > 0:
                 old = K.solution(f.hi, f.lo).astype(np.float32)
             op = self._op(f, old, inv_dt)
+            s = f.skip
+            s.solves += 1
+            tol_abs = skip_below.get(name, 0.0) if inv_dt == 0 else 0.0
+            rmax = None
+            if tol_abs > 0 and not s.sources_changed and s.cells is not None:
+                rbox = self._local_correction(f, op)
+                # too many cells changed (or a NaN): solve in full
+                rmax = max(s.r_left, rbox) if math.isfinite(rbox) else None
+            rep.estimate[name] = s.estimate(rmax, self._q_floor(f, op)) if rmax is not None else math.inf
+            # after a backward-Euler step the steady solution is not in hi: solve in full
+            s.sources_changed = inv_dt > 0
+            s.cells = self._cells_key
+            if rep.estimate[name] <= tol_abs and s.in_row < self.config.max_skipped_solves:
+                s.r_left = float(rmax)  # type: ignore[arg-type]
+                s.in_row += 1
+                s.skipped += 1
+                rep.cycles[name] = 0
+                rep.initial_residual[name] = rep.residual[name] = math.nan
+                rep.converged[name] = True
+                rep.skipped[name] = True
+                continue
+            s.in_row = 0
+            before = None
+            if rmax is not None:
+                before = self._scratch.setdefault(("skip_before", f.hi.shape),
+                                                  (np.empty_like(f.hi),))[0]
+                np.copyto(before, f.hi)
             rebuild = f.dirty or f.built_inv_dt != inv_dt
             cycles, r0, r = f.mg.solve(
                 op, f.hi, f.lo, tol=tol, max_cycles=self.config.max_cycles, rebuild=rebuild
@@ -449,11 +557,20 @@ class FieldSet:
                     f"field {name!r}: the solve stopped at relative residual {r:.2e} after "
                     f"{cycles} cycles, above fields.tolerance = {tol:g} ({why}); this "
                     f"warning is given once per field", RuntimeWarning, stacklevel=3)
+            if before is not None:
+                s.observe(max_abs_diff(f.hi, before), float(rmax))  # type: ignore[arg-type]
+            s.r_left = f.mg.residual_max
+            rep.skipped[name] = False
             rep.cycles[name] = cycles
             rep.initial_residual[name] = r0
             rep.residual[name] = r
             rep.converged[name] = bool(r <= tol)
         return rep
+
+    @property
+    def solve_counts(self) -> dict[str, tuple[int, int]]:
+        """Per field: (scheduled solves, of which skipped) since the start of the run."""
+        return {n: (f.skip.solves, f.skip.skipped) for n, f in self._fields.items()}
 
     def residual(self, name: str) -> float:
         """Relative steady-state residual ||b - A c|| / ||b|| of the current solution."""
@@ -508,13 +625,16 @@ class FieldSet:
         Keys: ``field.<name>`` (float32) and ``field_lo.<name>`` (int16): the solution
         ``hi + lo * |hi| * 2**-39`` (see :mod:`niche3d.fields._solution_storage`),
         ``scale.<name>`` and ``scale.membrane_scf`` (float64, per tissue code),
-        ``protease`` (float32; 0-d for a uniform activity).
+        ``protease`` (float32; 0-d for a uniform activity), ``skip.<name>`` (float64) and
+        ``skip_cells.<name>`` (int64): what decides whether the next re-solve is skipped
+        (:class:`~niche3d.fields._skip.SkipState`).
         """
         out: dict[str, np.ndarray] = {}
         for name, f in self._fields.items():
             out[f"field.{name}"] = f.hi.copy()
             out[f"field_lo.{name}"] = f.lo.copy()
             out[f"scale.{name}"] = f.scale.copy()
+            out[f"skip.{name}"], out[f"skip_cells.{name}"] = f.skip.to_arrays()
         out[f"scale.{MEMBRANE_SCF}"] = self._mscale.copy()
         p = self._protease
         out["protease"] = p.copy() if isinstance(p, np.ndarray) else np.array(p, np.float64)
@@ -569,6 +689,17 @@ class FieldSet:
                                  f"store format 1), got {low.dtype}")
             f.scale[...] = np.asarray(d[f"scale.{name}"], np.float64)
             f.dirty = True
+            # a checkpoint from before skipping was introduced has no skip state: the next
+            # solve of the field is then a full one
+            if f"skip.{name}" in d and f"skip_cells.{name}" in d:
+                try:
+                    f.skip = SkipState.from_arrays(d[f"skip.{name}"], d[f"skip_cells.{name}"])
+                    if f.skip.cells is not None:
+                        DynamicOperator(f.decay, f.secretion, f.skip.cells).cell_list(self.lattice.size)
+                except ValueError as exc:
+                    raise ValueError(f"state['skip.{name}']: {exc}") from None
+            else:
+                f.skip = SkipState()
         self._mscale[...] = np.asarray(d[f"scale.{MEMBRANE_SCF}"], np.float64)
         self._membrane = None
 

@@ -32,6 +32,7 @@ from niche3d.fields import _uniform_kernels as UK
 from niche3d.fields._blocks import BlockSolves
 from niche3d.fields._coarse import CoarseLevels, Level
 from niche3d.fields._fine_level import MatrixFreeLevel0, StoredLevel0, serial_sum
+from niche3d.fields._skip import abs_max
 from niche3d.fields.operator import DynamicOperator, OperatorSpec, StaticOperator, UniformArgs
 
 __all__ = ["DynamicOperator", "Multigrid", "OperatorSpec", "StaticOperator"]
@@ -104,6 +105,7 @@ class Multigrid:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         self.shape = tuple(int(s) for s in shape)
+        self.residual_max = float("nan")  # largest |r| after the last solve (field unit/min)
         self.periodic = tuple(bool(p) for p in periodic)
         self.pre = int(pre)
         self.post = int(post)
@@ -391,7 +393,8 @@ class Multigrid:
         Returns
         -------
         cycles, initial relative residual (after the exact solve of the closed pockets,
-        which comes first), final relative residual
+        which comes first), final relative residual; the largest absolute residual left
+        (field unit/min, from the stored float32 residual) is kept in ``residual_max``.
         """
         for name, arr, dt in (("hi", hi, np.float32), ("lo", lo, np.int16)):
             if not isinstance(arr, np.ndarray) or arr.dtype != dt or arr.shape != self.shape \
@@ -420,9 +423,11 @@ class Multigrid:
         if bnorm == 0.0:
             hi[...] = 0.0
             lo[...] = 0.0
+            self.residual_max = 0.0
             return 0, 0.0, 0.0
         r0 = float(np.sqrt(r2)) / bnorm
         if r0 <= tol:
+            self.residual_max = abs_max(fine.r)
             return 0, r0, r0
         self.blocks.prepare_fjords(st, dyn)
         rel = r0
@@ -448,6 +453,7 @@ class Multigrid:
             UK.update(hi, lo, fine.e, fine.p, *kry.step(dots))
             rel = float(np.sqrt(fine.residual(False, False)[0])) / bnorm
             stall.add(rel)
+        self.residual_max = abs_max(fine.r)
         return cycles, r0, rel
 
 
