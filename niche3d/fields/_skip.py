@@ -16,7 +16,8 @@ field's response has two parts:
 The far part is what a skipped solve leaves wrong. It is estimated as ``q * max|r|``,
 where ``q`` is the field's measured response: in every full solve that followed a
 cells-only change, ``q_obs = max|Δc| / max|r|`` (the change the global cycles made over
-the residual they started from). :class:`SkipState` keeps the last ``HISTORY`` of them
+the residual they started from; ``max|Δc|`` is bounded from above by the sum of the
+solver's Krylov steps, ``Multigrid.change_bound``, so no copy of the field is needed). :class:`SkipState` keeps the last ``HISTORY`` of them
 and uses ``SAFETY`` times their maximum, so the estimate follows the lattice and the
 field (a rigorous max-principle bound, ``max|r_i| / k_i``, holds too, but overestimates
 by ``1 + 6 D / k``: ~10x for CXCL12 and ~3500x for SCF, which would never skip). The
@@ -34,9 +35,11 @@ from niche3d._jit import jit
 from niche3d.fields._boundary import PERIODIC
 from niche3d.fields._solution_storage import split
 from niche3d.fields._table_kernels import _fine_couple, _fine_kS, _val
+from niche3d.fields.operator import DynamicOperator, StaticOperator
 
-__all__ = ["SkipState", "local_relax", "box_residual_max", "max_abs_diff", "abs_max", "HISTORY", "SAFETY",
-           "LOCAL_RADIUS", "LOCAL_SWEEPS", "LOCAL_BUDGET"]
+__all__ = ["SkipState", "local_correction", "q_floor", "local_relax", "box_residual_max",
+           "abs_max", "HISTORY", "SAFETY", "LOCAL_RADIUS", "LOCAL_SWEEPS",
+           "LOCAL_BUDGET"]
 
 HISTORY = 8  # measured responses kept per field
 SAFETY = 2.0  # factor on the largest of them
@@ -139,18 +142,6 @@ def box_residual_max(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake,
 
 
 @jit(parallel=True, error_model="numpy")
-def _plane_max_abs_diff(a, b, part):  # type: ignore[no-untyped-def]
-    for z in numba.prange(a.shape[0]):
-        m = 0.0
-        for y in range(a.shape[1]):
-            for x in range(a.shape[2]):
-                d = abs(np.float64(a[z, y, x]) - np.float64(b[z, y, x]))
-                if not d <= m:
-                    m = d
-        part[z] = m
-
-
-@jit(parallel=True, error_model="numpy")
 def _plane_abs_max(a, part):  # type: ignore[no-untyped-def]
     for z in numba.prange(a.shape[0]):
         m = 0.0
@@ -169,11 +160,33 @@ def abs_max(a: np.ndarray) -> float:
     return float(part.max())
 
 
-def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """``max|a - b|`` of two float32 arrays of one shape, without a temporary array."""
-    part = np.zeros(a.shape[0], np.float64)
-    _plane_max_abs_diff(a, b, part)
-    return float(part.max())
+def q_floor(diffusion: np.ndarray, op: DynamicOperator) -> float:
+    """1 / an upper bound of the largest level-0 diagonal of an operator (min): the least
+    response a residual can have (see :meth:`SkipState.estimate`). ``diffusion`` is the
+    per-code table in voxel²/min."""
+    prot = float(op.protease.max()) if op.protease is not None else 0.0
+    # six faces, each at most 2 D (a fixed-value face)
+    top = (12.0 * float(diffusion.max()) + float(np.max(op.decay)) + op.uptake
+           + op.psens * prot)
+    return 1.0 / top if top > 0 else float("inf")
+
+
+def local_correction(static: StaticOperator, hi: np.ndarray, lo: np.ndarray,
+                     op: DynamicOperator, last_cells: np.ndarray, cells: np.ndarray) -> float:
+    """Relax ``hi + lo`` (in place) around the voxels whose cell changed between
+    ``last_cells`` and ``cells`` (both sorted, unique); return the largest residual left
+    in and next to the relaxed boxes (field unit/min), or inf when so many cells changed
+    that a local correction would cost more than ``LOCAL_BUDGET`` sweeps of the lattice."""
+    ta = op.table_args(static)
+    args = (static.labels, hi, lo, ta.act, ta.H, ta.D2, ta.klut, ta.slut, ta.bk, ta.bv,
+            ta.cells, ta.uptake, ta.prot, ta.hasprot, ta.psens, ta.old, ta.inv_dt)
+    changed = np.setxor1d(last_cells, cells, assume_unique=True)
+    if changed.size * (2 * LOCAL_RADIUS + 1) ** 3 * LOCAL_SWEEPS > LOCAL_BUDGET * static.labels.size:
+        return float("inf")
+    if not changed.size:
+        return 0.0
+    local_relax(*args, changed, LOCAL_RADIUS, LOCAL_SWEEPS)
+    return float(box_residual_max(*args, changed, LOCAL_RADIUS + 1))
 
 
 class SkipState:

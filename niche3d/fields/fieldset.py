@@ -23,15 +23,7 @@ from scipy import ndimage
 from niche3d._threads import ThreadGovernor
 from niche3d.fields import _solution_storage as K
 from niche3d.fields._boundary import KINDS, VALUE
-from niche3d.fields._skip import (
-    LOCAL_BUDGET,
-    LOCAL_RADIUS,
-    LOCAL_SWEEPS,
-    SkipState,
-    box_residual_max,
-    local_relax,
-    max_abs_diff,
-)
+from niche3d.fields._skip import SkipState, local_correction, q_floor
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
 from niche3d.fields.multigrid import Multigrid
 from niche3d.fields.operator import DynamicOperator, StaticOperator
@@ -479,31 +471,6 @@ class FieldSet:
             out[name] = tol
         return out
 
-    @staticmethod
-    def _q_floor(f: _Field, op: DynamicOperator) -> float:
-        """1 / the largest level-0 diagonal of ``f``'s operator (1/min)."""
-        prot = op.protease.max() if op.protease is not None else 0.0
-        # six faces, each at most 2 D (a fixed-value face): an upper bound of the diagonal
-        top = (12.0 * float(f.diffusion.max()) + float(op.decay.max()) + op.uptake
-               + op.psens * float(prot))
-        return 1.0 / top if top > 0 else math.inf
-
-    def _local_correction(self, f: _Field, op: DynamicOperator) -> float:
-        """Relax the solution around the voxels whose cell changed since ``f``'s last
-        solve; return the largest residual left in and next to the relaxed boxes (field
-        unit/min; inf when too many cells changed for a local correction to pay)."""
-        ta = op.table_args(f.static)
-        args = (f.static.labels, f.hi, f.lo, ta.act, ta.H, ta.D2, ta.klut, ta.slut, ta.bk,
-                ta.bv, ta.cells, ta.uptake, ta.prot, ta.hasprot, ta.psens, ta.old, ta.inv_dt)
-        assert f.skip.cells is not None
-        changed = np.setxor1d(f.skip.cells, self._cells_key, assume_unique=True)
-        if changed.size * (2 * LOCAL_RADIUS + 1) ** 3 * LOCAL_SWEEPS > LOCAL_BUDGET * self.lattice.size:
-            return math.inf  # so many cells changed that a full solve is due
-        if not changed.size:
-            return 0.0
-        local_relax(*args, changed, LOCAL_RADIUS, LOCAL_SWEEPS)
-        return float(box_residual_max(*args, changed, LOCAL_RADIUS + 1))
-
     def _solve_all(self, cell_voxels: np.ndarray | None, inv_dt: float,
                    dt_minutes: float | None, skip_below: dict[str, float]) -> SolveReport:
         self._set_cells(cell_voxels)
@@ -520,10 +487,10 @@ class FieldSet:
             tol_abs = skip_below.get(name, 0.0) if inv_dt == 0 else 0.0
             rmax = None
             if tol_abs > 0 and not s.sources_changed and s.cells is not None:
-                rbox = self._local_correction(f, op)
+                rbox = local_correction(f.static, f.hi, f.lo, op, s.cells, self._cells_key)
                 # too many cells changed (or a NaN): solve in full
                 rmax = max(s.r_left, rbox) if math.isfinite(rbox) else None
-            rep.estimate[name] = s.estimate(rmax, self._q_floor(f, op)) if rmax is not None else math.inf
+            rep.estimate[name] = s.estimate(rmax, q_floor(f.diffusion, op)) if rmax is not None else math.inf
             # after a backward-Euler step the steady solution is not in hi: solve in full
             s.sources_changed = inv_dt > 0
             s.cells = self._cells_key
@@ -537,11 +504,6 @@ class FieldSet:
                 rep.skipped[name] = True
                 continue
             s.in_row = 0
-            before = None
-            if rmax is not None:
-                before = self._scratch.setdefault(("skip_before", f.hi.shape),
-                                                  (np.empty_like(f.hi),))[0]
-                np.copyto(before, f.hi)
             rebuild = f.dirty or f.built_inv_dt != inv_dt
             cycles, r0, r = f.mg.solve(
                 op, f.hi, f.lo, tol=tol, max_cycles=self.config.max_cycles, rebuild=rebuild
@@ -557,8 +519,8 @@ class FieldSet:
                     f"field {name!r}: the solve stopped at relative residual {r:.2e} after "
                     f"{cycles} cycles, above fields.tolerance = {tol:g} ({why}); this "
                     f"warning is given once per field", RuntimeWarning, stacklevel=3)
-            if before is not None:
-                s.observe(max_abs_diff(f.hi, before), float(rmax))  # type: ignore[arg-type]
+            if rmax is not None:
+                s.observe(f.mg.change_bound, rmax)
             s.r_left = f.mg.residual_max
             rep.skipped[name] = False
             rep.cycles[name] = cycles

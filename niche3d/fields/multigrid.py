@@ -106,6 +106,7 @@ class Multigrid:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         self.shape = tuple(int(s) for s in shape)
         self.residual_max = float("nan")  # largest |r| after the last solve (field unit/min)
+        self.change_bound = float("nan")  # >= max|change| the last solve made (field units)
         self.periodic = tuple(bool(p) for p in periodic)
         self.pre = int(pre)
         self.post = int(post)
@@ -394,7 +395,8 @@ class Multigrid:
         -------
         cycles, initial relative residual (after the exact solve of the closed pockets,
         which comes first), final relative residual; the largest absolute residual left
-        (field unit/min, from the stored float32 residual) is kept in ``residual_max``.
+        (field unit/min, from the stored float32 residual) is kept in ``residual_max``,
+        and an upper bound of the largest change the solve made in ``change_bound``.
         """
         for name, arr, dt in (("hi", hi, np.float32), ("lo", lo, np.int16)):
             if not isinstance(arr, np.ndarray) or arr.dtype != dt or arr.shape != self.shape \
@@ -416,11 +418,18 @@ class Multigrid:
             assert self._L0 is not None
             fine = StoredLevel0(st.labels, dyn.table_args(st), hi, lo, self._L0,
                                 self._pool("p", np.int16), pockets, self.coarse, None)
+        # a bound of how far the solve moves the solution (max-norm), for the skip
+        # estimate (niche3d.fields._skip): the pockets' exact solve, then every
+        # Krylov step (|alpha p| <= |alpha| P_MAX scale; pockets take no step)
+        before = hi.reshape(-1)[pockets].astype(np.float64) if pockets.size else None
         self.blocks.solve_pockets(st, dyn, hi, lo)
+        self.change_bound = (float(np.abs(hi.reshape(-1)[pockets] - before).max())
+                             if before is not None else 0.0)
         r2, b2 = fine.residual(True, bnorm is None)
         if bnorm is None:
             bnorm = float(np.sqrt(b2))
         if bnorm == 0.0:
+            self.change_bound = float(abs_max(hi))
             hi[...] = 0.0
             lo[...] = 0.0
             self.residual_max = 0.0
@@ -435,6 +444,7 @@ class Multigrid:
         kry = _Krylov()
         cycles = 0
         stall = _Stall(rel)
+        steps = 0.0
         while rel > tol and cycles < max_cycles and not stall.stuck:
             cycles += 1
             # preconditioner: V-cycle for A e = r with an exact block step on the pockets
@@ -450,10 +460,13 @@ class Multigrid:
             # post-smoothing, then the flexible conjugate gradient step: p = e + beta p_old,
             # A-orthogonal to p_old; alpha minimises the A-norm of the error along p
             dots = fine.post_smooth(self.post)
-            UK.update(hi, lo, fine.e, fine.p, *kry.step(dots))
+            beta, alpha, ps_old, ps = kry.step(dots)
+            UK.update(hi, lo, fine.e, fine.p, beta, alpha, ps_old, ps)
+            steps += abs(alpha) * UK.P_MAX * ps
             rel = float(np.sqrt(fine.residual(False, False)[0])) / bnorm
             stall.add(rel)
         self.residual_max = abs_max(fine.r)
+        self.change_bound = max(self.change_bound, steps)
         return cycles, r0, rel
 
 
