@@ -31,7 +31,7 @@ def _run(name: str, days: float):
 def test_all_shipped_scenarios_are_covered() -> None:
     shipped = {p.stem for p in Path(REPO / "scenarios").glob("*.toml")}
     assert shipped == {"homeostasis", "gcsf_mobilization", "amd3100", "cxcl12_stroma_knockout",
-                       "5fu_injury", "transplant", "conditioned_transplant"}
+                       "5fu_injury", "transplant", "conditioned_transplant", "femur"}
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,33 @@ def test_conditioned_transplant_engrafts_into_freed_sites() -> None:
     assert before["hsc_total"] > 5 and before["hsc_donor"] == 0
     assert last["total_deaths"] - before["total_deaths"] >= before["hsc_total"] - 1
     assert last["hsc_donor"] >= 3 and last["donor_chimerism"] >= 0.8, last
+
+
+@pytest.mark.slow
+def test_femur_keeps_its_hscs_in_the_cavity_from_metaphysis_to_shaft() -> None:
+    from niche3d.scenario import load_scenario
+    from niche3d.simulation import Simulation
+    from niche3d.tissue.generator import femur_cortex
+    from niche3d.tissue.stats import femur_metaphyses
+
+    # a femur a quarter of the shipped one's width and length (the shipped one runs in
+    # docs/performance.md), same cortex-to-width ratio
+    sc = load_scenario(REPO / "scenarios" / "femur.toml",
+                       {"domain.shape": [48, 48, 320], "tissue.cortical_thickness_um": 56.0,
+                        "run.days": 2.0})
+    sim = Simulation(sc)
+    sim.run(2.0)
+    shape, v = sim.lattice.shape, sim.lattice.voxel_um
+    cortex = femur_cortex(shape, v, 56.0)
+    meta = femur_metaphyses(shape, v, sc.tissue)
+    from niche3d.cells import STATE_NAMES
+
+    snap = sim.cells.snapshot()
+    here = snap["z"] >= 0  # on the lattice (not circulating)
+    zyx = np.stack([snap["z"], snap["y"], snap["x"]], axis=1)[here].astype(int)
+    assert not cortex[tuple(zyx.T)].any()  # no cell in the cortex
+    hsc_codes = [STATE_NAMES.index(n) for n in ("dormant", "active_g0", "active_g1", "active_sg2m")]
+    hsc = np.isin(snap["state"][here], hsc_codes)
+    in_meta = meta[tuple(zyx[hsc].T)]
+    assert in_meta.sum() > 0 and (~in_meta).sum() > 0  # stem cells in metaphyses and shaft
+    assert sim.metrics()["hsc_total"] > 10

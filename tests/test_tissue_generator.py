@@ -191,3 +191,39 @@ def test_lattice_labels_are_a_read_only_copy() -> None:
     assert lat.labels[0, 0, 0] == Tissue.MARROW
     with pytest.raises(ValueError, match="read-only"):
         lat.labels[0, 0, 0] = Tissue.BONE
+
+
+def test_femur_geometry_cortical_tube_metaphyses_and_sparse_diaphysis() -> None:
+    from niche3d.tissue.generator import femur_cortex
+    from niche3d.tissue.stats import femur_metaphyses
+
+    cfg = TissueConfig(geometry="femur", cortical_thickness_um=40.0, metaphysis_fraction=0.2,
+                       diaphysis_bv_tv_factor=0.1)
+    shape = (64, 64, 320)
+    lat = generate_marrow(shape, 8.0, cfg, 4)
+    lab = lat.labels
+    cortex = femur_cortex(shape, 8.0, 40.0)
+    # the cortex is bone, a tube along x: every x section is the same ellipse of 5 voxels'
+    # wall, and the cavity inside it is 2 * (32 - 5) voxels across
+    assert (lab[cortex] == Tissue.BONE).all()
+    assert (cortex == cortex[:, :, :1]).all()
+    assert not cortex[32, 5:59, 0].any() and cortex[32, 4, 0] and cortex[32, 59, 0]
+    meta = femur_metaphyses(shape, 8.0, cfg)
+    dia = ~cortex & ~meta
+    bone = lab == Tissue.BONE
+    # BV/TV: exact in the metaphyses (both ends together), a tenth of it in the shaft
+    assert bone[meta].mean() == pytest.approx(0.11, abs=1e-3)
+    assert bone[dia].mean() == pytest.approx(0.011, abs=1e-3)
+    rows = dict((r[0], r[1]) for r in geometry_report(lat, cfg))
+    assert rows["BV/TV"] == pytest.approx(0.11, abs=1e-3)
+    # the cavity holds the marrow's vessels and stroma throughout its length
+    for part in (lab[:, :, :64], lab[:, :, 128:192], lab[:, :, -64:]):  # metaphyses, shaft
+        for t in (Tissue.SINUSOID, Tissue.STROMA, Tissue.ENDOSTEUM):
+            assert (part == t).any(), t
+    np.testing.assert_array_equal(generate_marrow(shape, 8.0, cfg, 4).labels, lab)  # seeded
+
+
+def test_femur_cortex_that_fills_the_section_is_a_clear_error() -> None:
+    cfg = TissueConfig(geometry="femur", cortical_thickness_um=120.0)
+    with pytest.raises(ValueError, match=r"cortical_thickness_um = 120 leaves no femur cavity"):
+        generate_marrow((24, 24, 64), 8.0, cfg, 1)

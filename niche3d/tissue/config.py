@@ -80,11 +80,29 @@ class TissueConfig(Section):
     tb_sp_um: float = param(
         175.0, unit="µm", gt=0.0, le=2000.0, description="mean trabecular separation Tb.Sp"
     )
+    geometry: Literal["block", "femur"] = param(
+        "block",
+        unit="-",
+        description="'block': marrow filling the lattice, trabecular throughout; 'femur': a "
+        "whole-femur marrow cavity along x (put the long axis last: it runs fastest, "
+        "docs/performance.md), a cortical tube of cortical_thickness_um around an elliptical "
+        "cavity filling the z-y section, trabecular metaphyses (bv_tv) over "
+        "metaphysis_fraction of the length at each end and sparse diaphyseal trabeculae between",
+    )
+    metaphysis_fraction: float = param(
+        0.2, unit="-", ge=0.0, le=0.5,
+        description="femur: share of the length at each end that is trabecular metaphysis",
+    )
+    diaphysis_bv_tv_factor: float = param(
+        0.1, unit="-", ge=0.0, le=1.0,
+        description="femur: diaphyseal BV/TV as a share of bv_tv (sparse trabeculae of the shaft)",
+    )
     cortical_shell: bool = param(
-        False, unit="-", description="close the block with a cortical bone shell on the x faces"
+        False, unit="-", description="block: close the block with a cortical bone shell on the x faces"
     )
     cortical_thickness_um: float = param(
-        40.0, unit="µm", gt=0.0, le=500.0, description="cortical shell thickness"
+        40.0, unit="µm", gt=0.0, le=500.0,
+        description="cortical shell thickness (block with cortical_shell, or the femur's cortex)"
     )
     sno_fraction: float = param(
         0.2, unit="-", ge=0.0, le=1.0, description="share of endosteal voxels that are SNO osteoblasts"

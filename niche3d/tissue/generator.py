@@ -463,6 +463,30 @@ def _check_inputs(shape: tuple[int, int, int], voxel_um: float, config: TissueCo
     return shp  # type: ignore[return-value]
 
 
+def femur_cortex(shape: tuple[int, int, int], voxel_um: float, thickness_um: float) -> np.ndarray:
+    """Boolean mask of a femur's cortex along x: everything outside the elliptical cavity
+    whose semi-axes are those of the z-y section less ``thickness_um`` (the cortex's outer
+    surface touches the lattice faces).
+
+    Raises
+    ------
+    ValueError
+        If the cavity would be under 2 voxels across on an axis.
+    """
+    nz, ny, _ = shape
+    t = thickness_um / voxel_um
+    az, ay = nz / 2.0 - t, ny / 2.0 - t
+    if min(az, ay) < 1.0:
+        raise ValueError(
+            f"tissue.cortical_thickness_um = {thickness_um:g} leaves no femur cavity in a z-y "
+            f"section of {nz} x {ny} voxels of {voxel_um:g} µm; the cavity needs 2 voxels "
+            "across: thinner cortex or more voxels")
+    z = (np.arange(nz) + 0.5 - nz / 2.0) / az
+    y = (np.arange(ny) + 0.5 - ny / 2.0) / ay
+    outside = (z[:, None] ** 2 + y[None, :] ** 2) > 1.0
+    return np.broadcast_to(outside[:, :, None], shape).copy()
+
+
 def _jittered_points(
     rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, spacing: float, jitter: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -867,14 +891,29 @@ def generate_marrow(
     # ---- bone
     region = np.ones(shape, dtype=bool)
     cort = np.zeros(shape, dtype=bool)
-    if config.cortical_shell:
-        n = max(1, int(round(config.cortical_thickness_um / v)))
-        n = min(n, shape[2] // 2)
-        cort[:, :, :n] = True
-        cort[:, :, -n:] = True
+    if config.geometry == "femur":
+        cort = femur_cortex(shape, v, config.cortical_thickness_um)
         region &= ~cort
-    bone = _trabecular_bone(shape, v, config.bv_tv, config.tb_th_um, config.tb_sp_um, r_bone, region)
+        m = int(round(config.metaphysis_fraction * shape[2]))
+        meta = np.zeros(shape[2], dtype=bool)
+        meta[:m] = True
+        meta[shape[2] - m:] = True
+        bone = _trabecular_bone(shape, v, config.bv_tv, config.tb_th_um, config.tb_sp_um, r_bone,
+                                region & meta[None, None, :])
+        bone |= _trabecular_bone(shape, v, config.bv_tv * config.diaphysis_bv_tv_factor,
+                                 config.tb_th_um, config.tb_sp_um, r_bone, region & ~meta[None, None, :])
+        del region, meta
+    else:
+        if config.cortical_shell:
+            n = max(1, int(round(config.cortical_thickness_um / v)))
+            n = min(n, shape[2] // 2)
+            cort[:, :, :n] = True
+            cort[:, :, -n:] = True
+            region &= ~cort
+        bone = _trabecular_bone(shape, v, config.bv_tv, config.tb_th_um, config.tb_sp_um, r_bone, region)
+        del region
     bone |= cort
+    del cort
     labels[bone] = Tissue.BONE
 
     # ---- endosteum (non-bone voxels sharing a face with bone) and SNO subset

@@ -38,6 +38,7 @@ __all__ = [
     "geometry_report",
     "format_geometry_report",
     "cortical_mask",
+    "femur_metaphyses",
     "edt",
 ]
 
@@ -361,8 +362,20 @@ def _summary(values: np.ndarray) -> tuple[float, float, float, float]:
     return float(values.mean()), float(p10), float(p50), float(p90)
 
 
+def femur_metaphyses(shape: tuple[int, int, int], voxel_um: float, config: TissueConfig) -> np.ndarray:
+    """Boolean mask of a femur lattice's metaphyses (``tissue.geometry = "femur"``): the
+    cavity inside the cortex over ``metaphysis_fraction`` of the length at each x end."""
+    from niche3d.tissue.generator import femur_cortex
+
+    m = int(round(config.metaphysis_fraction * shape[2]))
+    ends = np.zeros(shape[2], dtype=bool)
+    ends[:m] = True
+    ends[shape[2] - m:] = True
+    return ~femur_cortex(shape, voxel_um, config.cortical_thickness_um) & ends[None, None, :]
+
+
 def geometry_stats(
-    lattice: Lattice, *, cortical_um: float = 0.0
+    lattice: Lattice, *, cortical_um: float = 0.0, region: np.ndarray | None = None
 ) -> dict[str, float | np.ndarray]:
     """Measured geometry of a lattice, in physical units.
 
@@ -374,6 +387,10 @@ def geometry_stats(
         Thickness of a cortical shell on the x faces to leave out of the trabecular
         statistics (BV/TV, Tb.Th, Tb.Sp are then computed in the trabecular region
         only). 0 (default) uses the whole lattice.
+    region
+        Boolean mask of the lattice's shape: the trabecular region of interest (e.g. a
+        femur's metaphyses inside its cortex, :func:`femur_metaphyses`); BV/TV, Tb.Th
+        and Tb.Sp are computed there only. None (default): see ``cortical_um``.
 
     Returns
     -------
@@ -401,6 +418,12 @@ def geometry_stats(
         raise TypeError(f"lattice must be a niche3d Lattice, got {type(lattice).__name__}")
     v = lattice.voxel_um
     lab = lattice.labels
+    region_mask = None
+    if region is not None:
+        region_mask = np.asarray(region)
+        if region_mask.shape != lab.shape or region_mask.dtype != bool:
+            raise ValueError(f"region must be a boolean mask of shape {lab.shape}, got "
+                             f"{region_mask.dtype} of shape {region_mask.shape}")
     tissue = lab != Tissue.OUTSIDE
     bone = lab == Tissue.BONE
     out: dict[str, float | np.ndarray] = {}
@@ -408,7 +431,10 @@ def geometry_stats(
     # ---- trabecular morphometry (optionally without the cortex)
     region = tissue
     tb_bone = bone
-    if cortical_um > 0:
+    if region_mask is not None:
+        region = tissue & region_mask
+        tb_bone = bone & region
+    elif cortical_um > 0:
         n = min(int(round(cortical_um / v)), lab.shape[2] // 2)
         region = tissue.copy()
         region[:, :, :n] = False
@@ -570,8 +596,11 @@ def geometry_report(
 
     if not isinstance(config, TissueConfig):
         raise TypeError(f"config must be a TissueConfig, got {type(config).__name__}")
-    cort = config.cortical_thickness_um if config.cortical_shell else 0.0
-    stats = geometry_stats(lattice, cortical_um=cort)
+    if config.geometry == "femur":  # the bv_tv target is the metaphyses'
+        stats = geometry_stats(lattice, region=femur_metaphyses(lattice.shape, lattice.voxel_um, config))
+    else:
+        cort = config.cortical_thickness_um if config.cortical_shell else 0.0
+        stats = geometry_stats(lattice, cortical_um=cort)
     rows: list[tuple[str, float, float | None, str]] = []
     for key, name, target_attr, unit in _REPORT_ROWS:
         target = None
