@@ -121,7 +121,8 @@ class Simulation:
             self._apply_effects(force=True)
             self.fields.solve(None)
             self.cells.seed_initial(self._signals())
-            self._solve()
+            # every seeded cell is new: a full solve, no local correction to try first
+            self.fields.solve(self.cells.occupied_flat())
             self._last_solve_step = 0
 
         if self.out is not None and _restore is None:
