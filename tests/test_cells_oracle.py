@@ -208,3 +208,16 @@ def test_niche_signal_map_equals_its_python_oracle():
         K.niche_signal_map(np.arange(nv, dtype=np.int64), *shape, cx, ms, contact, par, got)
         want = np.array([oracle_niche_signal(f, shape, cx, ms, contact, par) for f in range(nv)])
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        # a few voxels of a larger lattice take the per-voxel path, all of them the
+        # separable one: both equal the oracle
+        big = (7, 9, 11)
+        nb = int(np.prod(big))
+        cx = (rng.random(nb) * 30).astype(np.float32)
+        ms = (rng.random(nb) * 1.2 - 0.1).astype(np.float32)
+        contact = rng.integers(0, 16, nb).astype(np.uint8)
+        few = np.sort(rng.choice(nb, nb // 10, replace=False)).astype(np.int64)
+        for vox in (few, np.arange(nb, dtype=np.int64)):
+            got = np.empty(vox.size)
+            K.niche_signal_map(vox, *big, cx, ms, contact, par, got)
+            want = np.array([oracle_niche_signal(int(f), big, cx, ms, contact, par) for f in vox])
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)

@@ -247,13 +247,20 @@ def niche_signal(f: int, nz: int, ny: int, nx: int, cxcl: np.ndarray, mscf: np.n
             for xx in range(xi - 1, xi + 2):
                 if xx < 0 or xx >= nx:
                     continue
-                g = base + xx
-                v = mscf[g]
-                if v < 0.0:
-                    v = 0.0
-                acc += wm * v + wc * occupancy(cxcl[g], kd, 0.0)
+                acc += _site_term(base + xx, cxcl, mscf, wm, wc, kd)
     sno = 1.0 if (contact[f] & C_SNO) != 0 else 0.0
     return acc / 27.0 + par[K_F_W_SNO] * sno
+
+
+@jit
+def _site_term(g: int, cxcl: np.ndarray, mscf: np.ndarray, wm: float, wc: float,
+               kd: float) -> float:
+    """One voxel's share of the niche signal: ``w_m mscf + w_c theta`` (mscf below 0
+    counts 0; theta ignores a CXCR4 blockade, see :func:`niche_signal`)."""
+    v = mscf[g]
+    if v < 0.0:
+        v = 0.0
+    return wm * v + wc * occupancy(cxcl[g], kd, 0.0)
 
 
 @jit
@@ -270,9 +277,57 @@ def stem_probability(s: float, par: np.ndarray) -> float:
 def niche_signal_map(voxels: np.ndarray, nz: int, ny: int, nx: int, cxcl: np.ndarray,
                      mscf: np.ndarray, contact: np.ndarray, par: np.ndarray,
                      out: np.ndarray) -> None:
-    """:func:`niche_signal` at every voxel of ``voxels`` (flat indices), into ``out``."""
-    for k in prange(voxels.shape[0]):
-        out[k] = niche_signal(voxels[k], nz, ny, nx, cxcl, mscf, contact, par)
+    """:func:`niche_signal` at every voxel of ``voxels`` (flat indices), into ``out``.
+
+    For many voxels, each voxel's term ``w_m mscf + w_c theta`` is computed once and the
+    3x3x3 sums are taken as three 3-point sums along x, y and z (separable; 16 bytes a
+    voxel of temporaries), instead of 27 occupancies per voxel. The two ways sum in a
+    different order, so they agree to rounding (~1e-16), not bit for bit; which one runs
+    depends only on the sizes, so results stay deterministic."""
+    n = nz * ny * nx
+    if voxels.shape[0] * 8 < n:
+        for k in prange(voxels.shape[0]):
+            out[k] = niche_signal(voxels[k], nz, ny, nx, cxcl, mscf, contact, par)
+        return
+    kd = par[K_KD]
+    wm = par[K_F_W_SCF]
+    wc = par[K_F_W_CXCR4]
+    a = np.empty((nz, ny, nx), np.float64)
+    b = np.empty((nz, ny, nx), np.float64)
+    for z in prange(nz):  # terms, then 3-point sums along x
+        for y in range(ny):
+            base = (z * ny + y) * nx
+            for x in range(nx):
+                a[z, y, x] = _site_term(base + x, cxcl, mscf, wm, wc, kd)
+            for x in range(nx):
+                t = a[z, y, x]
+                if x > 0:
+                    t += a[z, y, x - 1]
+                if x + 1 < nx:
+                    t += a[z, y, x + 1]
+                b[z, y, x] = t
+    for z in prange(nz):  # along y
+        for y in range(ny):
+            for x in range(nx):
+                t = b[z, y, x]
+                if y > 0:
+                    t += b[z, y - 1, x]
+                if y + 1 < ny:
+                    t += b[z, y + 1, x]
+                a[z, y, x] = t
+    for k in prange(voxels.shape[0]):  # along z, at the voxels asked for
+        f = voxels[k]
+        zi = f // (ny * nx)
+        r = f - zi * ny * nx
+        yi = r // nx
+        xi = r - yi * nx
+        t = a[zi, yi, xi]
+        if zi > 0:
+            t += a[zi - 1, yi, xi]
+        if zi + 1 < nz:
+            t += a[zi + 1, yi, xi]
+        sno = 1.0 if (contact[f] & C_SNO) != 0 else 0.0
+        out[k] = t / 27.0 + par[K_F_W_SNO] * sno
 
 
 @jit
