@@ -210,7 +210,7 @@ def test_niche_signal_map_equals_its_python_oracle():
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
         # a few voxels of a larger lattice take the per-voxel path, all of them the
         # separable one: both equal the oracle
-        big = (7, 9, 11)
+        big = (37, 5, 6)  # more planes than one chunk of the separable path
         nb = int(np.prod(big))
         cx = (rng.random(nb) * 30).astype(np.float32)
         ms = (rng.random(nb) * 1.2 - 0.1).astype(np.float32)

@@ -273,61 +273,81 @@ def stem_probability(s: float, par: np.ndarray) -> float:
     return 1.0 / (1.0 + q)
 
 
+_NICHE_CHUNK = 16  # z-planes per chunk of the separable niche-signal map
+
+
 @jit(parallel=True)
 def niche_signal_map(voxels: np.ndarray, nz: int, ny: int, nx: int, cxcl: np.ndarray,
                      mscf: np.ndarray, contact: np.ndarray, par: np.ndarray,
                      out: np.ndarray) -> None:
     """:func:`niche_signal` at every voxel of ``voxels`` (flat indices), into ``out``.
 
-    For many voxels, each voxel's term ``w_m mscf + w_c theta`` is computed once and the
-    3x3x3 sums are taken as three 3-point sums along x, y and z (separable; 16 bytes a
-    voxel of temporaries), instead of 27 occupancies per voxel. The two ways sum in a
-    different order, so they agree to rounding (~1e-16), not bit for bit; which one runs
-    depends only on the sizes, so results stay deterministic."""
+    For many voxels (sorted), each voxel's term ``w_m mscf + w_c theta`` is computed once
+    and the 3x3x3 sums are taken as three 3-point sums along x, y and z (separable),
+    instead of 27 occupancies per voxel; planes are done in chunks of ``_NICHE_CHUNK``
+    so the temporaries stay small (2 x (chunk + 2) planes of float64). The two ways sum
+    in a different order, so they agree to rounding (~1e-16), not bit for bit; which one
+    runs depends only on the sizes and order of ``voxels``, so results stay
+    deterministic."""
     n = nz * ny * nx
-    if voxels.shape[0] * 8 < n:
-        for k in prange(voxels.shape[0]):
+    m = voxels.shape[0]
+    ordered = True
+    for k in range(1, m):
+        if voxels[k] < voxels[k - 1]:
+            ordered = False
+            break
+    if m * 8 < n or not ordered:
+        for k in prange(m):
             out[k] = niche_signal(voxels[k], nz, ny, nx, cxcl, mscf, contact, par)
         return
     kd = par[K_KD]
     wm = par[K_F_W_SCF]
     wc = par[K_F_W_CXCR4]
-    a = np.empty((nz, ny, nx), np.float64)
-    b = np.empty((nz, ny, nx), np.float64)
-    for z in prange(nz):  # terms, then 3-point sums along x
-        for y in range(ny):
-            base = (z * ny + y) * nx
-            for x in range(nx):
-                a[z, y, x] = _site_term(base + x, cxcl, mscf, wm, wc, kd)
-            for x in range(nx):
-                t = a[z, y, x]
-                if x > 0:
-                    t += a[z, y, x - 1]
-                if x + 1 < nx:
-                    t += a[z, y, x + 1]
-                b[z, y, x] = t
-    for z in prange(nz):  # along y
-        for y in range(ny):
-            for x in range(nx):
-                t = b[z, y, x]
-                if y > 0:
-                    t += b[z, y - 1, x]
-                if y + 1 < ny:
-                    t += b[z, y + 1, x]
-                a[z, y, x] = t
-    for k in prange(voxels.shape[0]):  # along z, at the voxels asked for
-        f = voxels[k]
-        zi = f // (ny * nx)
-        r = f - zi * ny * nx
-        yi = r // nx
-        xi = r - yi * nx
-        t = a[zi, yi, xi]
-        if zi > 0:
-            t += a[zi - 1, yi, xi]
-        if zi + 1 < nz:
-            t += a[zi + 1, yi, xi]
-        sno = 1.0 if (contact[f] & C_SNO) != 0 else 0.0
-        out[k] = t / 27.0 + par[K_F_W_SNO] * sno
+    plane = ny * nx
+    a = np.empty((_NICHE_CHUNK + 2, ny, nx), np.float64)
+    b = np.empty((_NICHE_CHUNK + 2, ny, nx), np.float64)
+    for z0 in range(0, nz, _NICHE_CHUNK):
+        z1 = min(z0 + _NICHE_CHUNK, nz)
+        lo = max(z0 - 1, 0)  # planes lo..hi-1 are needed; row i of a/b is plane lo + i
+        hi = min(z1 + 1, nz)
+        for i in prange(hi - lo):  # terms, then 3-point sums along x
+            base0 = (lo + i) * plane
+            for y in range(ny):
+                base = base0 + y * nx
+                for x in range(nx):
+                    a[i, y, x] = _site_term(base + x, cxcl, mscf, wm, wc, kd)
+                for x in range(nx):
+                    t = a[i, y, x]
+                    if x > 0:
+                        t += a[i, y, x - 1]
+                    if x + 1 < nx:
+                        t += a[i, y, x + 1]
+                    b[i, y, x] = t
+        for i in prange(hi - lo):  # along y
+            for y in range(ny):
+                for x in range(nx):
+                    t = b[i, y, x]
+                    if y > 0:
+                        t += b[i, y - 1, x]
+                    if y + 1 < ny:
+                        t += b[i, y + 1, x]
+                    a[i, y, x] = t
+        k0 = np.searchsorted(voxels, z0 * plane)
+        k1 = np.searchsorted(voxels, z1 * plane)
+        for k in prange(k0, k1):  # along z, at the voxels of this chunk
+            f = voxels[k]
+            zi = f // plane
+            r = f - zi * plane
+            yi = r // nx
+            xi = r - yi * nx
+            i = zi - lo
+            t = a[i, yi, xi]
+            if zi > 0:
+                t += a[i - 1, yi, xi]
+            if zi + 1 < nz:
+                t += a[i + 1, yi, xi]
+            sno = 1.0 if (contact[f] & C_SNO) != 0 else 0.0
+            out[k] = t / 27.0 + par[K_F_W_SNO] * sno
 
 
 @jit

@@ -23,7 +23,15 @@ from scipy import ndimage
 from niche3d._threads import ThreadGovernor
 from niche3d.fields import _solution_storage as K
 from niche3d.fields._boundary import KINDS, VALUE
-from niche3d.fields._skip import SkipState, local_correction, q_floor
+from niche3d.fields._skip import (
+    LOCAL_RADIUS,
+    LOCAL_SWEEPS,
+    QUICK_RADIUS,
+    QUICK_SWEEPS,
+    SkipState,
+    local_correction,
+    q_floor,
+)
 from niche3d.fields.config import FACES, FieldConfig, FieldsConfig
 from niche3d.fields.multigrid import Multigrid
 from niche3d.fields.operator import DynamicOperator, StaticOperator
@@ -487,9 +495,15 @@ class FieldSet:
             tol_abs = skip_below.get(name, 0.0) if inv_dt == 0 else 0.0
             rmax = None
             if tol_abs > 0 and not s.sources_changed and s.cells is not None:
-                rbox = local_correction(f.static, f.hi, f.lo, op, s.cells, self._cells_key)
-                # too many cells changed (or a NaN): solve in full
-                rmax = max(s.r_left, rbox) if math.isfinite(rbox) else None
+                floor = q_floor(f.diffusion, op)
+                # a quick local correction first, the full one if that is not enough
+                for radius, sweeps in ((QUICK_RADIUS, QUICK_SWEEPS), (LOCAL_RADIUS, LOCAL_SWEEPS)):
+                    rbox = local_correction(f.static, f.hi, f.lo, op, s.cells, self._cells_key,
+                                            radius, sweeps)
+                    # too many cells changed (or a NaN): solve in full
+                    rmax = max(s.r_left, rbox) if math.isfinite(rbox) else None
+                    if rmax is None or s.estimate(rmax, floor) <= tol_abs:
+                        break
             rep.estimate[name] = s.estimate(rmax, q_floor(f.diffusion, op)) if rmax is not None else math.inf
             # after a backward-Euler step the steady solution is not in hi: solve in full
             s.sources_changed = inv_dt > 0
