@@ -125,6 +125,20 @@ class Scenario(Section):
             raise ValueError("\n".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _femur_has_a_cavity(self) -> Scenario:
+        t = self.tissue
+        if t.source == "procedural" and t.geometry == "femur":
+            nz, ny, _ = self.domain.shape
+            across = min(nz, ny) - 2.0 * t.cortical_thickness_um / self.domain.voxel_um
+            if across < 2.0:
+                raise ValueError(
+                    f"tissue.cortical_thickness_um = {t.cortical_thickness_um:g} leaves no femur "
+                    f"cavity in a z-y section of {nz} x {ny} voxels of {self.domain.voxel_um:g} "
+                    "µm (domain.shape); the cavity needs 2 voxels across: a thinner cortex "
+                    "or a wider lattice")
+        return self
+
     def missing_signals(self) -> list[str]:
         """What the cell rules and the interventions need but ``fields`` does not define.
 

@@ -105,3 +105,15 @@ def test_image_path_relative_to_scenario_file(tmp_path: Path) -> None:
     sc = load_scenario(f)
     assert sc.tissue.image is not None
     assert sc.tissue.image.path == (tmp_path / "sub" / "img.tif").resolve()
+
+
+def test_a_femur_cortex_that_leaves_no_cavity_is_a_scenario_error() -> None:
+    from niche3d.scenario import Scenario, ScenarioError
+
+    base = Scenario.default()
+    ok = base.with_overrides(["tissue.geometry=femur", "domain.shape=[24,24,64]",
+                              "tissue.cortical_thickness_um=80"])  # 4 voxels across
+    assert ok.tissue.geometry == "femur"
+    with pytest.raises(ScenarioError, match=r"tissue\.cortical_thickness_um = 100 leaves no femur cavity"):
+        base.with_overrides(["tissue.geometry=femur", "domain.shape=[24,24,64]",
+                             "tissue.cortical_thickness_um=100"])
