@@ -76,50 +76,15 @@ def _cell_flag(cells, flat):  # type: ignore[no-untyped-def]
 
 
 @jit(error_model="numpy")
-def local_relax(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot, hasprot,  # type: ignore[no-untyped-def]
-                psens, old, inv_dt, centres, radius, sweeps):
-    """Gauss-Seidel point updates of the stored solution ``hi + lo`` in the boxes of
-    ``radius`` voxels around the flat voxel indices ``centres`` (wrapped across periodic
-    faces), ``sweeps`` times, in a fixed order; returns the number of point updates."""
+def _box_pass(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot, hasprot,  # type: ignore[no-untyped-def]
+              psens, old, inv_dt, centres, radius, relax):
+    """One walk over the boxes of ``radius`` voxels around ``centres`` (wrapped across
+    periodic faces), in a fixed order: with ``relax`` a Gauss-Seidel point update of
+    every permeable voxel, else the largest ``|r|`` there (NaN propagates). Returns
+    (point updates, largest |r|)."""
     nz, ny, nx = lab.shape
     pz, py, px = bk[0] == PERIODIC, bk[2] == PERIODIC, bk[4] == PERIODIC
     n = 0
-    for _ in range(sweeps):
-        for j in range(centres.size):
-            c = centres[j]
-            z0, y0, x0 = c // (ny * nx), (c // nx) % ny, c % nx
-            for dz in range(-radius, radius + 1):
-                z = _wrap(z0 + dz, nz, pz)
-                if z < 0:
-                    continue
-                for dy in range(-radius, radius + 1):
-                    y = _wrap(y0 + dy, ny, py)
-                    if y < 0:
-                        continue
-                    for dx in range(-radius, radius + 1):
-                        x = _wrap(x0 + dx, nx, px)
-                        if x < 0 or act[lab[z, y, x]] == 0:
-                            continue
-                        cflag = _cell_flag(cells, (np.int64(z) * ny + y) * nx + x)
-                        sc, acc = _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx)
-                        k, src = _fine_kS(lab, klut, slut, cflag, uptake, prot, hasprot, psens,
-                                          old, inv_dt, z, y, x)
-                        d = k + sc
-                        if d > 0.0:
-                            h, q = split((src + acc) / d)
-                            hi[z, y, x] = h
-                            lo[z, y, x] = q
-                            n += 1
-    return n
-
-
-@jit(error_model="numpy")
-def box_residual_max(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot,  # type: ignore[no-untyped-def]
-                     hasprot, psens, old, inv_dt, centres, radius):
-    """Largest ``|r|`` (field unit/min) of the stored solution over the boxes of
-    ``radius`` voxels around ``centres`` (wrapped across periodic faces; NaN propagates)."""
-    nz, ny, nx = lab.shape
-    pz, py, px = bk[0] == PERIODIC, bk[2] == PERIODIC, bk[4] == PERIODIC
     m = 0.0
     for j in range(centres.size):
         c = centres[j]
@@ -140,10 +105,40 @@ def box_residual_max(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake,
                     sc, acc = _fine_couple(lab, hi, lo, H, D2, bk, bv, z, y, x, nz, ny, nx)
                     k, src = _fine_kS(lab, klut, slut, cflag, uptake, prot, hasprot, psens,
                                       old, inv_dt, z, y, x)
-                    r = abs(src + acc - (k + sc) * _val(hi, lo, z, y, x))
-                    if not r <= m:
-                        m = r
-    return m
+                    if relax:
+                        d = k + sc
+                        if d > 0.0:
+                            h, q = split((src + acc) / d)
+                            hi[z, y, x] = h
+                            lo[z, y, x] = q
+                            n += 1
+                    else:
+                        r = abs(src + acc - (k + sc) * _val(hi, lo, z, y, x))
+                        if not r <= m:
+                            m = r
+    return n, m
+
+
+@jit(error_model="numpy")
+def local_relax(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot, hasprot,  # type: ignore[no-untyped-def]
+                psens, old, inv_dt, centres, radius, sweeps):
+    """Gauss-Seidel point updates of the stored solution ``hi + lo`` in the boxes of
+    ``radius`` voxels around the flat voxel indices ``centres`` (wrapped across periodic
+    faces), ``sweeps`` times, in a fixed order; returns the number of point updates."""
+    n = 0
+    for _ in range(sweeps):
+        n += _box_pass(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot,
+                       hasprot, psens, old, inv_dt, centres, radius, True)[0]
+    return n
+
+
+@jit(error_model="numpy")
+def box_residual_max(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot,  # type: ignore[no-untyped-def]
+                     hasprot, psens, old, inv_dt, centres, radius):
+    """Largest ``|r|`` (field unit/min) of the stored solution over the boxes of
+    ``radius`` voxels around ``centres`` (wrapped across periodic faces; NaN propagates)."""
+    return _box_pass(lab, hi, lo, act, H, D2, klut, slut, bk, bv, cells, uptake, prot,
+                     hasprot, psens, old, inv_dt, centres, radius, False)[1]
 
 
 @jit(parallel=True, error_model="numpy")
