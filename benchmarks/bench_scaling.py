@@ -1,0 +1,127 @@
+"""Time per simulated day and peak memory against lattice size, with fitted exponents.
+
+Each size runs in its own child process (so its peak resident memory is its own): the
+default scenario on an ``n``³ lattice (and, with ``--femur``, the shipped femur), one
+warm-up day, then ``--days`` timed days without a store. The parent fits
+``time = a · voxels^b`` and ``memory = c · voxels^d`` by least squares in log-log over
+the sizes at or above ``--fit-from`` voxels (small lattices are dominated by fixed costs)
+and writes ``benchmarks/results/bench_scaling.json`` and a plot
+(``docs/img/scaling.png``, with ``--plot``). Python 3.11+, 2 cores.
+
+Run::
+
+    python benchmarks/bench_scaling.py --sizes 32 64 96 128 192 256 --plot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+IMG = Path(__file__).resolve().parent.parent / "docs" / "img" / "scaling.png"
+
+
+def child(shape: list[int], days: float, femur: bool) -> None:
+    from niche3d.scenario import Scenario, load_scenario
+    from niche3d.simulation import Simulation
+
+    if femur:
+        sc = load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / "femur.toml")
+    else:
+        sc = Scenario.default().with_overrides([f"domain.shape={shape}"])
+    t = time.perf_counter()
+    sim = Simulation(sc)
+    setup = time.perf_counter() - t
+    sim.run(1.0)
+    t = time.perf_counter()
+    sim.run(days)
+    per_day = (time.perf_counter() - t) / days
+    print(json.dumps({"shape": list(sc.domain.shape), "voxels": int(np.prod(sc.domain.shape)),
+                      "cells": int(sim.cells.n_cells), "setup_seconds": setup,
+                      "seconds_per_day": per_day,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(exponent, prefactor) of y = a x^b by least squares in log-log."""
+    b, loga = np.polyfit(np.log(x), np.log(y), 1)
+    return float(b), float(np.exp(loga))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 96, 128, 192, 256])
+    ap.add_argument("--femur", action="store_true", help="also the shipped femur")
+    ap.add_argument("--days", type=float, default=2.0)
+    ap.add_argument("--fit-from", type=float, default=5e5, help="fit over lattices this big or more")
+    ap.add_argument("--plot", action="store_true", help="write docs/img/scaling.png")
+    ap.add_argument("--out", default=str(RESULTS / "bench_scaling.json"))
+    ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-femur", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child or args.child_femur:
+        child(list(args.child or [0, 0, 0]), args.days, args.child_femur)
+        return
+    rows = []
+    jobs: list[list[str]] = [["--child", str(n), str(n), str(n)] for n in args.sizes]
+    if args.femur:
+        jobs.append(["--child-femur"])
+    for job in jobs:
+        r = subprocess.run([sys.executable, __file__, *job, "--days", str(args.days)],
+                           capture_output=True, text=True, check=True)
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{str(row['shape']):18s} {row['voxels']:>10d} voxels {row['cells']:>6d} cells: "
+              f"{row['seconds_per_day']:7.3f} s/day, peak {row['peak_rss_mb']:7.0f} MB, "
+              f"set-up {row['setup_seconds']:5.1f} s", flush=True)
+    cube = [r for r in rows if len(set(r["shape"])) == 1 and r["voxels"] >= args.fit_from]
+    out: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                 "days": args.days, "rows": rows}
+    if len(cube) >= 2:
+        v = np.array([r["voxels"] for r in cube], float)
+        out["time_exponent"], out["time_prefactor"] = fit(v, np.array([r["seconds_per_day"] for r in cube]))
+        out["memory_exponent"], out["memory_prefactor"] = fit(v, np.array([r["peak_rss_mb"] for r in cube]))
+        print(f"fitted over {len(cube)} cubes >= {args.fit_from:g} voxels: time per day ~ voxels^"
+              f"{out['time_exponent']:.2f}, peak memory ~ voxels^{out['memory_exponent']:.2f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.out}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+        for ax, key, label in ((axes[0], "seconds_per_day", "wall time per simulated day (s)"),
+                               (axes[1], "peak_rss_mb", "peak resident memory (MB)")):
+            for r in rows:
+                femur = len(set(r["shape"])) > 1
+                ax.loglog(r["voxels"], r[key], "s" if femur else "o",
+                          color="tab:red" if femur else "tab:blue")
+            if "time_exponent" in out:
+                xs = np.geomspace(min(r["voxels"] for r in rows), max(r["voxels"] for r in rows), 50)
+                b, a = (out["time_exponent"], out["time_prefactor"]) if key == "seconds_per_day" \
+                    else (out["memory_exponent"], out["memory_prefactor"])
+                ax.loglog(xs, a * xs**b, "--", color="gray", label=f"fit: voxels^{b:.2f}")
+                ax.legend(frameon=False)
+            ax.set_xlabel("lattice voxels")
+            ax.set_ylabel(label)
+        axes[0].set_title("default scenario on n³ (circles), femur (square)", fontsize=9)
+        IMG.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(IMG, dpi=110)
+        print(f"wrote {IMG}")
+
+
+if __name__ == "__main__":
+    main()
