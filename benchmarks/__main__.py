@@ -4,7 +4,7 @@ Each benchmark times our code and a baseline in the same process, prints the rat
 writes its JSON under ``benchmarks/results/``. ``--quick`` gives every script its short
 mode (a few minutes in all on 2 cores); without it the full modes run (about half an
 hour). ``--only NAME ...`` picks scripts by name (``threads``, ``store``, ``fields``,
-``skip``, ``cells``, ``tissue``).
+``skip``, ``shape``, ``profile``, ``scaling``, ``cells``, ``tissue``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "store": ("bench_store.py", ["--days", "30", "--block", "3"], ["--days", "365"]),
     "fields": ("bench_fields.py", ["--sizes", "64", "--repeats", "1"], []),
     "skip": ("bench_skip.py", ["--days", "10", "--repeats", "2"], ["--days", "60", "--repeats", "3"]),
+    "shape": ("bench_shape.py", ["--n", "64", "--days", "2"], ["--n", "128", "--days", "3"]),
+    "profile": ("bench_profile.py", ["--days", "10"], ["--days", "30", "--compile"]),
+    "scaling": ("bench_scaling.py", ["--sizes", "32", "64", "96", "128"],
+                ["--sizes", "32", "64", "96", "128", "192", "256", "--femur", "--plot"]),
     "cells": ("bench_cells.py", ["--quick"], []),
     "tissue": ("bench_tissue.py", [], ["--large"]),
 }

@@ -53,6 +53,11 @@ __all__ = [
 PARALLEL_MIN_CELLS = 20_000
 
 
+def _signal_key(cxcl: np.ndarray, mscf: np.ndarray) -> tuple[int, int]:
+    """Checksums of the CXCL12 and membrane SCF maps (what the cached maps depend on)."""
+    return zlib.crc32(memoryview(cxcl).cast("B")), zlib.crc32(memoryview(mscf).cast("B"))
+
+
 class CellModel:
     """HSC cellular automaton on a :class:`~niche3d.tissue.lattice.Lattice`.
 
@@ -168,6 +173,7 @@ class CellModel:
         # was derived from; see _update_niche
         self._nsig = np.zeros(self._enter.size, np.float64)
         self._nsig_key: tuple[int, int] | None = None
+        self._accept_cache: tuple[tuple, np.ndarray] | None = None
         self._marrow_vox = np.flatnonzero(self._enter).astype(np.int64)
         self._last_step = -1
         self._last_t = 0.0
@@ -404,7 +410,10 @@ class CellModel:
         par[P.K_BLOCK] = float(modifiers.cxcr4_blockade)
         par[P.K_PROT] = float(modifiers.protease)
         par[P.K_CYTO] = float(modifiers.cytotoxic)
-        self._update_niche(cxcl, mscf, par)
+        # one checksum of the signals per step, shared by the niche map and the homing
+        # acceptance (both are re-derived only when the signals or modifiers changed)
+        sig_key = _signal_key(cxcl, mscf)
+        self._update_niche(cxcl, mscf, par, key=sig_key)
         nsig = self._nsig
         c = self._pop.cols
         s = self._pop.scratch
@@ -464,7 +473,7 @@ class CellModel:
         self._pop.compact()
         exits = int(self._counters[C.N_EXIT]) - exits_before
         self._lineage.step(exits, float(modifiers.cytotoxic))
-        accept = self._acceptance(cxcl, mscf, par)
+        accept = self._acceptance(cxcl, mscf, par, sig_key)
         attempts = self._blood.step(left, rates, float(accept.mean()) if accept.size else 0.0,
                                     self.seed, step)
         self._lodge(attempts, accept, step, t0 + self.dt_hours)
@@ -478,13 +487,21 @@ class CellModel:
         # sums of values per blood class (donor, dormant) in the order of blood.CLASSES
         return np.array([float(values[(donor == d) & (dormant == q)].sum()) for d, q in CLASSES])
 
-    def _acceptance(self, cxcl: np.ndarray, mscf: np.ndarray, par: np.ndarray) -> np.ndarray:
+    def _acceptance(self, cxcl: np.ndarray, mscf: np.ndarray, par: np.ndarray,
+                    sig_key: tuple[int, int]) -> np.ndarray:
         """Transendothelial migration probability ``s / (s + homing_half)`` at each
-        endothelial homing site (``s`` the adhesion score with the step's modifiers)."""
+        endothelial homing site (``s`` the adhesion score with the step's modifiers);
+        kept until the signals or a modifier change (a pure function of them)."""
         if self._home_sites.size == 0:
             return np.zeros(0)
+        key = (sig_key, float(par[P.K_BLOCK]), float(par[P.K_PROT]))
+        if self._accept_cache is not None and self._accept_cache[0] == key:
+            return self._accept_cache[1]
         sc = adhesion_scores(self._home_sites, cxcl, mscf, self._contact, self._vcam, par)
-        return sc / (sc + self.config.blood.homing_half)
+        acc = sc / (sc + self.config.blood.homing_half)
+        acc.flags.writeable = False
+        self._accept_cache = (key, acc)
+        return acc
 
     def _lodge(self, attempts: np.ndarray, accept: np.ndarray, step: int, t_end: float) -> None:
         """Arrests in the block: each picks an endothelial site, crosses with its
@@ -544,7 +561,7 @@ class CellModel:
         return self._pop.occupied_flat()
 
     def _update_niche(self, cxcl: np.ndarray, mscf: np.ndarray, par: np.ndarray,
-                      force: bool = False) -> None:
+                      force: bool = False, key: tuple[int, int] | None = None) -> None:
         """Re-derive the niche signal map when the signals changed and no transient
         modifier (protease, CXCR4 blockade) is in force.
 
@@ -556,7 +573,8 @@ class CellModel:
         """
         if not force and (par[P.K_PROT] != 0.0 or par[P.K_BLOCK] != 0.0):
             return
-        key = (zlib.crc32(memoryview(cxcl).cast("B")), zlib.crc32(memoryview(mscf).cast("B")))
+        if key is None:
+            key = _signal_key(cxcl, mscf)
         if not force and key == self._nsig_key:
             return
         nz, ny, nx = self.shape

@@ -24,6 +24,7 @@ from niche3d._threads import ThreadGovernor
 from niche3d.fields import _solution_storage as K
 from niche3d.fields._boundary import KINDS, VALUE
 from niche3d.fields._skip import (
+    LOCAL_GAIN,
     LOCAL_RADIUS,
     LOCAL_SWEEPS,
     QUICK_RADIUS,
@@ -494,7 +495,8 @@ class FieldSet:
             s.solves += 1
             tol_abs = skip_below.get(name, 0.0) if inv_dt == 0 else 0.0
             rmax = None
-            if tol_abs > 0 and not s.sources_changed and s.cells is not None:
+            tried = tol_abs > 0 and not s.sources_changed and s.cells is not None and s.try_local()
+            if tried:
                 floor = q_floor(f.diffusion, op)
                 # a quick local correction first, the full one if that is not enough
                 for radius, sweeps in ((QUICK_RADIUS, QUICK_SWEEPS), (LOCAL_RADIUS, LOCAL_SWEEPS)):
@@ -502,7 +504,10 @@ class FieldSet:
                                             radius, sweeps)
                     # too many cells changed (or a NaN): solve in full
                     rmax = max(s.r_left, rbox) if math.isfinite(rbox) else None
-                    if rmax is None or s.estimate(rmax, floor) <= tol_abs:
+                    est = s.estimate(rmax, floor) if rmax is not None else math.inf
+                    # the full correction lowers the estimate about LOCAL_GAIN-fold: no
+                    # use trying it when the quick one left more than that
+                    if est <= tol_abs or est > LOCAL_GAIN * tol_abs:
                         break
             rep.estimate[name] = s.estimate(rmax, q_floor(f.diffusion, op)) if rmax is not None else math.inf
             # after a backward-Euler step the steady solution is not in hi: solve in full
@@ -510,6 +515,7 @@ class FieldSet:
             s.cells = self._cells_key
             if rep.estimate[name] <= tol_abs and s.in_row < self.config.max_skipped_solves:
                 s.r_left = float(rmax)  # type: ignore[arg-type]
+                s.fails = 0
                 s.in_row += 1
                 s.skipped += 1
                 rep.cycles[name] = 0
@@ -518,6 +524,8 @@ class FieldSet:
                 rep.skipped[name] = True
                 continue
             s.in_row = 0
+            if tried:
+                s.fails += 1
             rebuild = f.dirty or f.built_inv_dt != inv_dt
             cycles, r0, r = f.mg.solve(
                 op, f.hi, f.lo, tol=tol, max_cycles=self.config.max_cycles, rebuild=rebuild
