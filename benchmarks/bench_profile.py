@@ -20,6 +20,7 @@ Run::
 
     python benchmarks/bench_profile.py --days 30
     python benchmarks/bench_profile.py --shape 125 250 250 --days 10
+    python benchmarks/bench_profile.py --scenario scenarios/femur.toml --days 5
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import numba
 
-from niche3d.scenario import Scenario
+from niche3d.scenario import Scenario, load_scenario
 from niche3d.simulation import Simulation
 
 RESULTS = Path(__file__).parent / "results"
@@ -106,13 +107,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"))
+    ap.add_argument("--scenario", default=None, help="a scenario TOML (default: built-in)")
     ap.add_argument("--compile", action="store_true", help="also time a cold compile (slow)")
     ap.add_argument("--out", default=str(RESULTS / "bench_profile.json"))
     args = ap.parse_args()
     over = [f"run.days={args.days}"]
     if args.shape:
         over.append(f"domain.shape={list(args.shape)}")
-    base = Scenario.default().with_overrides(over)
+    base = (load_scenario(args.scenario) if args.scenario else Scenario.default()).with_overrides(over)
     Simulation(base.with_overrides(["run.days=1"])).run(1)  # compile, fill the lattice cache
     res: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                              "numba_threads": numba.get_num_threads()},
