@@ -2,7 +2,9 @@
 
 Each size runs in its own child process (so its peak resident memory is its own): the
 default scenario on an ``n``³ lattice (and, with ``--femur``, the shipped femur), one
-warm-up day, then ``--days`` timed days without a store. The parent fits
+warm-up day, then ``--days`` timed days without a store. With ``--hscs`` it also seeds
+about that many HSCs on one ``--hsc-lattice`` cube and times the first 6 hours (the
+surplus over the niche sites leaves over days), reporting the mean cell count. The parent fits
 ``time = a · voxels^b`` and ``memory = c · voxels^d`` by least squares in log-log over
 the sizes at or above ``--fit-from`` voxels (small lattices are dominated by fixed costs)
 and writes ``benchmarks/results/bench_scaling.json`` and a plot
@@ -31,23 +33,37 @@ RESULTS = Path(__file__).parent / "results"
 IMG = Path(__file__).resolve().parent.parent / "docs" / "img" / "scaling.png"
 
 
-def child(shape: list[int], days: float, femur: bool) -> None:
+def child(shape: list[int], days: float, femur: bool, hscs: int = 0) -> None:
     from niche3d.scenario import Scenario, load_scenario
     from niche3d.simulation import Simulation
+    from niche3d.tissue import build_lattice
 
     if femur:
         sc = load_scenario(Path(__file__).resolve().parent.parent / "scenarios" / "femur.toml")
     else:
         sc = Scenario.default().with_overrides([f"domain.shape={shape}"])
+    lat = build_lattice(sc.domain.shape, sc.domain.voxel_um, sc.tissue, seed=sc.run.seed)
+    if hscs:  # seed about this many HSCs: the density over the lattice's non-bone marrow
+        nonbone_mm3 = float(lat.enterable.sum()) * sc.domain.voxel_um**3 / 1e9
+        sc = sc.with_overrides([f"cells.hsc_per_mm3={min(hscs / nonbone_mm3, 1e6)}",
+                                "cells.initial_placement=random"])
     t = time.perf_counter()
-    sim = Simulation(sc)
+    sim = Simulation(sc, lattice=lat)
     setup = time.perf_counter() - t
-    sim.run(1.0)
+    if hscs:
+        # an over-full marrow loses its surplus over days (finite niche sites): time the
+        # first 6 hours after seeding, at about the seeded number (kernels cached)
+        days = 0.25
+        sim.run(1.0 / 24.0)
+    else:
+        sim.run(1.0)
+    n0 = sim.cells.n_cells
     t = time.perf_counter()
     sim.run(days)
     per_day = (time.perf_counter() - t) / days
+    n_cells = 0.5 * (n0 + sim.cells.n_cells)
     print(json.dumps({"shape": list(sc.domain.shape), "voxels": int(np.prod(sc.domain.shape)),
-                      "cells": int(sim.cells.n_cells), "setup_seconds": setup,
+                      "cells": int(round(n_cells)), "setup_seconds": setup,
                       "seconds_per_day": per_day,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -66,16 +82,22 @@ def main() -> None:
     ap.add_argument("--fit-from", type=float, default=5e5, help="fit over lattices this big or more")
     ap.add_argument("--plot", action="store_true", help="write docs/img/scaling.png")
     ap.add_argument("--out", default=str(RESULTS / "bench_scaling.json"))
+    ap.add_argument("--hscs", type=int, nargs="*", default=[],
+                    help="also seed about these many HSCs on one --hsc-lattice cube")
+    ap.add_argument("--hsc-lattice", type=int, default=160, help="edge of that cube")
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child-hscs", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child-femur", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child or args.child_femur:
-        child(list(args.child or [0, 0, 0]), args.days, args.child_femur)
+        child(list(args.child or [0, 0, 0]), args.days, args.child_femur, args.child_hscs)
         return
     rows = []
     jobs: list[list[str]] = [["--child", str(n), str(n), str(n)] for n in args.sizes]
     if args.femur:
         jobs.append(["--child-femur"])
+    n = args.hsc_lattice
+    jobs += [["--child", str(n), str(n), str(n), "--child-hscs", str(h)] for h in args.hscs]
     for job in jobs:
         r = subprocess.run([sys.executable, __file__, *job, "--days", str(args.days)],
                            capture_output=True, text=True, check=True)
@@ -84,7 +106,10 @@ def main() -> None:
         print(f"{str(row['shape']):18s} {row['voxels']:>10d} voxels {row['cells']:>6d} cells: "
               f"{row['seconds_per_day']:7.3f} s/day, peak {row['peak_rss_mb']:7.0f} MB, "
               f"set-up {row['setup_seconds']:5.1f} s", flush=True)
-    cube = [r for r in rows if len(set(r["shape"])) == 1 and r["voxels"] >= args.fit_from]
+    for r, job in zip(rows, jobs, strict=True):
+        r["seeded_hscs"] = int(job[-1]) if "--child-hscs" in job else 0
+    cube = [r for r in rows if len(set(r["shape"])) == 1 and r["voxels"] >= args.fit_from
+            and not r["seeded_hscs"]]
     out: dict = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
                  "days": args.days, "rows": rows}
     if len(cube) >= 2:
@@ -93,6 +118,21 @@ def main() -> None:
         out["memory_exponent"], out["memory_prefactor"] = fit(v, np.array([r["peak_rss_mb"] for r in cube]))
         print(f"fitted over {len(cube)} cubes >= {args.fit_from:g} voxels: time per day ~ voxels^"
               f"{out['time_exponent']:.2f}, peak memory ~ voxels^{out['memory_exponent']:.2f}")
+    by_cells = [r for r in rows if r["seeded_hscs"]]
+    if len(by_cells) >= 2:
+        c = np.array([max(r["cells"], 1) for r in by_cells], float)
+        t = np.array([r["seconds_per_day"] for r in by_cells])
+        base = t.min()  # the lattice's own cost, from the fewest cells
+        out["cells_time_exponent"] = fit(c, t)[0]
+        extra = t - base
+        keep = extra > 0.05 * t
+        if keep.sum() >= 2:
+            out["cells_marginal_time_exponent"] = fit(c[keep], extra[keep])[0]
+        out["cells_memory_exponent"] = fit(c, np.array([r["peak_rss_mb"] for r in by_cells]))[0]
+        print(f"against cells on {n}^3: time per day ~ cells^{out['cells_time_exponent']:.2f} "
+              f"(beyond the fewest cells' time: ~ cells^"
+              f"{out.get('cells_marginal_time_exponent', float('nan')):.2f}), peak memory ~ cells^"
+              f"{out['cells_memory_exponent']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
@@ -106,6 +146,8 @@ def main() -> None:
         for ax, key, label in ((axes[0], "seconds_per_day", "wall time per simulated day (s)"),
                                (axes[1], "peak_rss_mb", "peak resident memory (MB)")):
             for r in rows:
+                if r["seeded_hscs"]:
+                    continue
                 femur = len(set(r["shape"])) > 1
                 ax.loglog(r["voxels"], r[key], "s" if femur else "o",
                           color="tab:red" if femur else "tab:blue")
