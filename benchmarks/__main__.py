@@ -4,7 +4,7 @@ Each benchmark times our code and a baseline in the same process, prints the rat
 writes its JSON under ``benchmarks/results/``. ``--quick`` gives every script its short
 mode (a few minutes in all on 2 cores); without it the full modes run (about half an
 hour). ``--only NAME ...`` picks scripts by name (``threads``, ``store``, ``fields``,
-``skip``, ``shape``, ``profile``, ``scaling``, ``cells``, ``tissue``).
+``skip``, ``shape``, ``profile``, ``targets``, ``scaling``, ``cells``, ``tissue``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "skip": ("bench_skip.py", ["--days", "10", "--repeats", "2"], ["--days", "60", "--repeats", "3"]),
     "shape": ("bench_shape.py", ["--n", "64", "--days", "2"], ["--n", "128", "--days", "3"]),
     "profile": ("bench_profile.py", ["--days", "10"], ["--days", "30", "--compile"]),
+    "targets": ("bench_targets.py", ["--quick"], []),
     "scaling": ("bench_scaling.py", ["--sizes", "32", "64", "96", "128"],
                 ["--sizes", "32", "64", "96", "128", "192", "256", "--femur", "--plot"]),
     "cells": ("bench_cells.py", ["--quick"], []),
