@@ -495,6 +495,7 @@ class FieldSet:
             s.solves += 1
             tol_abs = skip_below.get(name, 0.0) if inv_dt == 0 else 0.0
             rmax = None
+            est = math.inf
             tried = tol_abs > 0 and not s.sources_changed and s.cells is not None and s.try_local()
             if tried:
                 floor = q_floor(f.diffusion, op)
@@ -509,7 +510,7 @@ class FieldSet:
                     # use trying it when the quick one left more than that
                     if est <= tol_abs or est > LOCAL_GAIN * tol_abs:
                         break
-            rep.estimate[name] = s.estimate(rmax, q_floor(f.diffusion, op)) if rmax is not None else math.inf
+            rep.estimate[name] = est
             # after a backward-Euler step the steady solution is not in hi: solve in full
             s.sources_changed = inv_dt > 0
             s.cells = self._cells_key
