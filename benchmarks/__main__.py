@@ -4,7 +4,8 @@ Each benchmark times our code and a baseline in the same process, prints the rat
 writes its JSON under ``benchmarks/results/``. ``--quick`` gives every script its short
 mode (a few minutes in all on 2 cores); without it the full modes run (about half an
 hour). ``--only NAME ...`` picks scripts by name (``threads``, ``store``, ``fields``,
-``skip``, ``shape``, ``profile``, ``targets``, ``scaling``, ``cells``, ``tissue``).
+``skip``, ``shape``, ``profile``, ``targets``, ``scaling``, ``vcycle``, ``cells``,
+``tissue``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "targets": ("bench_targets.py", ["--quick"], []),
     "scaling": ("bench_scaling.py", ["--sizes", "32", "64", "96", "128"],
                 ["--sizes", "32", "64", "96", "128", "192", "256", "--femur", "--plot"]),
+    "vcycle": ("bench_vcycle.py", ["--shape", "128", "128", "128", "--warm-days", "0.25"],
+               ["--shape", "256", "256", "256"]),
     "cells": ("bench_cells.py", ["--quick"], []),
     "tissue": ("bench_tissue.py", [], ["--large"]),
 }

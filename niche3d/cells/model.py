@@ -36,6 +36,7 @@ from niche3d.cells.population import COLUMNS, EVENT_COLUMNS, EventLog, Populatio
 from niche3d.cells.rng import Purpose, uniform_array
 from niche3d.cells.seeding import adhesion_scores, initial_cells, phase_timers
 from niche3d.cells.signals import Modifiers, Signals, flat_signals
+from niche3d.tissue.codes import Tissue
 from niche3d.tissue.contact import ang1_map, contact_maps
 from niche3d.tissue.lattice import Lattice
 
@@ -626,13 +627,14 @@ class CellModel:
         """Niche kind of every voxel by the nearest niche structure, uint8 (z, y, x):
         1 endosteal (endosteum or SNO nearest), 2 sinusoidal/perivascular (sinusoid wall),
         3 arteriolar (arteriole); ties go to endosteal, then arteriolar; 0 off the marrow.
-        Computed once (three distance maps of the lattice)."""
+        Computed once (:meth:`~niche3d.tissue.Lattice.nearest`: three distance maps in
+        turn, kept on disk)."""
         if self._site_kind is None:
             lat = self.lattice
-            d = np.stack([lat.dist_endosteum_um, lat.dist_arteriole_um, lat.dist_sinusoid_um])
-            near = np.argmin(d, axis=0)  # first minimum: endosteal, arteriolar, sinusoidal
-            kind = np.array([1, 3, 2], np.uint8)[near]
-            kind[~np.isfinite(d).any(axis=0)] = 2
+            # nearest of (1) endosteum/SNO, (2) arteriole, (3) sinusoid; 0: none anywhere
+            near = lat.nearest((Tissue.ENDOSTEUM, Tissue.SNO), (Tissue.ARTERIOLE,),
+                               (Tissue.SINUSOID, Tissue.ENDOTHELIUM))
+            kind = np.array([2, 1, 3, 2], np.uint8)[near]
             kind[~lat.enterable] = 0
             self._site_kind = kind
         return self._site_kind

@@ -16,10 +16,16 @@ Two kinds of marrow are out of reach of the coarse levels and are solved exactly
 
 Both are found once per static operator (labels, diffusivities, boundaries:
 :meth:`BlockSolves.find`); their LU factors are kept while the block matrix is unchanged
-(bit for bit), so a kept factorisation and a fresh one give the same numbers.
+(bit for bit), so a kept factorisation and a fresh one give the same numbers. The
+search (connected components, erosions: seconds on a femur-sized lattice) is kept in the
+disk cache of derived maps (:func:`~niche3d.tissue.cache.cached_arrays`), keyed by the
+labels' digest, the permeable codes, the periodic axes, the depth and this module's
+source.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import scipy.sparse
@@ -29,6 +35,7 @@ from scipy import ndimage
 from niche3d.fields._boundary import PERIODIC, VALUE
 from niche3d.fields._solution_storage import split_values
 from niche3d.fields.operator import DynamicOperator, StaticOperator
+from niche3d.tissue.cache import cached_arrays, code_digest
 
 __all__ = ["BlockSolves"]
 
@@ -85,8 +92,27 @@ class BlockSolves:
         self._pocket_lu = None
         self._fjord_lu = None
         self._structures = {}
-        self._find_pockets(static)
-        self._find_fjords(static)
+        lab = np.ascontiguousarray(static.labels)
+        key = {"labels": hashlib.sha256(memoryview(lab).cast("B")).hexdigest(),
+               "shape": list(lab.shape),
+               "permeable": np.flatnonzero(np.asarray(static.diffusion) > 0).tolist(),
+               "periodic": list(self.periodic), "fjord_depth": self.fjord_depth,
+               "pocket_max": POCKET_MAX, "fjord_max": FJORD_MAX, "code": code_digest([__file__])}
+
+        def search() -> dict[str, np.ndarray]:
+            self._find_pockets(static)
+            self._find_fjords(static)
+            return {"pockets": self.pockets, "fjords": self.fjords}
+
+        n = lab.size
+
+        def valid(a: dict[str, np.ndarray]) -> bool:
+            return all(k in a and a[k].dtype == np.int64 and a[k].ndim == 1
+                       and (a[k].size == 0 or (0 <= a[k].min() and a[k].max() < n))
+                       for k in ("pockets", "fjords"))
+
+        got = cached_arrays("blocks", key, search, check=valid)
+        self.pockets, self.fjords = got["pockets"], got["fjords"]
 
     def solve_pockets(self, static: StaticOperator, dyn: DynamicOperator, hi: np.ndarray,
                       lo: np.ndarray) -> None:

@@ -160,7 +160,33 @@ def contact_maps(
         ``min(1, (endo_factor * endothelium faces + stroma faces + own stroma) / 6)``.
         Sinusoidal endothelium expresses VCAM1 constitutively and strongly, and a cell
         inside the reticular stroma is enveloped by it.
+
+    The pair is kept in the disk cache (:func:`~niche3d.tissue.cache.cached_arrays`),
+    keyed by the lattice's digest and the two parameters.
     """
+    from niche3d.tissue.cache import cached_arrays, code_digest
+
+    n = lattice.size
+    got = cached_arrays(
+        "contact", {"lattice": lattice.digest, "opn_range_um": float(opn_range_um),
+                    "endo_factor": float(endo_factor),
+                    "code": code_digest([__file__, _distance_file()])},
+        lambda: dict(zip(("contact", "vcam"),
+                         _contact_maps(lattice, opn_range_um, endo_factor), strict=True)),
+        check=lambda a: a.keys() >= {"contact", "vcam"} and a["contact"].shape == (n,)
+        and a["contact"].dtype == np.uint8 and a["vcam"].shape == (n,)
+        and a["vcam"].dtype == np.float32)
+    return got["contact"], got["vcam"]
+
+
+def _distance_file() -> str:
+    from niche3d.tissue import distance
+
+    return distance.__file__
+
+
+def _contact_maps(lattice: Lattice, opn_range_um: float,
+                  endo_factor: float) -> tuple[np.ndarray, np.ndarray]:
     lab = lattice.labels
     endo = lab == Tissue.ENDOTHELIUM
     stroma = lab == Tissue.STROMA
@@ -175,7 +201,7 @@ def contact_maps(
     n_str += stroma
     vcam = np.minimum((np.float32(endo_factor) * n_endo + n_str) / np.float32(6.0), np.float32(1.0))
     if ang.any() and opn_range_um > 0:
-        opn = lattice.dist_endosteum_um <= opn_range_um
+        opn = lattice.within_um(opn_range_um, Tissue.ENDOSTEUM, Tissue.SNO)
         contact |= np.where(opn, np.uint8(C_OPN), np.uint8(0))
     return np.ascontiguousarray(contact.ravel()), np.ascontiguousarray(vcam.ravel(), dtype=np.float32)
 

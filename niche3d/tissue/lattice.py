@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
-from scipy import ndimage
 
 from niche3d.tissue.codes import TISSUE_NAMES, Tissue, tissue_code
+from niche3d.tissue.distance import distance_from_squared, squared_edt, within
 
 __all__ = ["Lattice"]
 
@@ -87,18 +89,74 @@ class Lattice:
         """Euclidean distance in µm from every voxel to the nearest voxel of ``tissues``.
 
         Voxels of those tissues are at distance 0. If the lattice has none of them the
-        result is +inf everywhere.
+        result is +inf everywhere. Exact (:func:`~niche3d.tissue.distance.squared_edt`),
+        with the values ``scipy.ndimage.distance_transform_edt(..., sampling=voxel_um)``
+        gives, 10-20x faster.
         """
-        key = tuple(sorted(tissue_code(t) if isinstance(t, str) else int(t) for t in tissues))
+        key = self._tissue_key(tissues)
         cache = self._distance_cache
         if key not in cache:
-            target = self.mask(*key)
-            if not target.any():
-                cache[key] = np.full(self.shape, np.inf, dtype=np.float32)
-            else:
-                d = ndimage.distance_transform_edt(~target, sampling=self.voxel_um)
-                cache[key] = d.astype(np.float32)
+            sq = squared_edt(self.mask(*key))
+            cache[key] = distance_from_squared(sq, self.voxel_um)
         return cache[key]
+
+    def within_um(self, r_um: float, *tissues: Tissue | int | str) -> np.ndarray:
+        """Boolean map of the voxels within ``r_um`` µm of ``tissues``: exactly
+        ``distance_um(*tissues) <= r_um``, from the distance map when it is already
+        computed, else by a bounded dilation (:func:`~niche3d.tissue.distance.within`),
+        whose cost grows with the zone's radius instead of needing a whole map."""
+        key = self._tissue_key(tissues)
+        if key in self._distance_cache:
+            return self._distance_cache[key] <= r_um
+        return within(self.mask(*key), r_um, self.voxel_um)
+
+    def nearest(self, *groups: Sequence[Tissue | int | str]) -> np.ndarray:
+        """Which group of tissues is nearest to every voxel, uint8 (z, y, x): ``i`` (1-based)
+        for ``groups[i - 1]``, ties to the earlier group, 0 where the lattice has none of
+        any group. Distances as :meth:`distance_um`; the map is kept on disk
+        (:func:`~niche3d.tissue.cache.cached_arrays`, keyed by :attr:`digest`), and a
+        distance map is computed, used and dropped one group at a time (the lattice
+        keeps only those already asked for)."""
+        if not groups or len(groups) > 255:
+            raise ValueError(f"nearest needs 1 to 255 groups of tissues, got {len(groups)}")
+        keys = [self._tissue_key(tuple(g)) for g in groups]
+        if any(not k for k in keys):
+            raise ValueError("nearest: every group needs at least one tissue")
+
+        def make() -> dict[str, np.ndarray]:
+            best = np.full(self.shape, np.inf, np.float32)
+            out = np.zeros(self.shape, np.uint8)
+            for i, key in enumerate(keys, start=1):
+                d = self._distance_cache.get(key)
+                if d is None:
+                    d = distance_from_squared(squared_edt(self.mask(*key)), self.voxel_um)
+                closer = d < best  # strict: a tie stays with the earlier group
+                out[closer] = i
+                np.minimum(best, d, out=best)
+                del d, closer
+            return {"nearest": out}
+
+        from niche3d.tissue.cache import cached_arrays, code_digest
+
+        got = cached_arrays(
+            "nearest", {"lattice": self.digest, "groups": keys,
+                        "code": code_digest([__file__, _distance_file()])}, make,
+            check=lambda a: "nearest" in a and a["nearest"].shape == self.shape
+            and a["nearest"].dtype == np.uint8)
+        return got["nearest"]
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the labels (shape and codes) and the voxel size: the content key of
+        the maps derived from this lattice in the disk cache."""
+        h = hashlib.sha256()
+        h.update(repr((self.shape, self.voxel_um)).encode())
+        h.update(memoryview(self.labels).cast("B"))
+        return h.hexdigest()
+
+    @staticmethod
+    def _tissue_key(tissues: tuple[Tissue | int | str, ...]) -> tuple[int, ...]:
+        return tuple(sorted(tissue_code(t) if isinstance(t, str) else int(t) for t in tissues))
 
     @cached_property
     def _distance_cache(self) -> dict[tuple[int, ...], np.ndarray]:
@@ -133,3 +191,9 @@ class Lattice:
     def __repr__(self) -> str:
         z, y, x = self.shape
         return f"Lattice({z}x{y}x{x} voxels, {self.voxel_um:g} µm)"
+
+
+def _distance_file() -> str:
+    from niche3d.tissue import distance
+
+    return distance.__file__

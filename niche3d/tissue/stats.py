@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from niche3d._jit import jit
 from niche3d.tissue.codes import Tissue
+from niche3d.tissue.distance import edt
 from niche3d.tissue.lattice import Lattice
 
 if TYPE_CHECKING:
@@ -191,82 +192,6 @@ def _paint_spheres(
                     if dx * dx < rem2 and out[z, y, x] < v:
                         out[z, y, x] = v
     return out
-
-
-@jit(parallel=True)
-def _edt_last_axis(f: np.ndarray) -> None:  # pragma: no cover - numba
-    """In-place 1D squared Euclidean distance transform along the last axis.
-
-    Lower envelope of parabolas (Felzenszwalb & Huttenlocher 2012); ``f`` holds squared
-    distances so far (0 at features, a large number elsewhere).
-    """
-    nz, ny, n = f.shape
-    for z in numba.prange(nz):
-        v = np.empty(n, dtype=np.int64)
-        zb = np.empty(n + 1, dtype=np.float64)
-        g = np.empty(n, dtype=np.float64)
-        for y in range(ny):
-            for i in range(n):
-                g[i] = f[z, y, i]
-            k = 0
-            v[0] = 0
-            zb[0] = -1e30
-            zb[1] = 1e30
-            for q in range(1, n):
-                if g[q] >= 1e29:
-                    continue
-                while True:
-                    p = v[k]
-                    sx = ((g[q] + q * q) - (g[p] + p * p)) / (2.0 * (q - p))
-                    if g[p] >= 1e29:
-                        sx = -1e30
-                    if sx <= zb[k] and k > 0:
-                        k -= 1
-                        continue
-                    if sx <= zb[k]:
-                        # replace the only (infinite) parabola
-                        v[0] = q
-                        zb[0] = -1e30
-                        zb[1] = 1e30
-                        break
-                    k += 1
-                    v[k] = q
-                    zb[k] = sx
-                    zb[k + 1] = 1e30
-                    break
-            if g[v[0]] >= 1e29:
-                continue  # no feature on this line: leave as is
-            k = 0
-            for q in range(n):
-                while zb[k + 1] < q:
-                    k += 1
-                p = v[k]
-                f[z, y, q] = (q - p) * (q - p) + g[p]
-
-
-def edt(features: np.ndarray, voxel_um: float = 1.0) -> np.ndarray:
-    """Exact Euclidean distance (µm, float32) from every voxel to the nearest feature voxel.
-
-    A parallel numba replacement for ``scipy.ndimage.distance_transform_edt(~features)``
-    (about 10-20x faster on 256^3 with 2 threads); ``inf`` everywhere if there is no
-    feature voxel.
-    """
-    features = np.asarray(features, dtype=bool)
-    if features.ndim != 3:
-        raise ValueError(f"features must be 3D (z, y, x), got shape {features.shape}")
-    if not features.any():
-        return np.full(features.shape, np.inf, dtype=np.float32)
-    big = 1e30
-    f = np.where(features, 0.0, big)
-    _edt_last_axis(f)
-    f = np.ascontiguousarray(f.transpose(0, 2, 1))
-    _edt_last_axis(f)
-    f = np.ascontiguousarray(f.transpose(2, 1, 0))  # (y, x, z): last axis is z
-    _edt_last_axis(f)
-    d = np.sqrt(f.transpose(2, 0, 1)).astype(np.float32)
-    if voxel_um != 1.0:
-        d *= np.float32(voxel_um)
-    return np.ascontiguousarray(d)
 
 
 # ----------------------------------------------------------------------------- public
