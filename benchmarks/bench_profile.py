@@ -6,7 +6,11 @@ the timed part:
 
 * **before**: every scheduled re-solve runs (``fields.skip_tolerance = 0``), the state of
   the step loop before the skipping of issue 15;
-* **after**: the shipped defaults.
+* **after**: the shipped defaults;
+* **after, without a store**: the same run handing its records and checkpoints to a writer
+  that writes nothing (so it computes the same readouts): the baseline of the store's
+  whole cost, ``(with - without) / with``, which counts the writer thread's share of the
+  cores too.
 
 Each run is timed by parts: set-up (the lattice: generated or from the on-disk cache; the
 field set, cell model and first solves), ``FieldSet.solve``, ``CellModel.step``, the
@@ -43,22 +47,44 @@ from niche3d.simulation import Simulation
 RESULTS = Path(__file__).parent / "results"
 
 
+class _NullWriter:
+    """Takes a run's store calls and writes nothing: the baseline run computes every
+    record's readouts (metrics, niche map, cell table) and checkpoint state exactly as a
+    run with a store does, so (with - without) is what the store itself costs."""
+
+    n_records = 10**9
+    has_niche = True
+    wait_seconds = 0.0
+    write_seconds = 0.0
+
+    def write_record(self, *a: object, **k: object) -> None: ...
+    def append_events(self, *a: object) -> None: ...
+    def write_checkpoint(self, *a: object) -> None: ...
+    def extend(self, *a: object) -> None: ...
+    def flush(self) -> None: ...
+
+
 class _Timer:
     """Wraps a bound method and adds its wall time to a named total."""
 
-    def __init__(self, totals: dict[str, float], name: str, fn: object) -> None:
+    def __init__(self, totals: dict[str, float], name: str, fn: object,
+                 depth: list[int] | None = None) -> None:
         self.totals, self.name, self.fn = totals, name, fn
+        self.depth = depth if depth is not None else [0]  # shared: only outermost calls count
         totals.setdefault(name, 0.0)
 
     def __call__(self, *a: object, **kw: object) -> object:
         t = time.perf_counter()
+        self.depth[0] += 1
         try:
             return self.fn(*a, **kw)  # type: ignore[operator]
         finally:
-            self.totals[self.name] += time.perf_counter() - t
+            self.depth[0] -= 1
+            if self.depth[0] == 0:
+                self.totals[self.name] += time.perf_counter() - t
 
 
-def profile(sc: Scenario, out: Path) -> dict:
+def profile(sc: Scenario, out: Path | None) -> dict:
     from niche3d import simulation as S
 
     setup: dict[str, float] = {}
@@ -74,12 +100,24 @@ def profile(sc: Scenario, out: Path) -> dict:
     parts: dict[str, float] = {}
     sim.fields.solve = _Timer(parts, "field solves", sim.fields.solve)  # type: ignore[method-assign]
     sim.cells.step = _Timer(parts, "cell steps", sim.cells.step)  # type: ignore[method-assign]
+    if out is None:
+        sim.writer = _NullWriter()
     sim._record = _Timer(parts, "records to the store", sim._record)  # type: ignore[method-assign]
     sim._flush = _Timer(parts, "final flush of the store", sim._flush)  # type: ignore[method-assign]
+    # what a record reads from the simulation (metrics, the niche map, the cell table),
+    # timed apart (outermost calls only: metrics() reads the niche map itself)
+    reads: dict[str, float] = {}
+    depth = [0]
+    sim.metrics = _Timer(reads, "r", sim.metrics, depth)  # type: ignore[method-assign]
+    for name in ("snapshot", "niche_sites", "drain_events"):
+        setattr(sim.cells, name, _Timer(reads, "r", getattr(sim.cells, name), depth))
     w = sim.writer
     t0 = time.perf_counter()
     sim.run(sc.run.days)
     wall = time.perf_counter() - t0
+    readouts = reads["r"]
+    parts["records to the store"] -= readouts
+    parts["record readouts (metrics, maps)"] = readouts
     parts["rest of the step"] = wall - sum(parts.values())
     # inside "records to the store" and the flush: the time the loop waited because the
     # writer's queue was full (the rest of the hand-over is copying the arrays)
@@ -87,7 +125,7 @@ def profile(sc: Scenario, out: Path) -> dict:
     counts = sim.fields.solve_counts
     return {"setup": setup, "loop_seconds": wall, "parts": parts,
             "waiting_for_the_writer_seconds": parts_waiting,
-            "writer_thread_seconds": w.write_seconds,
+            "writer_thread_seconds": w.write_seconds if w is not None else 0.0,
             "seconds_per_day": wall / sc.run.days,
             "solves_skipped": {n: c[1] for n, c in counts.items()},
             "solves": {n: c[0] for n, c in counts.items()}}
@@ -123,12 +161,18 @@ def main() -> None:
         for name, sc in (("before", base.with_overrides(["fields.skip_tolerance=0"])),
                          ("after", base)):
             res[name] = profile(sc, Path(d) / f"{name}.zarr")
+        # the same run without a store: what the store costs in all, the writer thread's
+        # share of the cores included (on 2 cores it competes with the solver's threads)
+        res["after_without_store"] = profile(base, None)
+    a, n = res["after"]["loop_seconds"], res["after_without_store"]["loop_seconds"]
+    res["store_share_of_run"] = (a - n) / a
     if args.compile:
         res["compile_seconds"] = compile_seconds()
     print(f"lattice {res['shape']}, {args.days:g} days, store written")
     print(f"{'':38s} {'before':>14s} {'after':>14s}")
     for key in ("field solves", "cell steps", "records to the store",
-                "final flush of the store", "rest of the step"):
+                "final flush of the store", "record readouts (metrics, maps)",
+                "rest of the step"):
         b, a = res["before"]["parts"][key], res["after"]["parts"][key]
         print(f"{key:38s} {b:7.1f} s {100 * b / res['before']['loop_seconds']:3.0f} % "
               f"{a:7.1f} s {100 * a / res['after']['loop_seconds']:3.0f} %")
@@ -139,6 +183,11 @@ def main() -> None:
           f"{res['after']['loop_seconds']:7.1f} s")
     print(f"{'set-up (lattice from the cache)':38s} {res['before']['setup']['total']:7.1f} s       "
           f"{res['after']['setup']['total']:7.1f} s")
+    print(f"{'step loop without a store':38s} {'':14s} "
+          f"{res['after_without_store']['loop_seconds']:7.1f} s")
+    print(f"the store's whole cost (with - without) / with: "
+          f"{100 * res['store_share_of_run']:.1f} %"
+          f" (writer thread busy {res['after']['writer_thread_seconds']:.1f} s)")
     if "compile_seconds" in res:
         print(f"{'compile (empty numba cache)':38s} {res['compile_seconds']:7.1f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,11 @@ warm-up day, then ``--days`` timed days without a store. With ``--hscs`` it also
 about that many HSCs on one ``--hsc-lattice`` cube and times the first 6 hours (the
 surplus over the niche sites leaves over days), reporting the mean cell count. The parent fits
 ``time = a · voxels^b`` and ``memory = c · voxels^d`` by least squares in log-log over
-the sizes at or above ``--fit-from`` voxels (small lattices are dominated by fixed costs)
-and writes ``benchmarks/results/bench_scaling.json`` and a plot
+the sizes at or above ``--fit-from`` voxels (small lattices are dominated by fixed costs),
+and again over those at or above ``--dram-from`` (arrays beyond the last-level cache);
+beside each size it times one plain float32 7-point sweep of the lattice, whose own
+exponent is what the memory hierarchy alone contributes (in cache on small lattices,
+from DRAM on large ones). It writes ``benchmarks/results/bench_scaling.json`` and a plot
 (``docs/img/scaling.png``, with ``--plot``). Python 3.11+, 2 cores.
 
 Run::
@@ -62,9 +65,22 @@ def child(shape: list[int], days: float, femur: bool, hscs: int = 0) -> None:
     sim.run(days)
     per_day = (time.perf_counter() - t) / days
     n_cells = 0.5 * (n0 + sim.cells.n_cells)
+    # the memory hierarchy's own scaling, measured beside: one plain float32 7-point sweep
+    # of this lattice (in cache on small lattices, from DRAM on large ones)
+    from niche3d.fields import _uniform_kernels as UK
+
+    u = np.random.default_rng(0).random(sc.domain.shape, dtype=np.float32)
+    v = np.zeros_like(u)
+    UK.stencil_sweep(u, v)
+    sweeps = []
+    for _ in range(10):
+        t = time.perf_counter()
+        UK.stencil_sweep(u, v)
+        sweeps.append(time.perf_counter() - t)
+    del u, v
     print(json.dumps({"shape": list(sc.domain.shape), "voxels": int(np.prod(sc.domain.shape)),
                       "cells": int(round(n_cells)), "setup_seconds": setup,
-                      "seconds_per_day": per_day,
+                      "seconds_per_day": per_day, "sweep_seconds": float(np.median(sweeps)),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -80,6 +96,9 @@ def main() -> None:
     ap.add_argument("--femur", action="store_true", help="also the shipped femur")
     ap.add_argument("--days", type=float, default=2.0)
     ap.add_argument("--fit-from", type=float, default=5e5, help="fit over lattices this big or more")
+    ap.add_argument("--dram-from", type=float, default=4e6,
+                    help="also fit over lattices this big or more (16 MB float32 arrays: "
+                         "beyond the 32 MB last-level cache once a kernel reads two)")
     ap.add_argument("--plot", action="store_true", help="write docs/img/scaling.png")
     ap.add_argument("--out", default=str(RESULTS / "bench_scaling.json"))
     ap.add_argument("--hscs", type=int, nargs="*", default=[],
@@ -116,8 +135,18 @@ def main() -> None:
         v = np.array([r["voxels"] for r in cube], float)
         out["time_exponent"], out["time_prefactor"] = fit(v, np.array([r["seconds_per_day"] for r in cube]))
         out["memory_exponent"], out["memory_prefactor"] = fit(v, np.array([r["peak_rss_mb"] for r in cube]))
+        out["sweep_exponent"] = fit(v, np.array([r["sweep_seconds"] for r in cube]))[0]
         print(f"fitted over {len(cube)} cubes >= {args.fit_from:g} voxels: time per day ~ voxels^"
-              f"{out['time_exponent']:.2f}, peak memory ~ voxels^{out['memory_exponent']:.2f}")
+              f"{out['time_exponent']:.2f}, peak memory ~ voxels^{out['memory_exponent']:.2f}; "
+              f"one plain sweep (the memory hierarchy alone) ~ voxels^{out['sweep_exponent']:.2f}")
+        big = [r for r in cube if r["voxels"] >= args.dram_from]
+        if len(big) >= 2:
+            vb = np.array([r["voxels"] for r in big], float)
+            out["time_exponent_beyond_cache"] = fit(vb, np.array([r["seconds_per_day"] for r in big]))[0]
+            out["sweep_exponent_beyond_cache"] = fit(vb, np.array([r["sweep_seconds"] for r in big]))[0]
+            print(f"over {len(big)} cubes >= {args.dram_from:g} voxels (arrays beyond the "
+                  f"last-level cache): time ~ voxels^{out['time_exponent_beyond_cache']:.2f}, "
+                  f"sweep ~ voxels^{out['sweep_exponent_beyond_cache']:.2f}")
     by_cells = [r for r in rows if r["seeded_hscs"]]
     if len(by_cells) >= 2:
         c = np.array([max(r["cells"], 1) for r in by_cells], float)

@@ -376,6 +376,40 @@ def test_store_without_fields_keeps_a_valid_occupancy_image(tmp_path: Path) -> N
         np.testing.assert_array_equal(occ[i], expected)
 
 
+def test_unrecorded_fields_and_empty_chunks_cost_no_encoding(tmp_path: Path) -> None:
+    """A record without fields is a shard of empty chunks (its index alone) that every
+    zarr reader reads as NaN; all-zero chunks of a label image are empty too; edge
+    chunks (a shape that is no multiple of the chunk) read back exactly."""
+    shape = (9, 70, 75)  # edge chunks on every axis
+    lab = _labels(shape)
+    w = RunWriter.create(
+        tmp_path / "s.zarr", scenario=_scenario(shape), labels=lab, voxel_um=VOXEL,
+        record_hours=1.0, n_records=3, fields=FIELDS, seed=0, code_version="x", dt_hours=1.0,
+        niche=True,
+    )
+    niche = np.zeros(shape, np.uint8)
+    niche[2, 3, 4] = 1
+    field = {n: _field(0, k, shape) for k, (n, _, _) in enumerate(FIELDS)}
+    w.write_record(0, 0.0, fields=field, labels=None, cells={}, metrics={}, niche=niche)
+    w.write_record(1, 1.0, fields=None, labels=None, cells={}, metrics={}, niche=niche * 2)
+    w.write_record(2, 2.0, fields=field, labels=None, cells={}, metrics={}, niche=niche)
+    g = zarr.open_group(tmp_path / "s.zarr", mode="r")
+    img = g["s0"]
+    assert np.isnan(img[1]).all()
+    for k, (n, _, _) in enumerate(FIELDS):
+        np.testing.assert_array_equal(img[0, k], field[n])
+        np.testing.assert_array_equal(img[2, k], field[n])
+    shard = tmp_path / "s.zarr" / "s0" / "c" / "1" / "0" / "0" / "0" / "0"
+    n_chunks = int(np.prod([s // c for s, c in zip(img.shards[1:], img.chunks[1:], strict=True)]))
+    assert shard.stat().st_size == 16 * n_chunks + 4  # the index and its CRC32C
+    site = g["labels/niche/s0"]
+    np.testing.assert_array_equal(site[0], niche)
+    np.testing.assert_array_equal(site[1], niche * 2)
+    run = open_run(tmp_path / "s.zarr")
+    assert np.isnan(run.fields["cxcl12"].values[1]).all()
+    np.testing.assert_array_equal(run.tissue.values[2], lab)
+
+
 # ---------------------------------------------------------------------- errors
 def test_not_a_store_errors(tmp_path: Path, store: tuple[Path, dict]) -> None:
     with pytest.raises(StoreError, match="does not exist"):

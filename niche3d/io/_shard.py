@@ -58,9 +58,17 @@ def _value(x: Any) -> Any:
     return getattr(x, "value", x)
 
 
-def write_record_shard(arr: zarr.Array, root: Any, index: int, block: np.ndarray) -> None:
+def write_record_shard(arr: zarr.Array, root: Any, index: int, block: np.ndarray | None) -> None:
     """Write record ``index`` of ``arr`` (``block`` has shape ``arr.shape[1:]``) as its
     shard file under the store directory ``root``, atomically.
+
+    Inner chunks that hold only the fill value are not encoded: their index entry is the
+    sharding spec's empty chunk (offset and size ``2**64 - 1``), which every zarr reader
+    reads as the fill value. ``block=None`` is a record of fill values (a field not
+    recorded at this record: the file is the index alone). Chunks are tested for the fill
+    value only when it is 0 (label images: most of a niche map is 0); a NaN-filled image
+    chunk with data is always encoded. Edge chunks are padded with the fill value one
+    chunk at a time (no padded copy of the record).
 
     The caller checks :func:`can_write` first.
     """
@@ -69,24 +77,31 @@ def write_record_shard(arr: zarr.Array, root: Any, index: int, block: np.ndarray
     dtype = np.dtype(arr.dtype).newbyteorder("<")
     shard_shape = tuple(int(s) for s in arr.shards[1:])  # type: ignore[index]
     chunk = tuple(int(c) for c in sh.chunk_shape[1:])
-    data = np.asarray(block, dtype=dtype)
-    if data.shape != tuple(arr.shape[1:]):
-        raise ValueError(f"record of {arr.path} must have shape {tuple(arr.shape[1:])}, got {data.shape}")
-    if data.shape != shard_shape:  # edge chunks are stored whole, padded with the fill value
-        padded = np.full(shard_shape, arr.fill_value, dtype=dtype)
-        padded[tuple(slice(0, n) for n in data.shape)] = data
-        data = padded
-    blosc = sh.codecs[1]._blosc_codec  # type: ignore[union-attr]
     grid = [s // c for s, c in zip(shard_shape, chunk, strict=True)]
+    index_arr = np.full((int(np.prod(grid)), 2), np.iinfo(np.uint64).max, dtype="<u8")
     parts: list[bytes] = []
-    index_arr = np.empty((int(np.prod(grid)), 2), dtype="<u8")
-    offset = 0
-    for k, pos in enumerate(itertools.product(*(range(g) for g in grid))):
-        sl = tuple(slice(p * c, (p + 1) * c) for p, c in zip(pos, chunk, strict=True))
-        enc = bytes(blosc.encode(np.ascontiguousarray(data[sl])))
-        parts.append(enc)
-        index_arr[k] = (offset, len(enc))
-        offset += len(enc)
+    if block is not None:
+        data = np.asarray(block, dtype=dtype)
+        if data.shape != tuple(arr.shape[1:]):
+            raise ValueError(f"record of {arr.path} must have shape {tuple(arr.shape[1:])}, got {data.shape}")
+        fill = arr.fill_value
+        zero_fill = fill is not None and not np.isnan(fill) and fill == 0
+        blosc = sh.codecs[1]._blosc_codec  # type: ignore[union-attr]
+        offset = 0
+        for k, pos in enumerate(itertools.product(*(range(g) for g in grid))):
+            sl = tuple(slice(p * c, min((p + 1) * c, n))
+                       for p, c, n in zip(pos, chunk, data.shape, strict=True))
+            piece = data[sl]
+            if piece.size == 0 or (zero_fill and not piece.any()):
+                continue  # empty: read as the fill value
+            if piece.shape != chunk:  # an edge chunk is stored whole, padded with the fill
+                padded = np.full(chunk, fill, dtype=dtype)
+                padded[tuple(slice(0, n) for n in piece.shape)] = piece
+                piece = padded
+            enc = bytes(blosc.encode(np.ascontiguousarray(piece)))
+            parts.append(enc)
+            index_arr[k] = (offset, len(enc))
+            offset += len(enc)
     index_bytes = index_arr.tobytes()
     crc = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
     key = "/".join(["c", str(int(index)), *(["0"] * (arr.ndim - 1))])

@@ -575,12 +575,15 @@ class RunWriter:
         return state, meta
 
     # ------------------------------------------------------------------ internals
-    def _put_record(self, arr: zarr.Array, index: int, block: np.ndarray) -> None:
+    def _put_record(self, arr: zarr.Array, index: int, block: np.ndarray | None) -> None:
         """Write one record of an image or label array: its shard built directly
         (``_shard``: no zarr event loop, the GIL released while compressing) when the
-        layout allows, through zarr otherwise (stores of earlier layouts)."""
+        layout allows, through zarr otherwise (stores of earlier layouts). ``None`` is a
+        record of the array's fill value."""
         if _shard.can_write(arr):
             _shard.write_record_shard(arr, self.path, index, block)
+        elif block is None:
+            arr[index] = np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
         else:
             arr[index] = block
 
@@ -639,7 +642,7 @@ class RunWriter:
             )
         return sites
 
-    def _image_block(self, fields: Mapping[str, np.ndarray] | None, cells: Mapping[str, np.ndarray]) -> np.ndarray:
+    def _image_block(self, fields: Mapping[str, np.ndarray] | None, cells: Mapping[str, np.ndarray]) -> np.ndarray | None:
         if self._occupancy:
             if fields:
                 raise ValueError(
@@ -652,8 +655,8 @@ class RunWriter:
                     inside = (z >= 0) & (y >= 0) & (x >= 0)
                     occ[0, z[inside], y[inside], x[inside]] = 1
             return occ
-        if fields is None:  # not recorded at this record (output.fields_every_records)
-            return np.full((len(self._field_names), *self._shape), np.nan, dtype=np.float32)
+        if fields is None:  # not recorded at this record (output.fields_every_records):
+            return None  # a record of fill values (NaN), nothing encoded
         if not isinstance(fields, Mapping):
             raise ValueError(f"fields must map each stored field {self._field_names} to a (z, y, x) array")
         missing = [n for n in self._field_names if n not in fields]
