@@ -2,9 +2,10 @@
 
 In one process this script
 
-1. measures the machine's memory bandwidth with STREAM-style numba kernels (parallel,
-   float32 arrays of ``--stream-mb`` each, far larger than any cache): *read* (a sum),
-   *copy* (``b = a``) and *triad* (``a = b + s c``), counting the bytes as STREAM does
+1. measures the machine's memory bandwidth with STREAM-style numba kernels (parallel, and
+   on one thread: the ratio is the most threads can give a memory-bound kernel;
+   float32 arrays of ``--stream-mb`` each, far larger than any cache): *copy* (``b = a``)
+   and *triad* (``a = b + s c``), counting the bytes as STREAM does
    (each array read or written once; the read-for-ownership of a written line is not
    counted, so a kernel's bound is computed the same way);
 2. builds the default scenario on ``--shape`` (or ``--scenario``), runs ``--warm-days``
@@ -18,8 +19,9 @@ In one process this script
 It prints, per step and for the V-cycle (the preconditioner: smoothing, transfers, coarse
 levels, fjord block; the Krylov inner products are fused into the post-smoothing) and the
 whole correction cycle (plus the float64 residual and the update), the time, the bound,
-their ratio and the cost in sweep equivalents (one plain float32 7-point sweep,
-``stencil_sweep``). Results go to ``benchmarks/results/bench_vcycle.json``.
+their ratio, the ratio to the bandwidth a plain float32 7-point sweep (``stencil_sweep``)
+reaches on the same lattice (a stencil kernel's practical limit) and the cost in sweep
+equivalents. Results go to ``benchmarks/results/bench_vcycle.json``.
 
 Run::
 
@@ -54,20 +56,6 @@ from bench_fields import cycle_profile, sweep_time  # noqa: E402
 
 
 # --------------------------------------------------------------------------- bandwidth
-@numba.njit(parallel=True, cache=True, fastmath=True)  # reassociation: a vector sum
-def _read(a):  # type: ignore[no-untyped-def]
-    n = a.size
-    nb = 64
-    part = np.zeros(nb, np.float64)
-    step = (n + nb - 1) // nb
-    for b in prange(nb):
-        s = np.float32(0.0)
-        for i in range(b * step, min(n, (b + 1) * step)):
-            s += a[i]
-        part[b] = s
-    return part.sum()
-
-
 @numba.njit(parallel=True, cache=True)
 def _copy(a, b):  # type: ignore[no-untyped-def]
     for i in prange(a.size):
@@ -81,13 +69,13 @@ def _triad(a, b, c, s):  # type: ignore[no-untyped-def]
 
 
 def stream(mb: int, repeats: int) -> dict[str, float]:
-    """Bandwidth in GB/s (1e9 B/s) of the read, copy and triad kernels, best of
+    """Bandwidth in GB/s (1e9 B/s) of the copy and triad kernels, best of
     ``repeats`` (STREAM's convention: the best run is the machine's capability)."""
     n = mb * 2**20 // 4
     a = np.ones(n, np.float32)
     b = np.ones(n, np.float32)
     c = np.ones(n, np.float32)
-    runs = {"read": (lambda: _read(a), 4 * n), "copy": (lambda: _copy(a, b), 8 * n),
+    runs = {"copy": (lambda: _copy(a, b), 8 * n),
             "triad": (lambda: _triad(a, b, c, np.float32(0.5)), 12 * n)}
     out = {}
     for name, (fn, nbytes) in runs.items():
@@ -184,7 +172,14 @@ def main() -> None:
     args = ap.parse_args()
 
     bw = stream(args.stream_mb, args.repeats)
-    print("bandwidth (GB/s): " + ", ".join(f"{k} {v:.1f}" for k, v in bw.items()), flush=True)
+    nt = numba.get_num_threads()
+    numba.set_num_threads(1)
+    bw1 = stream(args.stream_mb, args.repeats)
+    numba.set_num_threads(nt)
+    print(f"bandwidth (GB/s), {nt} threads: " + ", ".join(f"{k} {v:.1f}" for k, v in bw.items())
+          + "; 1 thread: " + ", ".join(f"{k} {v:.1f}" for k, v in bw1.items())
+          + f"; {nt} threads / 1 on the triad: {bw['triad'] / bw1['triad']:.2f} (the most "
+          "more threads can give a memory-bound kernel)", flush=True)
     if args.scenario:
         sc = load_scenario(args.scenario)
     else:
@@ -202,30 +197,39 @@ def main() -> None:
     tb = traffic(mg)
     gbs = bw["triad"]
     rows = {}
+    # the bandwidth a stencil kernel reaches here: one plain 7-point sweep moves 8 B/voxel
+    # (in cache on small lattices, where it exceeds the DRAM figure)
+    sweep_gbs = 8 * math.prod(shape) / ts / 1e9
     for step, se in prof.items():
         t = se * ts
         bound = tb[step] / (gbs * 1e9)
         rows[step] = {"ms": t * 1e3, "bytes_per_voxel": tb[step] / math.prod(shape),
                       "bound_ms": bound * 1e3, "ratio": t / bound if bound else math.nan,
+                      "ratio_to_sweep_bandwidth": t / (tb[step] / (sweep_gbs * 1e9))
+                      if tb[step] else math.nan,
                       "sweep_equivalents": se}
     for name, keys in (("v_cycle", V_CYCLE), ("correction_cycle", tuple(prof))):
         t = sum(rows[k]["ms"] for k in keys)
         b = sum(rows[k]["bound_ms"] for k in keys)
-        rows[name] = {"ms": t, "bytes_per_voxel": sum(rows[k]["bytes_per_voxel"] for k in keys),
-                      "bound_ms": b, "ratio": t / b,
+        nb = sum(rows[k]["bytes_per_voxel"] for k in keys)
+        rows[name] = {"ms": t, "bytes_per_voxel": nb, "bound_ms": b, "ratio": t / b,
+                      "ratio_to_sweep_bandwidth": t / 1e3 / (nb * math.prod(shape) / (sweep_gbs * 1e9)),
                       "sweep_equivalents": sum(rows[k]["sweep_equivalents"] for k in keys)}
-    print(f"{'step':44s} {'ms':>8s} {'B/voxel':>8s} {'bound ms':>9s} {'ratio':>6s} {'sweeps':>7s}")
+    print(f"{'step':44s} {'ms':>8s} {'B/voxel':>8s} {'bound ms':>9s} {'ratio':>6s} "
+          f"{'/sweep bw':>9s} {'sweeps':>7s}")
     for k, r in rows.items():
         print(f"{k:44s} {r['ms']:8.2f} {r['bytes_per_voxel']:8.1f} {r['bound_ms']:9.2f} "
-              f"{r['ratio']:6.2f} {r['sweep_equivalents']:7.2f}")
+              f"{r['ratio']:6.2f} {r['ratio_to_sweep_bandwidth']:9.2f} {r['sweep_equivalents']:7.2f}")
     unit = 8 * math.prod(shape) / (gbs * 1e9)
-    print(f"one sweep {ts * 1e3:.2f} ms (its bound {unit * 1e3:.2f} ms); levels "
-          f"{[list(L.shape) for L in mg.levels]}", flush=True)
+    print(f"one sweep {ts * 1e3:.2f} ms (its bound {unit * 1e3:.2f} ms: it reaches "
+          f"{sweep_gbs:.0f} GB/s); levels {[list(L.shape) for L in mg.levels]}", flush=True)
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "numba_threads": numba.get_num_threads(),
                        "load_average": os.getloadavg()},
-           "shape": list(shape), "bandwidth_GBs": bw, "bound_uses": "triad",
-           "sweep_ms": ts * 1e3, "sweep_bound_ms": unit * 1e3, "steps": rows}
+           "shape": list(shape), "bandwidth_GBs": bw, "bandwidth_GBs_1_thread": bw1,
+           "bound_uses": "triad",
+           "sweep_ms": ts * 1e3, "sweep_bound_ms": unit * 1e3, "sweep_GBs": sweep_gbs,
+           "steps": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")

@@ -168,7 +168,8 @@ class CellModel:
         self._blood = Blood(bc, self.block_fraction, self.dt_hours)
         self._site_kind: np.ndarray | None = None
         # niche_sites() of the current state: each record asks twice (metrics and store)
-        self._sites_cache: tuple[tuple[object, ...], np.ndarray] | None = None
+        # ((version, niche-signal key), (site indices, codes)): see _site_codes
+        self._sites_cache: tuple[tuple[object, ...], tuple[np.ndarray, np.ndarray]] | None = None
         self._version = 0  # bumped whenever cells may have moved, appeared or left
         # the niche signal per voxel (flat, 0 off the marrow) and the key of the signals it
         # was derived from; see _update_niche
@@ -606,22 +607,35 @@ class CellModel:
         A site is an enterable voxel whose :meth:`niche_signal` reaches
         ``cells.fate.site_threshold``.
         """
+        idx, codes = self._site_codes()
+        out = np.zeros(self._nsig.size, np.uint8)
+        out[idx] = codes
+        return out.reshape(self.shape)
+
+    def _site_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of the niche sites and their :meth:`niche_sites` codes (1, 2, 3).
+
+        O(sites) per record: the sites are found again only when the niche signal
+        changed (a few thousand on a femur, among 2.6e7 voxels), and only their voxels
+        are looked up for occupancy."""
+        if self._nsig_key is None:
+            self.niche_signal()  # raises the explanatory error
         # cells move only in step(), add_cells() and load_state_dict(), which bump the
-        # version or clear the cache; the map changes only with its key
+        # version or clear the cache; the sites change only with the signal's key
         key = (self._version, self._nsig_key)
         if self._sites_cache is not None and self._sites_cache[0] == key:
-            return self._sites_cache[1].copy()
-        site = self.niche_signal().ravel() >= self._par[P.K_SITE]
-        occ = self._pop.occ
+            return self._sites_cache[1]
+        if self._sites_cache is not None and self._sites_cache[0][1] == self._nsig_key:
+            idx = self._sites_cache[1][0]
+        else:
+            idx = np.flatnonzero(self._nsig >= self._par[P.K_SITE])
+        who = self._pop.occ[idx]
+        codes = np.ones(idx.size, np.uint8)
+        held = who >= 0
         st = self._pop.cols["state"]
-        out = np.zeros(site.size, np.uint8)
-        out[site] = 1
-        held = site & (occ >= 0)
-        who = st[occ[held]]
-        out[np.flatnonzero(held)] = np.where(who <= C.S_SG2M, 2, 3).astype(np.uint8)
-        out = out.reshape(self.shape)
-        self._sites_cache = (key, out)
-        return out.copy()
+        codes[held] = np.where(st[who[held]] <= C.S_SG2M, 2, 3).astype(np.uint8)
+        self._sites_cache = (key, (idx, codes))
+        return idx, codes
 
     def site_kinds(self) -> np.ndarray:
         """Niche kind of every voxel by the nearest niche structure, uint8 (z, y, x):
@@ -728,9 +742,9 @@ class CellModel:
         keys += [f"niche_sites_{w}_{k}" for k in kinds for w in ("total", "free", "hsc")]
         if self._nsig_key is None:
             return dict.fromkeys(keys, math.nan)
-        sites = self.niche_sites().ravel()
-        kind = self.site_kinds().ravel()
-        m = {"niche_sites": float(np.count_nonzero(sites)),
+        idx, sites = self._site_codes()
+        kind = self.site_kinds().ravel()[idx]
+        m = {"niche_sites": float(sites.size),
              "niche_sites_free": float(np.count_nonzero(sites == 1)),
              "niche_sites_hsc": float(np.count_nonzero(sites == 2)),
              "niche_sites_other": float(np.count_nonzero(sites == 3))}
