@@ -107,7 +107,13 @@ def main() -> None:
     ap.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child-hscs", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child-femur", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw the plot from the JSON at --out")
     args = ap.parse_args()
+    if args.replot:
+        out = json.loads(Path(args.out).read_text())
+        plot(out["rows"], out)
+        return
     if args.child or args.child_femur:
         child(list(args.child or [0, 0, 0]), args.days, args.child_femur, args.child_hscs)
         return
@@ -166,32 +172,44 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
     if args.plot:
-        import matplotlib
+        plot(rows, out)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
-        for ax, key, label in ((axes[0], "seconds_per_day", "wall time per simulated day (s)"),
-                               (axes[1], "peak_rss_mb", "peak resident memory (MB)")):
-            for r in rows:
-                if r["seeded_hscs"]:
-                    continue
-                femur = len(set(r["shape"])) > 1
-                ax.loglog(r["voxels"], r[key], "s" if femur else "o",
-                          color="tab:red" if femur else "tab:blue")
-            if "time_exponent" in out:
-                xs = np.geomspace(min(r["voxels"] for r in rows), max(r["voxels"] for r in rows), 50)
-                b, a = (out["time_exponent"], out["time_prefactor"]) if key == "seconds_per_day" \
-                    else (out["memory_exponent"], out["memory_prefactor"])
-                ax.loglog(xs, a * xs**b, "--", color="gray", label=f"fit: voxels^{b:.2f}")
-                ax.legend(frameon=False)
-            ax.set_xlabel("lattice voxels")
-            ax.set_ylabel(label)
-        axes[0].set_title("default scenario on n³ (circles), femur (square)", fontsize=9)
-        IMG.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(IMG, dpi=110)
-        print(f"wrote {IMG}")
+def plot(rows: list[dict], out: dict) -> None:
+    """Time per day and peak memory against voxels (docs/img/scaling.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    for ax, key, label in ((axes[0], "seconds_per_day", "wall time per simulated day (s)"),
+                           (axes[1], "peak_rss_mb", "peak resident memory (MB)")):
+        for r in rows:
+            if r["seeded_hscs"]:
+                continue
+            femur = len(set(r["shape"])) > 1
+            ax.loglog(r["voxels"], r[key], "s" if femur else "o",
+                      color="tab:red" if femur else "tab:blue")
+        if "time_exponent" in out:
+            xs = np.geomspace(min(r["voxels"] for r in rows), max(r["voxels"] for r in rows), 50)
+            b, a = (out["time_exponent"], out["time_prefactor"]) if key == "seconds_per_day" \
+                else (out["memory_exponent"], out["memory_prefactor"])
+            ax.loglog(xs, a * xs**b, "--", color="gray", label=f"fit: voxels^{b:.2f}")
+            if key == "seconds_per_day" and "sweep_exponent" in out:
+                # the plain sweep, scaled onto the runs: the memory hierarchy's own shape
+                pts = [r for r in rows if not r["seeded_hscs"] and len(set(r["shape"])) == 1]
+                k = float(np.median([r[key] / r["sweep_seconds"] for r in pts]))
+                ax.loglog([r["voxels"] for r in pts], [k * r["sweep_seconds"] for r in pts],
+                          "^", mfc="none", color="tab:green",
+                          label=f"plain sweep x {k:.0f} (voxels^{out['sweep_exponent']:.2f})")
+            ax.legend(frameon=False, fontsize=8)
+        ax.set_xlabel("lattice voxels")
+        ax.set_ylabel(label)
+    axes[0].set_title("default scenario on n³ (circles), femur (square)", fontsize=9)
+    IMG.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(IMG, dpi=110)
+    print(f"wrote {IMG}")
 
 
 if __name__ == "__main__":
