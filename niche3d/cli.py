@@ -158,6 +158,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             raise _UsageError("--resume RUN takes no scenario, --set, --days or --seed")
         from niche3d.io import check_store
 
+        _probe_lock(a.resume)  # another writer: said before anything else
         check_store(a.resume)  # a damaged store is reported before any compiling
         _compile_first(a.quiet)
         sim = Simulation.resume(a.resume)
@@ -166,6 +167,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         if remaining > 1e-9:
             sim.run(days=remaining, progress=not a.quiet)
         _finish(sim, Path(a.resume))
+        sim.close()
         return 0
     if not a.scenario:
         raise _UsageError("run needs a SCENARIO file (or --resume RUN)")
@@ -178,6 +180,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         overrides.append(f"run.threads={a.threads}")
     sc = load_scenario(a.scenario, overrides)
     out = Path(a.out) if a.out else _default_out(a.scenario)
+    _probe_lock(out)  # a store another process writes: refused whatever the flags
     if out.exists() and not a.overwrite:
         raise _UsageError(
             f"{out} already exists; choose another --out, add --overwrite to replace a run "
@@ -192,7 +195,17 @@ def _cmd_run(a: argparse.Namespace) -> int:
           f"simulating {sc.run.days:g} days", file=sys.stderr)
     sim.run(progress=not a.quiet)
     _finish(sim, out)
+    sim.close()
     return 0
+
+
+def _probe_lock(store: str | Path) -> None:
+    """Raise StoreLocked now if another process writes ``store`` (the run takes the lock
+    for good at its start, before set-up; this only says so before compiling)."""
+    from niche3d.io.lock import WriterLock
+
+    with WriterLock(store):
+        pass
 
 
 def _finish(sim: Any, out: Path) -> None:

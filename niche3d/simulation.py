@@ -76,6 +76,15 @@ class Simulation:
         scenario.check()
         self.scenario = scenario
         rc = scenario.run
+        # the store's writer lock and output checks come before any set-up (a second
+        # writer, an existing store without overwrite, an unwritable directory)
+        self._lock: Any = None
+        if out is not None and _restore is None:
+            from niche3d.io.lock import WriterLock
+            from niche3d.io.writer import check_target
+
+            self._lock = WriterLock(out).acquire()
+            check_target(out, overwrite=overwrite)
         self.threads = set_threads(rc.threads)
         self.dt_hours = float(rc.dt_hours)
         self.record_hours = float(scenario.output.interval_hours)
@@ -151,6 +160,10 @@ class Simulation:
             self.writer.set_categories("events", "state", STATE_NAMES)
             self.writer = BackgroundWriter(self.writer)
             self._record()
+            # a checkpoint right after set-up: a run killed before its first interval
+            # resumes from record 0 instead of being lost
+            if self.records_written % scenario.output.checkpoint_every_records != 0:
+                self._queue_checkpoint()
             self.writer.flush()
 
     # ------------------------------------------------------------------ construction
@@ -167,17 +180,32 @@ class Simulation:
         """Reopen a run store and continue from its last checkpoint.
 
         Records and events written after that checkpoint are dropped and recomputed
-        (bit-identically: the random streams are counter-based).
+        (bit-identically: the random streams are counter-based). A store killed before
+        its first checkpoint (written right after set-up) is set up again from its
+        scenario, seed and record-0 tissue and rewritten from record 0.
         """
         from niche3d.io import RunWriter, open_run
         from niche3d.io.background import BackgroundWriter
+        from niche3d.io.lock import WriterLock
 
+        lock = WriterLock(path).acquire()  # before anything is read or rewound
         run = open_run(path)
         writer = RunWriter.open_append(path)
+        if not writer.has_checkpoint:
+            writer.rewind_to_start()
+            lattice = Lattice(writer.initial_labels, run.voxel_um)
+            sim = cls(run.scenario, None, lattice=lattice)
+            sim.out, sim._lock = Path(path), lock
+            sim.writer = BackgroundWriter(writer)
+            sim._record()
+            sim._queue_checkpoint()
+            sim.writer.flush()
+            return sim
         state, meta = writer.rewind_to_checkpoint()
         lattice = Lattice(state.pop("lattice_labels"), run.voxel_um)
         sim = cls(run.scenario, None, lattice=lattice, _restore=(state, meta))
         sim.out = Path(path)
+        sim._lock = lock
         sim.writer = BackgroundWriter(writer)
         sim.records_written = int(meta["records_written"])
         return sim
@@ -226,6 +254,7 @@ class Simulation:
     def step(self, n: int = 1) -> None:
         """Advance ``n`` cell steps, recording and checkpointing on schedule; on return
         everything recorded is in the store."""
+        self._check_open()
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         try:
@@ -249,6 +278,7 @@ class Simulation:
         progress
             ``True`` for a tqdm bar, or a callable ``progress(fraction, t_hours)``.
         """
+        self._check_open()
         days = self.scenario.run.days if days is None else float(days)
         if not (math.isfinite(days) and days > 0):
             raise ValueError(f"days must be a positive number, got {days!r}")
@@ -297,6 +327,32 @@ class Simulation:
             self._record()
 
     # ------------------------------------------------------------------ internals
+    def close(self) -> None:
+        """Finish writing the store and release its writer lock (idempotent); a closed
+        simulation cannot be stepped (continue its store with :meth:`resume`). The lock
+        is also released when the object is garbage-collected or the process ends."""
+        if self.out is not None:
+            self._closed = True
+        try:
+            if self.writer is not None:
+                self.writer.close()
+        finally:
+            self.writer = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _check_open(self) -> None:
+        if getattr(self, "_closed", False):
+            raise RuntimeError(f"this simulation was closed; continue its store with "
+                               f"Simulation.resume({str(self.out)!r})")
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _flush(self) -> None:
         # the store is complete whenever run() or step() returns (records are written by
         # a background thread while the steps compute: niche3d.io.background)

@@ -12,6 +12,9 @@ from niche3d._lazy import lazy_exports
 
 _EXPORTS = {
     "RunWriter": "niche3d.io.writer",
+    "check_target": "niche3d.io.writer",
+    "WriterLock": "niche3d.io.lock",
+    "StoreLocked": "niche3d.io.lock",
     "read_checkpoint": "niche3d.io.writer",
     "Run": "niche3d.io.reader",
     "open_run": "niche3d.io.reader",

@@ -574,6 +574,29 @@ class RunWriter:
         self._commit()
         return state, meta
 
+    @property
+    def initial_labels(self) -> np.ndarray:
+        """The tissue labels of record 0 (stored when the store was created)."""
+        return np.asarray(self._tissue[0])
+
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether the store's attributes record a checkpoint."""
+        return self._attrs.get("checkpoint") is not None
+
+    def rewind_to_start(self) -> None:
+        """Roll the store back to no records at all (record 0's tissue, stored at
+        creation, stays), for a ``--resume`` of a run killed before its first checkpoint:
+        the simulation is set up again from the stored scenario and seed and rewrites
+        every record, bit-identically."""
+        self._n_written = 0
+        for t in TABLES:
+            self._tables[t].n_rows = 0
+        self._last_t = None
+        self._last_labels = self.initial_labels
+        self._last_sites = None
+        self._commit()
+
     # ------------------------------------------------------------------ internals
     def _put_record(self, arr: zarr.Array, index: int, block: np.ndarray | None) -> None:
         """Write one record of an image or label array: its shard built directly
@@ -837,7 +860,12 @@ def _check_fields(fields: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _prepare_path(p: Path, *, overwrite: bool) -> None:
+def check_target(p: str | os.PathLike[str], *, overwrite: bool) -> bool:
+    """Whether a new run store may be made at ``p`` (raises :class:`StoreError` if not):
+    it does not exist or is an empty directory (False), or it is a niche3d run store and
+    ``overwrite`` is set (True: :meth:`RunWriter.create` will replace it). Changes
+    nothing, so a run can check its output before its set-up."""
+    p = Path(p)
     if p.exists() or p.is_symlink():
         if not p.is_dir():
             raise StoreError(f"{p}: exists and is not a directory; choose another path for the run store")
@@ -849,7 +877,13 @@ def _prepare_path(p: Path, *, overwrite: bool) -> None:
                     f"{p}: exists and is not a niche3d run store (no 'niche3d' attributes in "
                     "zarr.json); refusing to delete it even with overwrite=True"
                 )
-            shutil.rmtree(p)
+            return True
+    return False
+
+
+def _prepare_path(p: Path, *, overwrite: bool) -> None:
+    if check_target(p, overwrite=overwrite):
+        shutil.rmtree(p)
     p.mkdir(parents=True, exist_ok=True)
 
 

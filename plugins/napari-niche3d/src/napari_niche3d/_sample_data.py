@@ -56,7 +56,8 @@ def make_sample_run(path: str | Path, *, overwrite: bool = False, **overrides: A
     over = dict(SAMPLE_OVERRIDES)
     over.update({k.replace("__", "."): v for k, v in overrides.items()})
     sc = Scenario.default().with_overrides(over)
-    Simulation(sc, out=path, overwrite=overwrite).run(sc.run.days)
+    with Simulation(sc, out=path, overwrite=overwrite) as sim:
+        sim.run(sc.run.days)
     return Path(path)
 
 

@@ -320,15 +320,18 @@ class RunPanel(QWidget):
 
         sim = Simulation(sc, out=out, overwrite=overwrite)
         self._sim = sim
-        self._bridge.progress.emit(0.0, sim.t_hours, sim.records_written)
-        if self._cancel_requested.is_set():
-            return "cancelled"
+        try:
+            self._bridge.progress.emit(0.0, sim.t_hours, sim.records_written)
+            if self._cancel_requested.is_set():
+                return "cancelled"
 
-        def progress(fraction: float, t_hours: float) -> None:
-            self._bridge.progress.emit(float(fraction), float(t_hours), int(sim.records_written))
+            def progress(fraction: float, t_hours: float) -> None:
+                self._bridge.progress.emit(float(fraction), float(t_hours), int(sim.records_written))
 
-        sim.run(sc.run.days, progress=progress)
-        return "cancelled" if self._cancel_requested.is_set() else "finished"
+            sim.run(sc.run.days, progress=progress)
+            return "cancelled" if self._cancel_requested.is_set() else "finished"
+        finally:
+            sim.close()  # the store complete and its writer lock released
 
     def cancel(self) -> None:
         """Ask the running simulation to stop after its current step (thread-safe)."""
