@@ -12,6 +12,7 @@ This module is the ground floor of the package: it imports pydantic and the leaf
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -41,6 +42,9 @@ class Section(BaseModel):
         validate_assignment=True,
         validate_default=True,
         populate_by_name=True,
+        # NaN and inf are refused in every number of a scenario (tables and lists too):
+        # they would pass range checks (inf >= 0) and give fields of 0 or NaN
+        allow_inf_nan=False,
     )
 
     @model_validator(mode="before")
@@ -146,6 +150,7 @@ def check_tissue_table(
     *,
     what: str,
     ge: float | None = 0.0,
+    le: float | None = None,
     require: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Validate a per-tissue table ``{tissue name: value}``.
@@ -158,6 +163,8 @@ def check_tissue_table(
         Its name in messages.
     ge
         Smallest allowed value (None: no bound).
+    le
+        Largest allowed value (None: no bound; values must be finite anyway).
     require
         Tissue names the table must give (``("marrow",)`` for tables whose marrow
         value stands for every tissue not listed).
@@ -178,9 +185,16 @@ def check_tissue_table(
             raise ValueError(
                 f"unknown tissue {key!r} in {what}{hint} allowed: {', '.join(tissue_keys)}"
             )
-        v = float(value)
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}[{name}] = {value!r} must be a number") from None
+        if not math.isfinite(v):
+            raise ValueError(f"{what}[{name}] = {value!r} must be a finite number")
         if ge is not None and not v >= ge:
             raise ValueError(f"{what}[{name}] = {value!r} must be >= {ge}")
+        if le is not None and not v <= le:
+            raise ValueError(f"{what}[{name}] = {value!r} must be <= {le:g}")
         out[name] = v
     for name in require:
         if name not in out:

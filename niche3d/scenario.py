@@ -87,6 +87,10 @@ class OutputConfig(Section):
     )
 
 
+#: the most cell steps one run may take (run.days * 24 / run.dt_hours)
+MAX_STEPS = 1_000_000
+
+
 class RunConfig(Section):
     """Duration, seed, threads and the time steps of the multi-rate loop."""
 
@@ -123,6 +127,28 @@ class Scenario(Section):
         problems = self.missing_signals()
         if problems:
             raise ValueError("\n".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _time_steps(self) -> Scenario:
+        # before any set-up: a run whose days or record interval are no whole number of
+        # steps would fail after it, and a tiny step would run for days without a word
+        r, dt = self.run, self.run.dt_hours
+        steps = r.days * 24.0 / dt
+        if abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+            raise ValueError(
+                f"run.days = {r.days:g} is not a whole number of run.dt_hours = {dt:g} steps "
+                f"({steps:.4g}); choose days that are a multiple of {dt / 24:g}")
+        if round(steps) > MAX_STEPS:
+            raise ValueError(
+                f"run.days = {r.days:g} at run.dt_hours = {dt:g} is {round(steps):,} steps, more "
+                f"than {MAX_STEPS:,}: at ~0.1-1 s a step on a small lattice that is days of "
+                "computing; use a longer run.dt_hours (the cell rules are calibrated at 1 h)")
+        ratio = self.output.interval_hours / dt
+        if abs(ratio - round(ratio)) > 1e-9 or round(ratio) < 1:
+            raise ValueError(
+                f"output.interval_hours = {self.output.interval_hours:g} must be a whole "
+                f"multiple of run.dt_hours = {dt:g}")
         return self
 
     @model_validator(mode="after")

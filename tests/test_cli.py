@@ -67,6 +67,11 @@ def test_default_output_name_does_not_clobber(tmp_path: Path) -> None:
         (["run"], "run needs a SCENARIO"),
         (["info", "/nonexistent/store.zarr"], "/nonexistent/store.zarr"),
         (["scenario", "validate", "SCEN", "--set", "cells.hsc_per_mm3=abc"], "cells.hsc_per_mm3 = 'abc'"),
+        (["run", "SCEN", "--days", "0.3", "--out", "/tmp/niche3d-never-made.zarr"],
+         "not a whole number of run.dt_hours"),
+        (["run", "SCEN", "--set", "fields.diffusible.cxcl12.secretion_per_min.stroma=inf"],
+         "finite number"),
+        (["run", "SCEN", "--set", "run.dt_hours=0.0001"], "more than 1,000,000"),
     ],
 )
 def test_bad_input_exits_2_without_traceback(args: list[str], message: str) -> None:

@@ -117,3 +117,43 @@ def test_a_femur_cortex_that_leaves_no_cavity_is_a_scenario_error() -> None:
     with pytest.raises(ScenarioError, match=r"tissue\.cortical_thickness_um = 100 leaves no femur cavity"):
         base.with_overrides(["tissue.geometry=femur", "domain.shape=[24,24,64]",
                              "tissue.cortical_thickness_um=100"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # NaN and inf are refused everywhere a number is expected, tables and lists too
+        ("fields.diffusible.cxcl12.secretion_per_min.stroma=inf", "finite"),
+        ("fields.diffusible.cxcl12.secretion_per_min.stroma=nan", "finite"),
+        ("fields.diffusible.cxcl12.diffusion_um2_s.marrow=inf", "finite"),
+        ("fields.membrane_scf.expression.stroma=nan", "finite"),
+        ("fields.diffusible.cxcl12.window=[0.0, inf]", "finite"),
+        ("run.days=nan", "finite"),
+        # ranges that keep the float32 numerics finite
+        ("fields.diffusible.cxcl12.secretion_per_min.stroma=1e308", r"<= 1e\+06"),
+        ("fields.diffusible.cxcl12.boundary.zmin={kind='value', value=1e308}", "less than or equal"),
+        ("fields.diffusible.cxcl12.uptake_per_min=1e300", "less than or equal"),
+        # whole steps, and a bounded number of them, with the reason
+        ("run.days=0.3", "not a whole number of run.dt_hours"),
+        ("run.dt_hours=0.0001", "more than 1,000,000"),
+        ("output.interval_hours=1.5", "whole multiple of run.dt_hours"),
+    ],
+)
+def test_non_finite_and_unbounded_numbers_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        Scenario.default().with_overrides([override])
+
+
+@pytest.mark.parametrize(
+    ("intervention", "message"),
+    [
+        ({"kind": "amd3100", "dose_days": [float("nan")]}, "finite"),
+        ({"kind": "amd3100", "dose_days": [1e9]}, "0..3650"),
+        ({"kind": "transplant", "day": float("inf")}, "finite"),
+        ({"kind": "transplant", "cells": 10_000_000}, "simulated one by one"),
+        ({"kind": "knockout", "field": "cxcl12", "sources": {"stroma": float("inf")}}, "finite"),
+    ],
+)
+def test_interventions_refuse_non_finite_and_huge_values(intervention: dict, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        Scenario.from_dict({"interventions": [intervention]})

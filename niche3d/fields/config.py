@@ -23,6 +23,10 @@ from niche3d.names import CXCL12, MEMBRANE_SCF, SCF
 __all__ = ["FieldConfig", "BoundaryConfig", "MembraneSCFConfig", "FieldsConfig", "FACES"]
 
 FACES: tuple[str, ...] = ("zmin", "zmax", "ymin", "ymax", "xmin", "xmax")
+# Largest values of the per-tissue tables: far beyond biology (a small molecule in water
+# diffuses ~1000 µm²/s) and small enough that the float32 operator and fields stay finite
+# and meaningful (coefficients ~D dt / h², concentrations ~S / k).
+_TABLE_MAX = {"diffusion_um2_s": 1e4, "decay_per_min": 1e4, "secretion_per_min": 1e6}
 
 
 class BoundaryConfig(Section):
@@ -31,7 +35,8 @@ class BoundaryConfig(Section):
     kind: Literal["noflux", "value", "periodic"] = param(
         "noflux", unit="-", description="no-flux (Neumann 0), fixed value (Dirichlet) or periodic"
     )
-    value: float = param(0.0, unit="field unit", ge=0.0, description="concentration for kind = 'value'")
+    value: float = param(0.0, unit="field unit", ge=0.0, le=1e6,
+                         description="concentration for kind = 'value'")
 
 
 class FieldConfig(Section):
@@ -60,10 +65,11 @@ class FieldConfig(Section):
         merge=True,
     )
     uptake_per_min: float = param(
-        0.1, unit="1/min", ge=0.0, description="receptor internalisation by a cell in its voxel"
+        0.1, unit="1/min", ge=0.0, le=1e4, description="receptor internalisation by a cell in its voxel"
     )
     protease_sensitivity: float = param(
-        1.0, unit="-", ge=0.0, description="multiplier on intervention protease activity (extra decay)"
+        1.0, unit="-", ge=0.0, le=1e4,
+        description="multiplier on intervention protease activity (extra decay)"
     )
     boundary: dict[str, BoundaryConfig] = param(
         None,
@@ -80,7 +86,8 @@ class FieldConfig(Section):
     def _tables(cls, v: dict[str, float], info) -> dict[str, float]:  # type: ignore[no-untyped-def]
         # diffusion and decay fall back to the marrow value for unlisted tissues
         need = ("marrow",) if info.field_name != "secretion_per_min" else ()
-        return check_tissue_table(v, what=info.field_name, require=need)
+        return check_tissue_table(v, what=info.field_name, require=need,
+                                  le=_TABLE_MAX[info.field_name])
 
     @field_validator("boundary")
     @classmethod
@@ -150,13 +157,14 @@ class MembraneSCFConfig(Section):
         0.02,
         unit="1/min",
         gt=0.0,
+        le=1e4,
         description="protease activity that cleaves half of membrane SCF: factor 1/(1 + a/a_half)",
     )
 
     @field_validator("expression")
     @classmethod
     def _expr(cls, v: dict[str, float]) -> dict[str, float]:
-        return check_tissue_table(v, what="expression")
+        return check_tissue_table(v, what="expression", le=1e3)
 
 
 class FieldsConfig(Section):

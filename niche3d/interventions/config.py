@@ -17,6 +17,10 @@ from niche3d.names import CXCL12, MEMBRANE_SCF
 __all__ = ["Knockout", "AMD3100", "GCSF", "FiveFU", "Transplant", "Irradiation", "Intervention"]
 
 
+#: the largest transplant dose: every circulating cell is simulated one by one, and a
+#: mouse holds 1-3 x 10^4 HSCs (purified-HSC doses are 10-10^4)
+MAX_DONOR_HSCS = 1_000_000
+
 class Knockout(Section):
     """Delete (or scale) a signal's production in chosen source tissues from ``start_day``.
 
@@ -31,12 +35,12 @@ class Knockout(Section):
         unit="-",
         description="per source tissue, the factor left of production (0 = deleted)",
     )
-    start_day: float = param(0.0, unit="day", ge=0.0, description="when the deletion takes effect")
+    start_day: float = param(0.0, unit="day", ge=0.0, le=3650.0, description="when the deletion takes effect")
 
     @field_validator("sources")
     @classmethod
     def _sources(cls, v: dict[str, float]) -> dict[str, float]:
-        return check_tissue_table(v, what="sources")
+        return check_tissue_table(v, what="sources", le=1e3)
 
 
 class _Doses(Section):
@@ -49,8 +53,8 @@ class _Doses(Section):
     @field_validator("dose_days")
     @classmethod
     def _doses(cls, v: list[float]) -> list[float]:
-        if not v or any(d < 0 for d in v):
-            raise ValueError(f"dose_days {v} must be a non-empty list of days >= 0")
+        if not v or any(not 0 <= d <= 3650 for d in v):
+            raise ValueError(f"dose_days {v} must be a non-empty list of days in 0..3650")
         return sorted(v)
 
 
@@ -76,7 +80,7 @@ class GCSF(Section):
     """
 
     kind: Literal["gcsf"] = "gcsf"
-    start_day: float = param(0.0, unit="day", ge=0.0, description="first daily dose")
+    start_day: float = param(0.0, unit="day", ge=0.0, le=3650.0, description="first daily dose")
     doses: int = param(5, unit="-", ge=1, le=60, description="number of daily doses")
     protease_per_dose: float = param(
         0.02, unit="1/min", ge=0.0, le=10.0, description="protease activity added by one dose (calibrate)"
@@ -110,11 +114,22 @@ class Transplant(Section):
     block receives its share of their arrests (``cells.blood.block_fraction``)."""
 
     kind: Literal["transplant"] = "transplant"
-    day: float = param(0.0, unit="day", ge=0.0, description="time of the injection")
-    cells: int = param(100, unit="-", ge=1, le=10_000_000, description="number of donor HSCs injected, per mouse")
+    day: float = param(0.0, unit="day", ge=0.0, le=3650.0, description="time of the injection")
+    cells: int = param(100, unit="-", ge=1, le=MAX_DONOR_HSCS,
+                       description="number of donor HSCs injected, per mouse")
     state: Literal["active_g0", "dormant"] = param(
         "active_g0", unit="-", description="state the donor cells take when they lodge"
     )
+
+    @field_validator("cells", mode="before")
+    @classmethod
+    def _dose(cls, v: object) -> object:
+        if isinstance(v, int | float) and not isinstance(v, bool) and v > MAX_DONOR_HSCS:
+            raise ValueError(
+                f"cells = {v:g} is more than {MAX_DONOR_HSCS:,}: every circulating cell is "
+                "simulated one by one, and a mouse holds 1-3 x 10^4 HSCs (purified-HSC "
+                "doses are 10-10^4)")
+        return v
 
 
 class Irradiation(Section):
@@ -129,7 +144,7 @@ class Irradiation(Section):
     """
 
     kind: Literal["irradiation"] = "irradiation"
-    day: float = param(0.0, unit="day", ge=0.0, description="time of the exposure")
+    day: float = param(0.0, unit="day", ge=0.0, le=3650.0, description="time of the exposure")
     dose_gy: float = param(9.5, unit="Gy", ge=0.0, le=50.0, description="absorbed dose (lethal ~9-11 Gy)")
     d0_gy: float = param(
         1.0, unit="Gy", gt=0.0, le=10.0,

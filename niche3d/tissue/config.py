@@ -30,7 +30,8 @@ class ImageConfig(Section):
     voxel_um: float | None = param(
         None,
         unit="µm",
-        gt=0.0,
+        ge=0.1,
+        le=1000.0,
         description="voxel edge of the image; None = read from the file (a conflict is an error)",
     )
     derive_endosteum: bool = param(
