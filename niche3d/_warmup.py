@@ -53,7 +53,9 @@ def warm_up(say: Callable[[str], None] | None = None) -> float:
         sim.run(1)
         say(f"  [3/{len(stages)}] {stages[2]} ...")
         sim.checkpoint()
-        Simulation.resume(Path(d) / "warm.zarr").run(1)
+        sim.close()  # its store's writer lock, before a resume takes it
+        with Simulation.resume(Path(d) / "warm.zarr") as again:
+            again.run(1)
     record_warm()
     return time.perf_counter() - t0
 
