@@ -80,6 +80,11 @@ class WriterLock:
         except OSError:
             holder = _read_holder(fd)
             os.close(fd)
+            if holder.startswith(f"pid {os.getpid()} on {socket.gethostname()},"):
+                raise StoreLocked(
+                    f"{self.store}: this process is already writing this run store (an open "
+                    "Simulation: call its close() or use it in a with block first)"
+                ) from None
             raise StoreLocked(
                 f"{self.store}: another process is writing this run store ({holder}); wait "
                 "for it to end or choose another --out. --overwrite and --resume refuse a "
