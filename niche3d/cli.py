@@ -179,6 +179,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if a.threads is not None:
         overrides.append(f"run.threads={a.threads}")
     sc = load_scenario(a.scenario, overrides)
+    if sc.tissue.source == "image":  # its metadata, before compiling or setting up
+        from niche3d.tissue.importer import check_label_image
+
+        check_label_image(sc.tissue, sc.domain.voxel_um)
     out = Path(a.out) if a.out else _default_out(a.scenario)
     _probe_lock(out)  # a store another process writes: refused whatever the flags
     if out.exists() and not a.overwrite:
@@ -334,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": _cmd_warmup,
     }
     from niche3d.scenario import ScenarioError
+    from niche3d.tissue.errors import LabelImageError
 
-    known: tuple[type[BaseException], ...] = (ScenarioError, _UsageError, FileNotFoundError)
+    known: tuple[type[BaseException], ...] = (ScenarioError, _UsageError, FileNotFoundError,
+                                              LabelImageError)
     try:
         from niche3d.io import StoreError
 

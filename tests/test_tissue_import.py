@@ -194,3 +194,59 @@ def test_empty_table_means_niche3d_codes(tmp_path: Path) -> None:
     lat = load_label_image(cfg, 8.0)
     assert np.array_equal(lat.labels, codes)  # nothing derived: the lining is present
     assert lat.import_report.derived == []
+
+
+# ----------------------------------------------------------------------------- checked first
+def _zarr_array(path: Path, shape: tuple[int, ...], dtype: str = "uint8", **attrs: object) -> Path:
+    """A zarr label array with only its metadata written (no chunk: nothing to read)."""
+    arr = zarr.create_array(str(path), shape=shape, chunks=(8, 8, 8), dtype=dtype, fill_value=0)
+    arr.attrs.update(attrs)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.tif", "does not exist"),
+        (lambda d: _zarr_array(d / "huge.zarr", (5000, 5000, 5000), voxel_um=8.0), "more than"),
+        (lambda d: _zarr_array(d / "tiny.zarr", (1, 1, 1), voxel_um=8.0), "every axis must be 8..4096"),
+        (lambda d: _zarr_array(d / "zero.zarr", (16, 16, 16), voxel_um=0.0), "allowed: 0.01"),
+        (lambda d: _zarr_array(d / "neg.zarr", (16, 16, 16), voxel_um=-8.0), "allowed: 0.01"),
+        (lambda d: _zarr_array(d / "nm.zarr", (16, 16, 16), voxel_um=1e-9), "allowed: 0.01"),
+        (lambda d: _zarr_array(d / "float.zarr", (16, 16, 16), "float32", voxel_um=8.0), "integer labels"),
+    ],
+)
+def test_bad_images_are_refused_from_their_metadata(tmp_path: Path, make, message: str,  # type: ignore[no-untyped-def]
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from niche3d.tissue import LabelImageError, check_label_image
+
+    path = make(tmp_path)
+    monkeypatch.setattr(np, "asarray", None)  # nothing may be read: any read would fail
+    with pytest.raises(LabelImageError, match=message):
+        check_label_image(_cfg(path), 8.0)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    from niche3d.tissue import LabelImageError
+
+    fifo = tmp_path / "pipe.tif"
+    os.mkfifo(fifo)
+    with pytest.raises(LabelImageError, match="not a regular file"):
+        load_label_image(_cfg(fifo), 8.0)
+
+
+def test_cli_reports_image_errors_with_exit_2_before_compiling(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    scen = tmp_path / "img.toml"
+    scen.write_text('[tissue]\nsource = "image"\n[tissue.image]\npath = "nowhere.tif"\n'
+                    '[tissue.image.labels]\n0 = "marrow"\n1 = "bone"\n')
+    r = subprocess.run([sys.executable, "-m", "niche3d.cli", "run", str(scen), "--out",
+                        str(tmp_path / "out.zarr")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "nowhere.tif" in r.stderr and "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr and "compiling" not in r.stderr
+    assert not (tmp_path / "out.zarr").exists()

@@ -31,6 +31,8 @@ _EXPORTS = {
     "generate_marrow": "niche3d.tissue.generator",
     "load_label_image": "niche3d.tissue.importer",
     "read_label_image": "niche3d.tissue.importer",
+    "check_label_image": "niche3d.tissue.importer",
+    "LabelImageError": "niche3d.tissue.errors",
     "geometry_stats": "niche3d.tissue.stats",
     "geometry_report": "niche3d.tissue.stats",
     "format_geometry_report": "niche3d.tissue.stats",

@@ -25,9 +25,45 @@ from scipy import ndimage
 
 from niche3d.tissue.codes import TISSUE_NAMES, Tissue, tissue_code
 from niche3d.tissue.config import ImageConfig, TissueConfig
+from niche3d.tissue.errors import LabelImageError
 from niche3d.tissue.lattice import Lattice
 
-__all__ = ["ImportReport", "read_label_image", "load_label_image"]
+__all__ = ["ImportReport", "LabelImageError", "check_label_image", "read_label_image",
+           "load_label_image"]
+
+#: a label image larger than this (voxels, as declared or after resampling) is refused
+#: before it is read: a run's lattice is at most 4096 voxels a side, and the reader holds
+#: the whole image in memory
+MAX_IMAGE_VOXELS = 2**31
+#: the declared voxel sizes a file may give (µm)
+VOXEL_UM_RANGE = (0.01, 1e4)
+
+
+class _Declared:
+    """A label image's declared shape and dtype, read from its metadata (no voxel data)."""
+
+    def __init__(self, shape: Any, dtype: Any) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def squeeze(self, axis: tuple[int, ...]) -> _Declared:
+        return _Declared([n for i, n in enumerate(self.shape) if i not in axis], self.dtype)
+
+
+def _check_declared(shape: Any, dtype: Any, path: Any) -> None:
+    """Refuse an image whose declared size is beyond what can be imported, before reading."""
+    n = math.prod(int(k) for k in shape)
+    if n > MAX_IMAGE_VOXELS:
+        raise LabelImageError(
+            f"{path}: the file declares {' x '.join(str(int(k)) for k in shape)} = {n:,} "
+            f"voxels, more than {MAX_IMAGE_VOXELS:,}; crop or downsample it first")
+    if not np.issubdtype(np.dtype(dtype), np.integer) or np.dtype(dtype) == bool:
+        raise LabelImageError(f"{path}: label images hold integer labels, the file declares "
+                              f"dtype {np.dtype(dtype)}")
 
 _UNIT_TO_UM = {
     "micron": 1.0,
@@ -92,7 +128,7 @@ def _unit_factor(unit: Any, what: str) -> float:
         return _UNIT_TO_UM[key]
     if key.replace("\\", "") in _UNIT_TO_UM:
         return _UNIT_TO_UM[key.replace("\\", "")]
-    raise ValueError(f"{what}: unknown length unit {unit!r}; allowed: {', '.join(sorted(set(_UNIT_TO_UM)))}")
+    raise LabelImageError(f"{what}: unknown length unit {unit!r}; allowed: {', '.join(sorted(set(_UNIT_TO_UM)))}")
 
 
 def _squeeze_axes(data: np.ndarray, axes: str, path: str) -> tuple[np.ndarray, str]:
@@ -112,7 +148,7 @@ def _squeeze_axes(data: np.ndarray, axes: str, path: str) -> tuple[np.ndarray, s
             keep_idx.append(i)  # plain multi-page stack: pages are z
             keep_ax += "Z"
         else:
-            raise ValueError(
+            raise LabelImageError(
                 f"{path}: axis {a!r} has length {data.shape[i]}; a label image must be one "
                 f"3D volume (Z, Y, X), not a series of channels or time points (axes {axes})"
             )
@@ -121,12 +157,17 @@ def _squeeze_axes(data: np.ndarray, axes: str, path: str) -> tuple[np.ndarray, s
     return data, keep_ax
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | None, str]:
+def _read_tiff(path: Path, read: bool = True) -> tuple[Any, tuple[float, float, float] | None, str]:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises several types for "not a TIFF"
+        raise LabelImageError(f"{path}: cannot read as TIFF ({exc})") from None
+    with tif:
         series = tif.series[0]
-        data = series.asarray()
+        _check_declared(series.shape, series.dtype, path)
+        data = series.asarray() if read else _Declared(series.shape, series.dtype)
         axes = series.axes
         data, axes = _squeeze_axes(data, axes, str(path))
         page = tif.pages[0]
@@ -173,7 +214,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | Non
                     vx, vy = xd / xn * f, yd / yn * f
                     source = "TIFF resolution tags"
     if data.ndim != 3:
-        raise ValueError(
+        raise LabelImageError(
             f"{path}: the label image is {data.ndim}D with shape {data.shape}; a 3D (z, y, x) "
             "volume is needed"
         )
@@ -181,7 +222,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | Non
         return data, None, ""
     if vz is None:
         if data.shape[0] > 1:
-            raise ValueError(
+            raise LabelImageError(
                 f"{path}: the file gives the x/y pixel size ({vx:g} x {vy:g} µm) but no z spacing; "
                 "set tissue.image.voxel_um or save the stack with its z spacing"
             )
@@ -189,26 +230,27 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | Non
     return data, (float(vz), float(vy), float(vx)), source
 
 
-def _read_zarr(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | None, str]:
+def _read_zarr(path: Path, read: bool = True) -> tuple[Any, tuple[float, float, float] | None, str]:
     import zarr
 
     try:
         node = zarr.open(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for "not a zarr store"
-        raise ValueError(f"{path}: cannot open as zarr ({exc})") from None
+        raise LabelImageError(f"{path}: cannot open as zarr ({exc})") from None
     if isinstance(node, zarr.Array):
-        data = np.asarray(node[...])
+        _check_declared(node.shape, node.dtype, path)
+        data = np.asarray(node[...]) if read else _Declared(node.shape, node.dtype)
         attrs = dict(node.attrs)
         vox = attrs.get("voxel_um", attrs.get("voxel_size_um"))
         if data.ndim != 3:
             data, _ = _squeeze_axes(data, "?" * data.ndim, str(path))
         if data.ndim != 3:
-            raise ValueError(f"{path}: the label array is {data.ndim}D with shape {data.shape}; a 3D (z, y, x) volume is needed")
+            raise LabelImageError(f"{path}: the label array is {data.ndim}D with shape {data.shape}; a 3D (z, y, x) volume is needed")
         if vox is None:
             return data, None, ""
         v = [float(vox)] * 3 if np.isscalar(vox) else [float(x) for x in vox]
         if len(v) != 3:
-            raise ValueError(f"{path}: attribute voxel_um must be a number or 3 numbers, got {vox!r}")
+            raise LabelImageError(f"{path}: attribute voxel_um must be a number or 3 numbers, got {vox!r}")
         return data, (v[0], v[1], v[2]), "zarr attribute voxel_um"
     attrs = dict(node.attrs)
     ome = attrs.get("ome", attrs)
@@ -216,15 +258,15 @@ def _read_zarr(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | Non
     if not ms and "labels" in ome:
         names = ome["labels"]
         if not names:
-            raise ValueError(f"{path}: OME-Zarr labels group lists no label image")
-        return _read_zarr(path / "labels" / str(names[0]))
+            raise LabelImageError(f"{path}: OME-Zarr labels group lists no label image")
+        return _read_zarr(path / "labels" / str(names[0]), read)
     if not ms and "labels" in node:
         sub = dict(node["labels"].attrs)
         names = sub.get("ome", sub).get("labels") or []
         if names:
-            return _read_zarr(path / "labels" / str(names[0]))
+            return _read_zarr(path / "labels" / str(names[0]), read)
     if not ms:
-        raise ValueError(
+        raise LabelImageError(
             f"{path}: a zarr group without OME-Zarr 'multiscales' metadata; give the path of "
             "the label array itself"
         )
@@ -232,7 +274,9 @@ def _read_zarr(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | Non
     axes = m0.get("axes", [])
     names = [a["name"] if isinstance(a, dict) else str(a) for a in axes]
     ds = m0["datasets"][0]
-    data = np.asarray(node[ds["path"]][...])
+    arr = node[ds["path"]]
+    _check_declared(arr.shape, arr.dtype, path)
+    data = np.asarray(arr[...]) if read else _Declared(arr.shape, arr.dtype)
     if not names:
         names = ["z", "y", "x"][-data.ndim:] if data.ndim <= 3 else ["?"] * data.ndim
     scale = [1.0] * data.ndim
@@ -256,13 +300,13 @@ def _read_zarr(path: Path) -> tuple[np.ndarray, tuple[float, float, float] | Non
             sp[nm] = scale[i] * _unit_factor(unit, str(path))
     data, axstr = _squeeze_axes(data, axstr, str(path))
     if data.ndim != 3:
-        raise ValueError(f"{path}: the label image is {data.ndim}D with shape {data.shape}; a 3D (z, y, x) volume is needed")
+        raise LabelImageError(f"{path}: the label image is {data.ndim}D with shape {data.shape}; a 3D (z, y, x) volume is needed")
     if have_scale and units_ok and len(sp) == 3:
         return data, (sp["z"], sp["y"], sp["x"]), "OME-Zarr scale"
     return data, None, ""
 
 
-def read_label_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float] | None, str]:
+def read_label_image(path: str | Path, read: bool = True) -> tuple[Any, tuple[float, float, float] | None, str]:
     """Read a 3D label image and the voxel size its file declares.
 
     Parameters
@@ -270,6 +314,10 @@ def read_label_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float, 
     path
         A TIFF (``.tif``/``.tiff``, ImageJ hyperstack or OME-TIFF) or a zarr array / OME-Zarr
         image or labels group (a directory).
+
+    read
+        False: read the metadata only (``data`` is then an object with the declared
+        ``shape``, ``ndim`` and ``dtype``).
 
     Returns
     -------
@@ -282,13 +330,16 @@ def read_label_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float, 
     """
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"tissue.image.path = {str(p)!r} does not exist")
+        raise LabelImageError(f"tissue.image.path = {str(p)!r} does not exist")
+    if not (p.is_file() or p.is_dir()):  # a FIFO or a device would block or never end
+        raise LabelImageError(f"tissue.image.path = {str(p)!r} is not a regular file or a "
+                              "zarr directory")
     suffix = p.suffix.lower()
     if p.is_dir() or suffix in (".zarr", ".zr", ".ome.zarr"):
-        return _read_zarr(p)
+        return _read_zarr(p, read)
     if suffix in (".tif", ".tiff", ".btf", ".tf8"):
-        return _read_tiff(p)
-    raise ValueError(
+        return _read_tiff(p, read)
+    raise LabelImageError(
         f"tissue.image.path = {str(p)!r}: unsupported file type {suffix!r}; allowed: a .tif/.tiff "
         "file or a zarr / OME-Zarr directory"
     )
@@ -297,7 +348,7 @@ def read_label_image(path: str | Path) -> tuple[np.ndarray, tuple[float, float, 
 # ----------------------------------------------------------------------------- mapping
 def _map_labels(data: np.ndarray, table: dict[str, str], path: str) -> np.ndarray:
     if data.dtype == bool or not np.issubdtype(data.dtype, np.integer):
-        raise ValueError(
+        raise LabelImageError(
             f"{path}: label image has dtype {data.dtype}; a segmented label image must hold "
             "integers (uint8, uint16, uint32, int8..int64)"
         )
@@ -312,7 +363,7 @@ def _map_labels(data: np.ndarray, table: dict[str, str], path: str) -> np.ndarra
     if unknown:
         shown = ", ".join(str(u) for u in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
         allowed = ", ".join(f"{k}={TISSUE_NAMES[c]}" for k, c in sorted(lut_map.items()))
-        raise ValueError(
+        raise LabelImageError(
             f"{path}: label values {shown} are not mapped by {source}; mapped values: {allowed}"
         )
     vals = np.array(sorted(lut_map), dtype=np.int64)
@@ -331,6 +382,84 @@ def _resample(labels: np.ndarray, src_um: tuple[float, float, float], dst_um: fl
         for m, s, n in zip(out_shape, src_um, labels.shape, strict=True)
     ]
     return labels[np.ix_(*idx)]
+
+
+def _image_config(config: TissueConfig | ImageConfig) -> tuple[ImageConfig, TissueConfig]:
+    if isinstance(config, TissueConfig):
+        if config.image is None:
+            raise LabelImageError("tissue.image is not set; give a [tissue.image] table with a path")
+        return config.image, config
+    if isinstance(config, ImageConfig):
+        return config, TissueConfig()
+    raise TypeError(f"config must be a TissueConfig or ImageConfig, got {type(config).__name__}")
+
+
+def check_label_image(
+    config: TissueConfig | ImageConfig, voxel_um: float
+) -> tuple[tuple[int, int, int], tuple[float, float, float], str]:
+    """Check a label image from its metadata alone, before any voxel is read.
+
+    The path is a regular file or a zarr directory (a FIFO would block); the declared
+    image is one 3D volume of integer labels of at most ``MAX_IMAGE_VOXELS``; the voxel
+    size (declared by the file, or ``tissue.image.voxel_um``; a conflict is an error) is
+    finite and within ``VOXEL_UM_RANGE``; the lattice it resamples to at ``voxel_um``
+    has 8..4096 voxels a side, as ``domain.shape`` must.
+
+    Returns
+    -------
+    shape
+        The lattice shape after resampling (z, y, x).
+    source_voxel_um
+        The image's voxel size (z, y, x), µm.
+    source
+        Where that voxel size came from.
+
+    Raises
+    ------
+    LabelImageError
+        What is wrong, naming the file or key.
+    """
+    img, _ = _image_config(config)
+    if isinstance(voxel_um, bool) or not (
+        isinstance(voxel_um, numbers.Real) and math.isfinite(voxel_um) and voxel_um > 0
+    ):
+        raise LabelImageError(f"voxel_um must be a positive number of µm, got {voxel_um!r}")
+    path = str(img.path)
+    decl, file_vox, file_src = read_label_image(img.path, read=False)
+    if decl.ndim != 3 or min(decl.shape) < 1:
+        raise LabelImageError(f"{path}: the label image is {decl.ndim}D with shape {decl.shape}; "
+                              "a non-empty 3D (z, y, x) volume is needed")
+    lo, hi = VOXEL_UM_RANGE
+    if file_vox is not None and not all(math.isfinite(v) and lo <= v <= hi for v in file_vox):
+        raise LabelImageError(
+            f"{path}: the file declares a voxel size of {' x '.join(f'{v:g}' for v in file_vox)} "
+            f"µm (z, y, x; {file_src}); allowed: {lo:g}..{hi:g} µm. Fix the file's metadata or "
+            "set tissue.image.voxel_um")
+    if file_vox is not None and img.voxel_um is not None:
+        if any(abs(f - img.voxel_um) > 1e-3 * img.voxel_um for f in file_vox):
+            raise LabelImageError(
+                f"{path}: the file declares a voxel size of {file_vox[0]:g} x {file_vox[1]:g} x "
+                f"{file_vox[2]:g} µm (z, y, x; {file_src}) but tissue.image.voxel_um = "
+                f"{img.voxel_um:g}; remove tissue.image.voxel_um or fix the file"
+            )
+    if file_vox is not None:
+        src_vox, vsrc = file_vox, file_src
+    elif img.voxel_um is not None:
+        src_vox, vsrc = (float(img.voxel_um),) * 3, "tissue.image.voxel_um"
+    else:
+        raise LabelImageError(
+            f"{path}: no voxel size in the file and tissue.image.voxel_um is not set; "
+            "set tissue.image.voxel_um (µm)"
+        )
+    shape = tuple(max(1, int(round(n * s / float(voxel_um))))
+                  for n, s in zip(decl.shape, src_vox, strict=True))
+    if any(not 8 <= n <= 4096 for n in shape):
+        raise LabelImageError(
+            f"{path}: {' x '.join(map(str, decl.shape))} voxels of "
+            f"{' x '.join(f'{v:g}' for v in src_vox)} µm make a lattice of "
+            f"{' x '.join(map(str, shape))} voxels at domain.voxel_um = {voxel_um:g}; every "
+            "axis must be 8..4096 voxels (as for domain.shape)")
+    return shape, (float(src_vox[0]), float(src_vox[1]), float(src_vox[2])), vsrc  # type: ignore[return-value]
 
 
 def load_label_image(
@@ -363,44 +492,20 @@ def load_label_image(
 
     Raises
     ------
-    ValueError
-        Missing file, unsupported type, 2D image, non-integer dtype, label values the
-        table does not map, no voxel size in file or scenario, or a file voxel size that
-        differs from ``tissue.image.voxel_um``.
+    LabelImageError
+        (a ValueError) Missing file, not a regular file, unsupported type, 2D image,
+        non-integer dtype, a declared size beyond ``MAX_IMAGE_VOXELS``, label values the
+        table does not map, no voxel size in file or scenario, a voxel size out of range or
+        that differs from ``tissue.image.voxel_um``, a lattice of fewer than 8 or more
+        than 4096 voxels a side (:func:`check_label_image`, all before reading).
     """
-    if isinstance(config, TissueConfig):
-        if config.image is None:
-            raise ValueError("tissue.image is not set; give a [tissue.image] table with a path")
-        img, tcfg = config.image, config
-    elif isinstance(config, ImageConfig):
-        img, tcfg = config, TissueConfig()
-    else:
-        raise TypeError(f"config must be a TissueConfig or ImageConfig, got {type(config).__name__}")
-    if isinstance(voxel_um, bool) or not (
-        isinstance(voxel_um, numbers.Real) and math.isfinite(voxel_um) and voxel_um > 0
-    ):
-        raise ValueError(f"voxel_um must be a positive number of µm, got {voxel_um!r}")
+    img, tcfg = _image_config(config)
+    _, src_vox, vsrc = check_label_image(img, voxel_um)  # all of it before reading
     path = str(img.path)
-    data, file_vox, file_src = read_label_image(img.path)
+    data, _, _ = read_label_image(img.path)
     if data.ndim != 3:
-        raise ValueError(f"{path}: the label image is {data.ndim}D; a 3D (z, y, x) volume is needed")
+        raise LabelImageError(f"{path}: the label image is {data.ndim}D; a 3D (z, y, x) volume is needed")
     codes = _map_labels(data, img.labels, path)
-    if file_vox is not None and img.voxel_um is not None:
-        if any(abs(f - img.voxel_um) > 1e-3 * img.voxel_um for f in file_vox):
-            raise ValueError(
-                f"{path}: the file declares a voxel size of {file_vox[0]:g} x {file_vox[1]:g} x "
-                f"{file_vox[2]:g} µm (z, y, x; {file_src}) but tissue.image.voxel_um = "
-                f"{img.voxel_um:g}; remove tissue.image.voxel_um or fix the file"
-            )
-    if file_vox is not None:
-        src_vox, vsrc = file_vox, file_src
-    elif img.voxel_um is not None:
-        src_vox, vsrc = (img.voxel_um,) * 3, "tissue.image.voxel_um"
-    else:
-        raise ValueError(
-            f"{path}: no voxel size in the file and tissue.image.voxel_um is not set; "
-            "set tissue.image.voxel_um (µm)"
-        )
     labels = _resample(codes, src_vox, float(voxel_um))
     derived = _derive_layers(labels, float(voxel_um), img, tcfg, seed)
     lat = Lattice(labels, float(voxel_um))
