@@ -15,8 +15,11 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +167,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
         sim = Simulation.resume(a.resume)
         remaining = sim.scenario.run.days - sim.t_days
         print(f"resuming {a.resume} at day {sim.t_days:g}; {remaining:g} days to go", file=sys.stderr)
-        if remaining > 1e-9:
-            sim.run(days=remaining, progress=not a.quiet)
+        with _closing_on_error(sim):
+            if remaining > 1e-9:
+                sim.run(days=remaining, progress=not a.quiet)
         _finish(sim, Path(a.resume))
         sim.close()
         return 0
@@ -197,10 +201,23 @@ def _cmd_run(a: argparse.Namespace) -> int:
     sim = Simulation(sc, out, overwrite=a.overwrite)
     print(f"set up in {time.perf_counter() - t0:.1f} s; {sim.cells.n_cells} cells; "
           f"simulating {sc.run.days:g} days", file=sys.stderr)
-    sim.run(progress=not a.quiet)
+    with _closing_on_error(sim):
+        sim.run(progress=not a.quiet)
     _finish(sim, out)
     sim.close()
     return 0
+
+
+@contextlib.contextmanager
+def _closing_on_error(sim: Any) -> Iterator[None]:
+    """On an error in the run, close the simulation (its writer lock released; a second
+    error from the writer is not allowed to hide the first) and re-raise."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            sim.close()
+        raise
 
 
 def _probe_lock(store: str | Path) -> None:
@@ -325,6 +342,10 @@ class _UsageError(ValueError):
     pass
 
 
+#: OSError numbers of a full, read-only or forbidden output (a clear message, exit 2)
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``niche3d`` command; returns the exit status."""
     parser = _build_parser()
@@ -352,6 +373,16 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[a.command](a)
     except known as exc:
         print(f"niche3d {a.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        # the disk or the directory the store is written to: the run's fault is the
+        # machine's, and what is committed is kept
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"niche3d {a.command}: error: {exc.strerror or exc}{where}. Every record "
+              "committed before is kept; once this is fixed, continue with: niche3d run "
+              "--resume RUN", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted; the run store holds every record written so far "

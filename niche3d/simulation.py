@@ -81,10 +81,12 @@ class Simulation:
         self._lock: Any = None
         if out is not None and _restore is None:
             from niche3d.io.lock import WriterLock
-            from niche3d.io.writer import check_target
+            from niche3d.io.writer import check_free_space, check_target, first_records_bytes
 
             self._lock = WriterLock(out).acquire()
             check_target(out, overwrite=overwrite)
+            n_fields = len(scenario.fields.diffusible) if scenario.output.fields else 0
+            check_free_space(out, first_records_bytes(scenario.domain.shape, n_fields))
         self.threads = set_threads(rc.threads)
         self.dt_hours = float(rc.dt_hours)
         self.record_hours = float(scenario.output.interval_hours)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import shutil
 import zipfile
@@ -879,6 +880,32 @@ def check_target(p: str | os.PathLike[str], *, overwrite: bool) -> bool:
                 )
             return True
     return False
+
+
+def first_records_bytes(shape: Sequence[int], n_fields: int) -> int:
+    """Bytes a run store needs for record 0 and the checkpoint written with it, at worst
+    (nothing compressed): per voxel 4 B per stored field, 2 B of labels (tissue, niche
+    sites), and a checkpoint of 6 B per field (float32 value, int16 extension), 8 B of
+    niche signal and 1 B of labels."""
+    n = math.prod(int(k) for k in shape)
+    return n * (4 * n_fields + 2 + 6 * n_fields + 8 + 1) + 2**20
+
+
+def check_free_space(p: str | os.PathLike[str], needed: int) -> None:
+    """Raise :class:`StoreError` if the file system that will hold the store at ``p`` has
+    less than ``needed`` bytes free (measured at its nearest existing ancestor)."""
+    q = Path(p).absolute()
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    try:
+        free = shutil.disk_usage(q).free
+    except OSError:
+        return  # cannot tell: the writes themselves will say
+    if free < needed:
+        raise StoreError(
+            f"{p}: the run store needs about {needed / 2**20:,.0f} MB for its first records "
+            f"and checkpoint, and {q} has {free / 2**20:,.0f} MB free; free some space or "
+            "choose an --out on another disk")
 
 
 def _prepare_path(p: Path, *, overwrite: bool) -> None:
