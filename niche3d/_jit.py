@@ -38,6 +38,9 @@ _KERNELS: list[Any] = []
 # 'contract' (FMA) and 'arcp' are deterministic per build; 'reassoc' is not used because
 # it lets reductions depend on vector width / chunking.
 _FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract"}
+# Kernels that must see NaN and inf (the run's health checks) drop 'nnan' and 'ninf',
+# which let LLVM assume no value is NaN or inf and fold ``x != x`` to False.
+_FASTMATH_FINITE_CHECKS = {"nsz", "arcp", "contract"}
 
 
 def jit[F: Callable[..., Any]](
@@ -46,12 +49,14 @@ def jit[F: Callable[..., Any]](
     parallel: bool = False,
     cache: bool = True,
     error_model: str = "python",
+    finite_checks: bool = False,
 ) -> Any:
     """Compile ``fn`` with the project's numba settings (``@jit`` or ``@jit(parallel=True)``).
 
     ``error_model="numpy"`` drops numba's division-by-zero checks, which is what lets
     LLVM vectorise loops that divide; use it only in kernels whose divisions are guarded
-    (the field solver's)."""
+    (the field solver's). ``finite_checks=True`` compiles without the fast-math
+    assumption that no value is NaN or inf, for kernels that test for them."""
     if error_model not in ("python", "numpy"):
         raise ValueError(f"error_model must be 'python' or 'numpy', got {error_model!r}")
     boundscheck = os.environ.get("NICHE3D_BOUNDSCHECK", "0") == "1"
@@ -62,7 +67,7 @@ def jit[F: Callable[..., Any]](
         d = numba.njit(
             f,
             parallel=parallel,
-            fastmath=_FASTMATH,
+            fastmath=_FASTMATH_FINITE_CHECKS if finite_checks else _FASTMATH,
             cache=cache,
             boundscheck=boundscheck,
             nogil=True,

@@ -275,6 +275,8 @@ def _summary(run: Any) -> str:
             lines.append("last record " + ", ".join(f"{k} = {last[k]:.4g}" for k in keys))
     if sc.interventions:
         lines.append("interventions " + ", ".join(iv.kind for iv in sc.interventions))
+    if run.failure is not None:
+        lines.append(f"FAILED      {run.failure.get('message', run.failure.get('what'))}")
     return "\n".join(lines)
 
 
@@ -358,11 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         "view": _cmd_view,
         "warmup": _cmd_warmup,
     }
+    from niche3d.errors import SimulationError
     from niche3d.scenario import ScenarioError
     from niche3d.tissue.errors import LabelImageError
 
     known: tuple[type[BaseException], ...] = (ScenarioError, _UsageError, FileNotFoundError,
-                                              LabelImageError)
+                                              LabelImageError, SimulationError)
     try:
         from niche3d.io import StoreError
 

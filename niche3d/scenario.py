@@ -105,6 +105,11 @@ class RunConfig(Section):
     motility_substeps: int = param(
         6, unit="-", ge=1, le=600, description="migration sub-steps per cell step"
     )
+    max_cells: int = param(
+        5_000_000, unit="-", ge=1, le=100_000_000,
+        description="the most cells (on the lattice and in blood) a run may hold: beyond it "
+                    "the run stops with a diagnostic in its store (a runaway expansion)",
+    )
 
 
 class Scenario(Section):

@@ -31,6 +31,7 @@ from niche3d._jit import set_threads
 from niche3d._version import code_version
 from niche3d.cells import EVENT_NAMES, STATE_NAMES, CellModel, Modifiers, Signals
 from niche3d.fields import FieldSet
+from niche3d.guards import SimulationError, check_cells, check_field
 from niche3d.interventions import Effects, InterventionSchedule
 from niche3d.names import CXCL12, MEMBRANE_SCF, SCF
 from niche3d.scenario import Scenario, ScenarioError
@@ -324,6 +325,10 @@ class Simulation:
         for tp in self.schedule.transplants_in(self.t_hours, self.t_hours + self.dt_hours):
             self.cells.add_circulating(tp.cells, donor=True, state=tp.state, t_hours=self.t_hours)
         self.cells.step(self.step_index, self.t_hours, self._signals(), self._modifiers())
+        diag = check_cells(self.cells.n_cells, self.scenario.run.max_cells,
+                           self.cells.occupied_flat(), self._marrow)
+        if diag is not None:
+            self._fail(diag)
         self.step_index += 1
         if self.writer is not None and self.step_index % self._steps_per_record == 0:
             self._record()
@@ -343,6 +348,21 @@ class Simulation:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
+
+    def _fail(self, diag: dict[str, Any]) -> None:
+        """Stop the run: the diagnostic (what, where, when) into the store after every
+        record committed before, then :class:`~niche3d.guards.SimulationError`."""
+        diag = {**diag, "t_hours": self.t_hours, "day": self.t_days, "step": self.step_index}
+        where = diag.get("where")
+        at = f" at voxel (z, y, x) = {tuple(where)}" if where else ""
+        msg = (f"run stopped at day {self.t_days:g} (step {self.step_index}): "
+               f"{diag['what']}{at}")
+        if self.writer is not None:
+            self.writer.write_failure({**diag, "message": msg})
+            self.writer.flush()
+            msg += (f"; the store keeps the {self.records_written} records before and this "
+                    f"diagnostic (niche3d info {self.out})")
+        raise SimulationError(msg, diag)
 
     def _check_open(self) -> None:
         if getattr(self, "_closed", False):
@@ -393,8 +413,14 @@ class Simulation:
         return True
 
     def _solve(self) -> None:
-        self.fields.solve(self.cells.occupied_flat(), skip_below=self._skip_below)
+        rep = self.fields.solve(self.cells.occupied_flat(), skip_below=self._skip_below)
         self._last_solve_step = self.step_index
+        for name, skipped in rep.skipped.items():
+            if not skipped:  # a skipped solve changed nothing
+                diag = check_field(name, self.fields[name], rep.residual[name],
+                                   self.fields.units[name])
+                if diag is not None:
+                    self._fail(diag)
 
     @property
     def _skip_below(self) -> dict[str, float]:

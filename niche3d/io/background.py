@@ -122,6 +122,10 @@ class BackgroundWriter:
         self._put(self.writer.write_checkpoint,
                   ({k: np.array(v, copy=True) for k, v in state.items()}, dict(meta)))
 
+    def write_failure(self, diagnostic: Mapping[str, Any]) -> None:
+        """Queue :meth:`RunWriter.write_failure`."""
+        self._put(self.writer.write_failure, (dict(diagnostic),))
+
     def set_categories(self, table: str, column: str, names: Sequence[str]) -> None:
         """Queue :meth:`RunWriter.set_categories`."""
         self._put(self.writer.set_categories, (table, column, list(names)))

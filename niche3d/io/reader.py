@@ -308,6 +308,14 @@ class Run:
         return int(self.attrs["n_records_written"])
 
     @property
+    def failure(self) -> dict[str, Any] | None:
+        """Why the run stopped, when a runtime guard stopped it (``niche3d.guards``):
+        ``what``, ``where`` (a voxel or None), ``t_hours``, ``day``, ``step``,
+        ``message``; None for a run that did not fail."""
+        f = self.attrs.get("failure")
+        return dict(f) if isinstance(f, dict) else None
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         """Lattice shape (z, y, x)."""
         return tuple(int(s) for s in self.attrs["shape"])  # type: ignore[return-value]

@@ -575,6 +575,16 @@ class RunWriter:
         self._commit()
         return state, meta
 
+    def write_failure(self, diagnostic: Mapping[str, Any]) -> None:
+        """Record why the run stopped (``failure`` in the root attributes: what, where,
+        when), committed after every record written before."""
+        try:
+            doc = json.loads(json.dumps(dict(diagnostic), default=_json_default))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"diagnostic must be JSON-serialisable: {exc}") from None
+        self._attrs["failure"] = doc
+        self._commit()
+
     @property
     def initial_labels(self) -> np.ndarray:
         """The tissue labels of record 0 (stored when the store was created)."""

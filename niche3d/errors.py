@@ -1,0 +1,16 @@
+"""Errors a run raises, importable without numba (the CLI maps them to exit status 2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SimulationError"]
+
+
+class SimulationError(RuntimeError):
+    """A run stopped by a runtime guard (:mod:`niche3d.guards`); ``diagnostic`` is what
+    went into its store: what, where, when."""
+
+    def __init__(self, message: str, diagnostic: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.diagnostic = diagnostic
