@@ -42,6 +42,31 @@ __all__ = ["Simulation"]
 ProgressFn = Callable[[float, float], None]
 
 
+def _check_checkpoint(meta: dict[str, Any], pos: dict[str, Any], committed: dict[str, Any]) -> None:
+    """The position and counters of a checkpoint: integers within what the store holds."""
+    def count(v: Any, what: str, top: int) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
+            raise ValueError(f"{what} = {v!r}, not an integer in 0..{top}")
+        return v
+
+    n = count(pos.get("n_records_written"), "checkpoint record", committed["n_records_written"])
+    rows = pos.get("rows")
+    if not isinstance(rows, dict):
+        raise ValueError(f"checkpoint rows = {rows!r}, not a table of row counts")
+    for t, top in committed["rows"].items():
+        count(rows.get(t), f"checkpoint rows of {t}", top)
+    if count(meta.get("records_written"), "records_written", n) != n:
+        raise ValueError(f"records_written = {meta['records_written']} but the checkpoint is at "
+                         f"record {n}")
+    count(meta.get("step_index"), "step_index", 10**12)
+    last = meta.get("last_solve_step")
+    if isinstance(last, bool) or not isinstance(last, int):
+        raise ValueError(f"last_solve_step = {last!r}, not an integer")
+    t = meta.get("effects_t_hours")
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        raise ValueError(f"effects_t_hours = {t!r}, not a number")
+
+
 class Simulation:
     """A niche3d run: build from a scenario, step, run, read state, write a store.
 
@@ -204,9 +229,22 @@ class Simulation:
             sim._queue_checkpoint()
             sim.writer.flush()
             return sim
-        state, meta = writer.rewind_to_checkpoint()
-        lattice = Lattice(state.pop("lattice_labels"), run.voxel_um)
-        sim = cls(run.scenario, None, lattice=lattice, _restore=(state, meta))
+        from niche3d.io import StoreError
+        from niche3d.io.writer import _read_checkpoint
+
+        # the checkpoint is read, checked and restored before the store is rewound to it:
+        # a checkpoint that cannot be restored leaves the store as it was
+        state, meta, pos = _read_checkpoint(path)
+        committed = {"n_records_written": writer.n_records_written, "rows": writer.rows}
+        try:
+            _check_checkpoint(meta, pos, committed)
+            lattice = Lattice(state.pop("lattice_labels"), run.voxel_um)
+            sim = cls(run.scenario, None, lattice=lattice, _restore=(state, meta))
+        except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
+            raise StoreError(f"{path}: its checkpoint cannot be restored ({type(exc).__name__}: "
+                             f"{exc}); the store is damaged (its records still read with "
+                             "open_run)") from None
+        writer.rewind_to_checkpoint()
         sim.out = Path(path)
         sim._lock = lock
         sim.writer = BackgroundWriter(writer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -53,6 +54,84 @@ _REQUIRED_ATTRS = (
 )
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_pos(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _check_attrs(nz: dict[str, Any], root: Path) -> None:
+    """The types and ranges of the niche3d root attributes a reader relies on."""
+    problems = []
+    for key in ("seed", "n_records", "n_records_written"):
+        if not _is_int(nz[key]) or nz[key] < 0:
+            problems.append(f"{key} = {nz[key]!r} (an integer >= 0)")
+    if not problems and nz["n_records_written"] > nz["n_records"]:
+        problems.append(f"n_records_written = {nz['n_records_written']} > n_records = {nz['n_records']}")
+    for key in ("voxel_um", "record_hours", "dt_hours"):
+        if not _is_pos(nz[key]):
+            problems.append(f"{key} = {nz[key]!r} (a positive number)")
+    sh = nz["shape"]
+    if not (isinstance(sh, list) and len(sh) == 3 and all(_is_int(s) and 1 <= s <= 4096 for s in sh)):
+        problems.append(f"shape = {sh!r} (3 integers 1..4096)")
+    for key in ("scenario", "code_version"):
+        if not isinstance(nz[key], str):
+            problems.append(f"{key} is not text")
+    if nz["image"] not in ("fields", "occupancy"):
+        problems.append(f"image = {nz['image']!r} ('fields' or 'occupancy')")
+    f = nz["fields"]
+    if not (isinstance(f, list) and all(
+            isinstance(x, dict) and isinstance(x.get("name"), str) and isinstance(x.get("unit"), str)
+            and isinstance(x.get("window"), list) and len(x["window"]) == 2
+            and isinstance(x.get("color"), str) for x in f)):
+        problems.append(f"fields = {f!r} (a list of {{name, unit, window, color}})")
+    rows = nz["rows"]
+    if not (isinstance(rows, dict) and all(_is_int(rows.get(t, 0)) and rows.get(t, 0) >= 0
+                                           for t in TABLES)):
+        problems.append(f"rows = {rows!r} (an integer >= 0 per table {', '.join(TABLES)})")
+    elif _is_int(nz["n_records_written"]) and rows.get("metrics", 0) != nz["n_records_written"]:
+        problems.append(f"rows.metrics = {rows.get('metrics', 0)!r} but n_records_written = "
+                        f"{nz['n_records_written']} (one metrics row per record)")
+    last = nz.get("last_t_hours")
+    if last is not None and not (isinstance(last, int | float) and not isinstance(last, bool)
+                                 and math.isfinite(last)):
+        problems.append(f"last_t_hours = {last!r} (a number or null)")
+    for key in ("checkpoint", "failure"):
+        if nz.get(key) is not None and not isinstance(nz[key], dict):
+            problems.append(f"{key} = {nz[key]!r} (an object or null)")
+    if problems:
+        raise StoreError(f"{root}: zarr.json has bad niche3d attributes: {'; '.join(problems)}; "
+                         "the store is damaged")
+
+
+class _Guarded:
+    """A zarr array for dask whose read errors (a truncated or corrupted data file: zarr
+    raises several exception types) become a StoreError naming the store, the array and
+    the records."""
+
+    def __init__(self, arr: Any, root: Path) -> None:
+        self._arr, self._root = arr, root
+        self.shape, self.dtype, self.ndim = arr.shape, arr.dtype, arr.ndim
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self._arr[key]
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is damage
+            first = key[0] if isinstance(key, tuple) and key else key
+            raise StoreError(
+                f"{self._root}: {self._arr.path} cannot be read at {first} "
+                f"({type(exc).__name__}: {exc}); the store is damaged") from None
+
+
+def _dask(arr: Any, root: Path) -> Any:
+    import dask.array as da
+
+    return da.from_array(_Guarded(arr, root), chunks=arr.chunks, name=False, lock=False,
+                         asarray=True, fancy=False, inline_array=True)
+
+
 def _read_json(path: Path, what: str, root: Path) -> dict[str, Any]:
     if not path.is_file():
         raise StoreError(f"{root}: not a complete niche3d run store: {what} ({path.relative_to(root)}) is missing")
@@ -93,6 +172,7 @@ def check_store(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [k for k in _REQUIRED_ATTRS if k not in nz]
     if missing:
         raise StoreError(f"{root}: niche3d attributes lack {missing}; the store is damaged")
+    _check_attrs(nz, root)
     ver = nz["format_version"]
     if not isinstance(ver, int) or ver > FORMAT_VERSION or ver < 1:
         raise StoreError(
@@ -375,10 +455,9 @@ class Run:
     @cached_property
     def fields(self) -> xr.Dataset:
         """One dask-backed (t, z, y, x) variable per field; coords in hours and µm."""
-        import dask.array as da
         import xarray as xr
 
-        arr = da.from_zarr(self._group["s0"])[: self.n_records]
+        arr = _dask(self._group["s0"], self.path)[: self.n_records]
         coords = {"t": self._t_coord(), **self._space_coords()}
         data_vars = {}
         for i, f in enumerate(self.attrs["fields"]):
@@ -392,12 +471,11 @@ class Run:
     @cached_property
     def occupancy(self) -> xr.DataArray | None:
         """(t, z, y, x) uint8 cell occupancy, for runs stored without fields; else None."""
-        import dask.array as da
         import xarray as xr
 
         if self.attrs["image"] != "occupancy":
             return None
-        arr = da.from_zarr(self._group["s0"])[: self.n_records, 0]
+        arr = _dask(self._group["s0"], self.path)[: self.n_records, 0]
         return xr.DataArray(
             arr, dims=("t", "z", "y", "x"), coords={"t": self._t_coord(), **self._space_coords()}, name="cells"
         )
@@ -405,10 +483,9 @@ class Run:
     @cached_property
     def tissue(self) -> xr.DataArray:
         """(t, z, y, x) uint8 tissue codes, dask-backed; attrs ``names`` and ``colors``."""
-        import dask.array as da
         import xarray as xr
 
-        arr = da.from_zarr(self._group["labels/tissue/s0"])[: self.n_records]
+        arr = _dask(self._group["labels/tissue/s0"], self.path)[: self.n_records]
         return xr.DataArray(
             arr,
             dims=("t", "z", "y", "x"),
@@ -432,12 +509,11 @@ class Run:
         (``units = "1"``), one site per voxel. The count of codes > 0 in a record is that
         record's ``niche_sites`` metric, of 1 ``niche_sites_free``, of 2 ``niche_sites_hsc``.
         """
-        import dask.array as da
         import xarray as xr
 
         if not self.has_niche:
             return None
-        arr = da.from_zarr(self._group[f"labels/{NICHE_LABEL}/s0"])[: self.n_records]
+        arr = _dask(self._group[f"labels/{NICHE_LABEL}/s0"], self.path)[: self.n_records]
         return xr.DataArray(
             arr,
             dims=("t", "z", "y", "x"),
@@ -453,14 +529,20 @@ class Run:
 
     # ------------------------------------------------------------------ tables
     def _table(self, name: str) -> pd.DataFrame:
-        g = self._group[f"tables/{name}"]
-        schema = dict(g.attrs["niche3d_table"])
-        n = int(self.attrs["rows"][name])
-        if n == 0 or "rows" not in g.array_keys():
-            return decode_table(np.zeros((0, len(schema["columns"]))), schema)
-        rows = np.asarray(g["rows"][:n, :])
-        df = decode_table(rows, schema)
-        df.attrs["units"] = {c["name"]: c["unit"] for c in schema["columns"]}
+        try:
+            g = self._group[f"tables/{name}"]
+            schema = dict(g.attrs["niche3d_table"])
+            n = int(self.attrs["rows"].get(name, 0))
+            if n == 0 or "rows" not in g.array_keys():
+                return decode_table(np.zeros((0, len(schema["columns"]))), schema)
+            rows = np.asarray(g["rows"][:n, :])
+            df = decode_table(rows, schema)
+            df.attrs["units"] = {c["name"]: c["unit"] for c in schema["columns"]}
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged table, whatever zarr raises
+            raise StoreError(f"{self.path}: tables/{name} cannot be read ({type(exc).__name__}: "
+                             f"{exc}); the store is damaged") from None
         return df
 
     @cached_property

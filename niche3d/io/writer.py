@@ -586,6 +586,11 @@ class RunWriter:
         self._commit()
 
     @property
+    def rows(self) -> dict[str, int]:
+        """Committed rows per table."""
+        return {t: self._tables[t].n_rows for t in TABLES}
+
+    @property
     def initial_labels(self) -> np.ndarray:
         """The tissue labels of record 0 (stored when the store was created)."""
         return np.asarray(self._tissue[0])
