@@ -11,6 +11,7 @@ failure record; and ``Simulation.resume`` on a copy.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from niche3d.io import StoreError, open_run
 from niche3d.scenario import Scenario
 from niche3d.simulation import Simulation
 
-SETTINGS = settings(max_examples=250, deadline=None, derandomize=True,
+#: NICHE3D_FUZZ_SCALE=10 (or more) multiplies every example count: the long lane
+SCALE = max(1, int(os.environ.get("NICHE3D_FUZZ_SCALE", "1")))
+SETTINGS = settings(max_examples=250 * SCALE, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 
@@ -115,7 +118,7 @@ def test_bad_root_attributes_are_store_errors(pristine: Path, tmp_path_factory: 
     _check(path)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True,
+@settings(max_examples=100 * SCALE, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_a_garbled_checkpoint_never_resumes_wrongly(pristine: Path,
