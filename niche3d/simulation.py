@@ -219,8 +219,10 @@ class Simulation:
         lock = WriterLock(path).acquire()  # before anything is read or rewound
         run = open_run(path)
         writer = RunWriter.open_append(path)
+        # the same code replays bit for bit: readers keep seeing what was committed
+        same_code = run.code_version == code_version()
         if not writer.has_checkpoint:
-            writer.rewind_to_start()
+            writer.rewind_to_start(keep_shown=same_code)
             lattice = Lattice(writer.initial_labels, run.voxel_um)
             sim = cls(run.scenario, None, lattice=lattice)
             sim.out, sim._lock = Path(path), lock
@@ -244,7 +246,7 @@ class Simulation:
             raise StoreError(f"{path}: its checkpoint cannot be restored ({type(exc).__name__}: "
                              f"{exc}); the store is damaged (its records still read with "
                              "open_run)") from None
-        writer.rewind_to_checkpoint()
+        writer.rewind_to_checkpoint(keep_shown=same_code)
         sim.out = Path(path)
         sim._lock = lock
         sim.writer = BackgroundWriter(writer)

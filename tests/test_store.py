@@ -674,7 +674,7 @@ def test_rewind_to_checkpoint_drops_later_records_and_rows(tmp_path: Path) -> No
     record(3, 0.0)
     w = RunWriter.open_append(path)
     assert w.n_records_written == 4
-    state, meta = w.rewind_to_checkpoint()
+    state, meta = w.rewind_to_checkpoint(keep_shown=False)  # a replay that may differ
     assert meta == {"record": 2} and state["step"].tolist() == [2]
     assert w.n_records_written == 2 and open_run(path).n_records == 2
     assert len(open_run(path).cells) == 1 + 2 and len(open_run(path).events) == 2
@@ -723,3 +723,35 @@ def test_a_run_opened_during_writing_is_a_consistent_snapshot(tmp_path: Path) ->
         for j in range(3):
             np.testing.assert_array_equal(live.fields["cxcl12"][j].values, _field(j, 0, shape))
     assert open_run(path).n_records == 6
+
+
+def test_a_same_code_rewind_keeps_showing_what_was_committed(tmp_path: Path) -> None:
+    shape = (8, 8, 8)
+    path = tmp_path / "rw.zarr"
+    w = RunWriter.create(
+        path, scenario=_scenario(shape), labels=_labels(shape), voxel_um=VOXEL, record_hours=1.0,
+        n_records=4, fields=FIELDS, seed=0, code_version="x", dt_hours=1.0,
+    )
+
+    def record(i: int) -> None:
+        w.write_record(i, float(i), fields={n: _field(i, k, shape) for k, (n, _, _) in enumerate(FIELDS)},
+                       labels=None, cells={"track_id": np.arange(i + 1)}, metrics={"m": float(i)})
+
+    for i in range(2):
+        record(i)
+    w.write_checkpoint({"step": np.array([2])}, {"record": 2})
+    for i in range(2, 4):
+        record(i)
+    before = open_run(path)
+    w = RunWriter.open_append(path)
+    w.rewind_to_checkpoint()  # keep_shown: the replay is bit-identical
+    shown = [open_run(path)]
+    record(2)  # replayed: identical
+    shown.append(open_run(path))
+    record(3)
+    shown.append(open_run(path))
+    for run in shown:  # never fewer records or rows than before, never other values
+        assert run.n_records == 4 and run.attrs["rows"] == before.attrs["rows"]
+        pd.testing.assert_frame_equal(run.cells, before.cells)
+        np.testing.assert_array_equal(run.fields["cxcl12"].values, before.fields["cxcl12"].values)
+    assert w.n_records_written == 4

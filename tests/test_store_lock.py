@@ -145,3 +145,34 @@ def test_an_existing_store_or_unwritable_directory_is_refused_before_set_up(
     with pytest.raises(StoreError, match="cannot write in"):
         Simulation(_scenario(), out=blocker / "run.zarr")
     assert calls == []
+
+
+def test_a_reader_never_sees_the_committed_count_go_backwards(tmp_path: Path) -> None:
+    """A resume rewinds to its checkpoint and rewrites the records after it bit for bit;
+    meanwhile the store keeps showing the records it had committed."""
+    store = tmp_path / "run.zarr"
+    sc = _scenario().with_overrides({"output.checkpoint_every_records": 2, "run.days": 2.0})
+    with Simulation(sc, out=store) as first:
+        first.run(1.0)  # records 0..2; checkpoints at 0 and 2
+    seen = open_run(store)
+    n0, metrics0 = seen.n_records, seen.metrics
+    assert n0 == 3
+    with Simulation.resume(store) as again:
+        during = open_run(store)  # rewound to record 2 inside, 3 records still shown
+        assert during.n_records == n0
+        np.testing.assert_array_equal(during.metrics.to_numpy(), metrics0.to_numpy())
+        assert again.t_days == 0.5  # the checkpoint after record 1 (every 2 records)
+        again.run(sc.run.days - again.t_days)
+    assert open_run(store).n_records == 5
+
+
+def test_a_store_being_created_says_so(tmp_path: Path) -> None:
+    import json
+
+    store = tmp_path / "run.zarr"
+    Simulation(_scenario(), out=store).close()
+    doc = json.loads((store / "zarr.json").read_text())
+    doc["attributes"]["niche3d"]["creating"] = True  # as while RunWriter.create runs
+    (store / "zarr.json").write_text(json.dumps(doc))
+    with pytest.raises(StoreError, match="is being created"):
+        open_run(store)

@@ -169,6 +169,10 @@ def check_store(path: str | os.PathLike[str]) -> dict[str, Any]:
     nz = attrs.get("niche3d") if isinstance(attrs, dict) else None
     if not isinstance(nz, dict) or nz.get("format") != FORMAT_NAME:
         raise StoreError(f"{root}: a zarr store but not a niche3d run store (no 'niche3d' run attributes)")
+    if nz.get("creating"):
+        raise StoreError(f"{root}: is being created (a run is setting it up, or its creation "
+                         "was interrupted); open it again in a moment, or make it again with "
+                         "--overwrite")
     missing = [k for k in _REQUIRED_ATTRS if k not in nz]
     if missing:
         raise StoreError(f"{root}: niche3d attributes lack {missing}; the store is damaged")

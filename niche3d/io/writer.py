@@ -160,6 +160,9 @@ class RunWriter:
         self._last_sites: np.ndarray | None = None  # the niche map of the last record
         last_t = self._attrs.get("last_t_hours")
         self._last_t: float | None = None if last_t is None else float(last_t)
+        # what readers were shown before a rewind (see _rewound): the commit never shows
+        # fewer records or rows until the replay has written them again
+        self._shown: tuple[int, dict[str, int], float | None] | None = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -281,6 +284,8 @@ class RunWriter:
             "updated": _now(),
             "checkpoint": None,
             "field_keepbits": keepbits,
+            # until the arrays and tables exist: readers say "being created", not "damaged"
+            "creating": True,
         }
         # root first: a store killed while being created is recognisably ours (and truncated)
         root.update_attributes({"ome": _image_ome(channels, shape, voxel_um, record_hours, occupancy=occupancy), "niche3d": attrs})
@@ -337,7 +342,10 @@ class RunWriter:
                     }
                 },
             )
-        return cls(p, root)
+        w = cls(p, root)
+        del w._attrs["creating"]
+        w._commit()
+        return w
 
     @classmethod
     def open_append(cls, path: str | os.PathLike[str]) -> RunWriter:
@@ -544,8 +552,13 @@ class RunWriter:
         self._attrs["checkpoint"] = {"record": self._n_written, "written": _now()}
         self._commit()
 
-    def rewind_to_checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def rewind_to_checkpoint(self, *, keep_shown: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Roll the store back to the last checkpoint and return its ``(state, meta)``.
+
+        With ``keep_shown`` (for a replay that is bit-identical: the same code) readers
+        keep seeing the records committed before until the replay has rewritten them;
+        without it (a replay that may differ) the store shows the checkpoint's position at
+        once.
 
         For ``--resume``: records and table rows committed after the checkpoint are
         dropped (they are rewritten as the simulation replays from the checkpoint), so the
@@ -557,6 +570,8 @@ class RunWriter:
             The store has no checkpoint.
         """
         state, meta, pos = _read_checkpoint(self.path)
+        if keep_shown:
+            self._rewound()
         n = int(pos["n_records_written"])
         if n > self._n_written:
             raise StoreError(
@@ -600,11 +615,13 @@ class RunWriter:
         """Whether the store's attributes record a checkpoint."""
         return self._attrs.get("checkpoint") is not None
 
-    def rewind_to_start(self) -> None:
+    def rewind_to_start(self, *, keep_shown: bool = True) -> None:
         """Roll the store back to no records at all (record 0's tissue, stored at
         creation, stays), for a ``--resume`` of a run killed before its first checkpoint:
         the simulation is set up again from the stored scenario and seed and rewrites
-        every record, bit-identically."""
+        every record, bit-identically (``keep_shown``: as in :meth:`rewind_to_checkpoint`)."""
+        if keep_shown:
+            self._rewound()
         self._n_written = 0
         for t in TABLES:
             self._tables[t].n_rows = 0
@@ -647,11 +664,29 @@ class RunWriter:
         _atomic.atomic_link(src, base / "c" / str(index) / tail)
         return True
 
+    def _rewound(self) -> None:
+        """Remember what readers are shown before a rewind. A resumed run recomputes the
+        records after its checkpoint bit for bit (counter-based random streams), so the
+        records and rows already committed stay valid while they are rewritten: commits
+        keep showing them until the replay is past them, and a reader never sees the
+        committed count go backwards."""
+        shown = (self._n_written, {t: self._tables[t].n_rows for t in TABLES}, self._last_t)
+        if self._shown is None or shown[0] > self._shown[0]:
+            self._shown = shown
+
     def _commit(self) -> None:
         a = self._attrs
         a["n_records_written"] = self._n_written
         a["rows"] = {t: self._tables[t].n_rows for t in TABLES}
         a["last_t_hours"] = self._last_t
+        if self._shown is not None:
+            n, rows, last_t = self._shown
+            if self._n_written >= n:
+                self._shown = None  # the replay is past what was shown
+            else:
+                a["n_records_written"] = n
+                a["rows"] = {t: max(a["rows"][t], rows[t]) for t in TABLES}
+                a["last_t_hours"] = last_t
         a["updated"] = _now()
         # The commit is one atomic rewrite of the root zarr.json, done here rather than
         # through zarr (whose event loop would hold the GIL the simulation needs while
