@@ -160,7 +160,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
         if a.scenario or a.overrides or a.days or a.seed is not None:
             raise _UsageError("--resume RUN takes no scenario, --set, --days or --seed")
         from niche3d.io import check_store
+        from niche3d.io.lock import lock_path
 
+        if not Path(a.resume).exists() and not lock_path(a.resume).exists():
+            check_store(a.resume)  # "does not exist", and no lock file made for nothing
         _probe_lock(a.resume)  # another writer: said before anything else
         check_store(a.resume)  # a damaged store is reported before any compiling
         _compile_first(a.quiet)

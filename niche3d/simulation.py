@@ -214,8 +214,12 @@ class Simulation:
         """
         from niche3d.io import RunWriter, open_run
         from niche3d.io.background import BackgroundWriter
-        from niche3d.io.lock import WriterLock
+        from niche3d.io.lock import WriterLock, lock_path
 
+        if not Path(path).is_dir() and not lock_path(path).exists():
+            from niche3d.io import check_store
+
+            check_store(path)  # "does not exist" / "not a directory", no lock file made
         lock = WriterLock(path).acquire()  # before anything is read or rewound
         run = open_run(path)
         writer = RunWriter.open_append(path)
