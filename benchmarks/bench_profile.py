@@ -30,7 +30,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -43,6 +42,9 @@ import numba
 
 from niche3d.scenario import Scenario, load_scenario
 from niche3d.simulation import Simulation
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -190,9 +192,7 @@ def main() -> None:
           f" (writer thread busy {res['after']['writer_thread_seconds']:.1f} s)")
     if "compile_seconds" in res:
         print(f"{'compile (empty numba cache)':38s} {res['compile_seconds']:7.1f} s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
-    print(f"wrote {args.out}")
+    write_results(args.out, res)
 
 
 if __name__ == "__main__":

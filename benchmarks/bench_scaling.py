@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import write_results  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 IMG = Path(__file__).resolve().parent.parent / "docs" / "img" / "scaling.png"
 
@@ -168,9 +171,7 @@ def main() -> None:
               f"(beyond the fewest cells' time: ~ cells^"
               f"{out.get('cells_marginal_time_exponent', float('nan')):.2f}), peak memory ~ cells^"
               f"{out['cells_memory_exponent']:.2f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}")
+    write_results(args.out, out)
     if args.plot:
         plot(rows, out)
 

@@ -22,7 +22,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from _results import write_results  # noqa: E402
 
 from niche3d.scenario import Scenario
 from niche3d.simulation import Simulation
@@ -88,9 +88,7 @@ def main() -> None:
         print(f"{name:7s} {rec['ns_per_voxel_day']:.0f} ns per voxel and day, "
               f"{rec['ratio_to_cube']:.2f}x the cube; V-cycle per voxel "
               f"{rec['cycle_ratio_to_cube']:.2f}x", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}")
+    write_results(args.out, out)
 
 
 if __name__ == "__main__":

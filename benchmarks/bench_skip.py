@@ -22,7 +22,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from _results import write_results  # noqa: E402
 
 from niche3d.fields import FieldSet
 from niche3d.names import CXCL12, SCF
@@ -143,9 +143,7 @@ def main() -> None:
           f"ratio {out['speedup_end_to_end']:.2f}")
     for k, v in sorted(acc.items()):
         print(f"  {k}: {v:.3g}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}")
+    write_results(args.out, out)
 
 
 if __name__ == "__main__":

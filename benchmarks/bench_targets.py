@@ -22,7 +22,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -31,6 +30,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -91,9 +93,7 @@ def main() -> None:
                      if gb_target else "")
                   + f"; every re-solve done: {b['whole_run_seconds']:.0f} s "
                   f"({b['seconds_per_day'] / a['seconds_per_day']:.2f}x per day)", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1))
-    print(f"wrote {args.out}")
+    write_results(args.out, res)
 
 
 if __name__ == "__main__":

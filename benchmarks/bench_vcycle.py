@@ -32,7 +32,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -52,6 +51,7 @@ from niche3d.simulation import Simulation
 
 RESULTS = Path(__file__).parent / "results"
 sys.path.insert(0, str(Path(__file__).parent))
+from _results import write_results  # noqa: E402
 from bench_fields import cycle_profile, sweep_time  # noqa: E402
 
 
@@ -230,9 +230,7 @@ def main() -> None:
            "bound_uses": "triad",
            "sweep_ms": ts * 1e3, "sweep_bound_ms": unit * 1e3, "sweep_GBs": sweep_gbs,
            "steps": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}")
+    write_results(args.out, out)
 
 
 if __name__ == "__main__":

@@ -228,8 +228,7 @@ def _probe_lock(store: str | Path) -> None:
     for good at its start, before set-up; this only says so before compiling)."""
     from niche3d.io.lock import WriterLock
 
-    with WriterLock(store):
-        pass
+    WriterLock(store).acquire().release()
 
 
 def _finish(sim: Any, out: Path) -> None:

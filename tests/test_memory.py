@@ -16,12 +16,12 @@ pytestmark = pytest.mark.slow
 
 
 def _rss_mb() -> float:
-    """Current resident set (not the peak), from /proc."""
+    """Current resident set (not the peak), from Linux's /proc (niche3d's platform: its
+    CI and install script are Linux)."""
     with open(f"/proc/{os.getpid()}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs Linux /proc")
 def test_memory_is_flat_over_365_records(tmp_path: Path) -> None:
     sc = Scenario.default().with_overrides({"domain.shape": [16, 24, 24], "run.days": 365 / 24,
                                             "output.interval_hours": 1.0})

@@ -654,17 +654,30 @@ def test_every_store_write_goes_through_the_atomic_writer(tmp_path: Path, monkey
     assert not list((tmp_path / "spy.zarr").rglob("*niche3d-tmp"))
 
 
-def test_rewind_to_checkpoint_drops_later_records_and_rows(tmp_path: Path) -> None:
-    shape = (8, 8, 8)
-    path = tmp_path / "rw.zarr"
-    w = RunWriter.create(
-        path, scenario=_scenario(shape), labels=_labels(shape), voxel_um=VOXEL, record_hours=1.0,
-        n_records=4, fields=FIELDS, seed=0, code_version="x", dt_hours=1.0,
+SMALL = (8, 8, 8)
+
+
+def _small_writer(path: Path, n_records: int) -> RunWriter:
+    """A store of the 8^3 test lattice with the two test fields, records every hour."""
+    return RunWriter.create(
+        path, scenario=_scenario(SMALL), labels=_labels(SMALL), voxel_um=VOXEL, record_hours=1.0,
+        n_records=n_records, fields=FIELDS, seed=0, code_version="x", dt_hours=1.0,
     )
 
+
+def _small_record(w: RunWriter, i: int, track_ids: np.ndarray, offset: float = 0.0) -> None:
+    """Record i of a _small_writer store: _field values (+ offset), metric m = i + offset."""
+    w.write_record(i, float(i), fields={n: _field(i, k, SMALL) + offset for k, (n, _, _) in enumerate(FIELDS)},
+                   labels=None, cells={"track_id": track_ids}, metrics={"m": i + offset})
+
+
+def test_rewind_to_checkpoint_drops_later_records_and_rows(tmp_path: Path) -> None:
+    shape = SMALL
+    path = tmp_path / "rw.zarr"
+    w = _small_writer(path, 4)
+
     def record(i: int, offset: float) -> None:
-        w.write_record(i, float(i), fields={n: _field(i, k, shape) + offset for k, (n, _, _) in enumerate(FIELDS)},
-                       labels=None, cells={"track_id": np.arange(i + 1) + int(offset)}, metrics={"m": i + offset})
+        _small_record(w, i, np.arange(i + 1) + int(offset), offset)
         w.append_events({"t_hours": np.array([i + 0.5]), "cell": np.array([int(offset)])})
 
     record(0, 0.0)
@@ -702,16 +715,12 @@ def test_damaged_checkpoint_is_a_store_error(tmp_path: Path) -> None:
 
 
 def test_a_run_opened_during_writing_is_a_consistent_snapshot(tmp_path: Path) -> None:
-    shape = (8, 8, 8)
+    shape = SMALL
     path = tmp_path / "live.zarr"
-    w = RunWriter.create(
-        path, scenario=_scenario(shape), labels=_labels(shape), voxel_um=VOXEL, record_hours=1.0,
-        n_records=6, fields=FIELDS, seed=0, code_version="x", dt_hours=1.0,
-    )
+    w = _small_writer(path, 6)
 
     def record(i: int) -> None:
-        w.write_record(i, float(i), fields={n: _field(i, k, shape) for k, (n, _, _) in enumerate(FIELDS)},
-                       labels=None, cells={"track_id": np.arange(2)}, metrics={"m": float(i)})
+        _small_record(w, i, np.arange(2))
 
     for i in range(3):
         record(i)
@@ -726,16 +735,11 @@ def test_a_run_opened_during_writing_is_a_consistent_snapshot(tmp_path: Path) ->
 
 
 def test_a_same_code_rewind_keeps_showing_what_was_committed(tmp_path: Path) -> None:
-    shape = (8, 8, 8)
     path = tmp_path / "rw.zarr"
-    w = RunWriter.create(
-        path, scenario=_scenario(shape), labels=_labels(shape), voxel_um=VOXEL, record_hours=1.0,
-        n_records=4, fields=FIELDS, seed=0, code_version="x", dt_hours=1.0,
-    )
+    w = _small_writer(path, 4)
 
     def record(i: int) -> None:
-        w.write_record(i, float(i), fields={n: _field(i, k, shape) for k, (n, _, _) in enumerate(FIELDS)},
-                       labels=None, cells={"track_id": np.arange(i + 1)}, metrics={"m": float(i)})
+        _small_record(w, i, np.arange(i + 1))
 
     for i in range(2):
         record(i)
