@@ -7,6 +7,8 @@
     niche3d geometry SCENARIO [-o OUT]
     niche3d view RUN
     niche3d warmup
+    niche3d sweep SCENARIO --vary key=v1,v2 [--replicates N] --out DIR [--scheduler ADDR]
+    niche3d sensitivity SCENARIO --param key=low:high ... --method sobol|morris --out DIR
 
 Bad input (scenario, override, store) prints one clear message and exits with status 2,
 without a traceback.
@@ -111,6 +113,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "the next run starts at once. niche3d run does this by itself when it finds "
         "kernels without a cached copy.",
     )
+    from niche3d.ensemble.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -342,6 +347,18 @@ def _cmd_view(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(a: argparse.Namespace) -> int:
+    from niche3d.ensemble.cli import cmd_sweep
+
+    return cmd_sweep(a)
+
+
+def _cmd_sensitivity(a: argparse.Namespace) -> int:
+    from niche3d.ensemble.cli import cmd_sensitivity
+
+    return cmd_sensitivity(a)
+
+
 class _UsageError(ValueError):
     pass
 
@@ -361,13 +378,15 @@ def main(argv: list[str] | None = None) -> int:
         "geometry": _cmd_geometry,
         "view": _cmd_view,
         "warmup": _cmd_warmup,
+        "sweep": _cmd_sweep,
+        "sensitivity": _cmd_sensitivity,
     }
-    from niche3d.errors import SimulationError
+    from niche3d.errors import SimulationError, SweepError
     from niche3d.scenario import ScenarioError
     from niche3d.tissue.errors import LabelImageError
 
     known: tuple[type[BaseException], ...] = (ScenarioError, _UsageError, FileNotFoundError,
-                                              LabelImageError, SimulationError)
+                                              LabelImageError, SimulationError, SweepError)
     try:
         from niche3d.io import StoreError
 
@@ -390,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
               "--resume RUN", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if a.command in ("sweep", "sensitivity"):
+            return 130  # the sweep said what it kept and how to continue
         print("\ninterrupted; the run store holds every record written so far "
               "(continue with: niche3d run --resume RUN)", file=sys.stderr)
         return 130

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SimulationError"]
+__all__ = ["SimulationError", "SweepError"]
 
 
 class SimulationError(RuntimeError):
@@ -14,3 +14,8 @@ class SimulationError(RuntimeError):
     def __init__(self, message: str, diagnostic: dict[str, Any]) -> None:
         super().__init__(message)
         self.diagnostic = diagnostic
+
+
+class SweepError(ValueError):
+    """A sweep directory that cannot be used: not a sweep, another sweep's, unreadable, or
+    a scheduler that cannot be reached (``niche3d.ensemble``)."""

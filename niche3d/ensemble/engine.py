@@ -1,0 +1,437 @@
+"""Run a sweep on dask.distributed: :func:`sweep` and its live handle, :class:`Sweep`.
+
+Every run is one Dask task (:func:`niche3d.ensemble.task.run_task`) writing its own
+store; the client only schedules, follows progress and keeps the Parquet index. Where
+the work runs is Dask's business: a ``LocalCluster`` by default, or any scheduler by
+address (an HPC cluster through dask-jobqueue, a cloud cluster), or a ``Client`` the
+caller made.
+
+The default LocalCluster has one worker process per usable core and one task slot per
+worker, each run using ``cores // workers`` numba threads (so ``workers = cores`` runs
+single-threaded runs side by side, which on a memory-bound solver gives the most runs
+per hour; ``--workers 1`` gives one run at a time with every core). Nothing is
+oversubscribed: runs x threads = cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from niche3d.ensemble.design import Design, fingerprint, parse_vary
+from niche3d.ensemble.results import (
+    FORMAT,
+    MANIFEST,
+    SweepError,
+    SweepResults,
+    open_sweep,
+    read_manifest,
+    write_index,
+)
+from niche3d.ensemble.task import read_result, run_task
+from niche3d.scenario import Scenario, ScenarioError, load_scenario
+
+__all__ = ["Sweep", "sweep", "usable_cores", "local_cluster"]
+
+#: a killed worker's task is tried on another worker this many times (Dask's
+#: ``distributed.scheduler.allowed-failures``, stated here rather than left to config)
+ALLOWED_FAILURES = 3
+
+
+def usable_cores() -> int:
+    """The cores this process may use (its CPU affinity, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - not Linux
+
+
+def local_cluster(workers: int | None = None, *, dashboard: bool = True) -> Any:
+    """A LocalCluster sized so numba threads do not oversubscribe the cores.
+
+    ``workers`` processes (default: one per usable core), one task slot each, and
+    ``NICHE3D_SWEEP_THREADS = max(1, cores // workers)`` numba threads per run.
+    """
+    from distributed import LocalCluster
+
+    cores = usable_cores()
+    n = cores if workers is None else int(workers)
+    if n < 1:
+        raise ScenarioError(f"--workers {workers} must be at least 1")
+    env = {"NICHE3D_SWEEP_THREADS": str(max(1, cores // n))}
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                        dashboard_address=":0" if dashboard else None,
+                        silence_logs=logging.ERROR, env=env)
+
+
+class Sweep:
+    """A running (or finished) sweep: progress, results, cancel.
+
+    Made by :func:`sweep`; not constructed directly. The work goes on in Dask while
+    the caller does other things; :meth:`wait` blocks until it is over.
+    """
+
+    def __init__(self, path: Path, runs: pd.DataFrame, specs: dict[str, dict[str, Any] | None],
+                 rows: dict[str, dict[str, Any]], client: Any, owned: list[Any],
+                 keys: list[str]) -> None:
+        self.path = path
+        self.runs = runs
+        self._specs = specs
+        self._rows = rows
+        self._client = client
+        self._owned = owned  # the client and cluster this sweep made (closed at the end)
+        self._keys = keys
+        self._lock = threading.Lock()
+        self._running: dict[str, float] = {}
+        self._started = time.monotonic()
+        self._finished = threading.Event()
+        self._cancelled = False
+        self._error: BaseException | None = None
+        self._futures: dict[Any, str] = {}
+        tag = uuid.uuid4().hex[:12]
+        self._topic = f"niche3d-sweep-{tag}"
+        self._cancel_name = f"niche3d-cancel-{tag}"
+        todo = [rid for rid, spec in specs.items() if spec is not None]
+        self._n_todo = len(todo)
+        self._done_here = 0
+        if not todo:
+            self._close_cluster()
+            self._finished.set()
+            return
+        client.subscribe_topic(self._topic, self._on_event)
+        for rid in todo:
+            spec = {**specs[rid], "topic": self._topic, "cancel": self._cancel_name}
+            fut = client.submit(run_task, spec, key=f"niche3d-run-{tag}-{rid}", pure=False)
+            self._futures[fut] = rid
+        self._thread = threading.Thread(target=self._follow, name="niche3d-sweep", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+    @property
+    def n_to_run(self) -> int:
+        """Runs this session runs (the others finished, or failed, in an earlier one)."""
+        return self._n_todo
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard of the cluster running this sweep (None when it has none)."""
+        try:
+            return self._client.dashboard_link if self._client is not None else None
+        except (AttributeError, KeyError):
+            return None
+
+    def progress(self) -> dict[str, float]:
+        """Counts of runs by status (``done``, ``failed``, ``interrupted``, ``running``,
+        ``pending``), ``total``, ``fraction`` of this session's work done (running runs
+        count by their simulated fraction) and ``eta_s`` (NaN until something moved)."""
+        with self._lock:
+            status = pd.Series([r["status"] for r in self._rows.values()]).value_counts().to_dict()
+            running = len(self._running)
+            partial = sum(self._running.values())
+            done_here = self._done_here
+        counts = {s: int(status.get(s, 0)) for s in ("done", "failed", "interrupted")}
+        counts["running"] = running
+        counts["pending"] = int(status.get("pending", 0)) - running
+        elapsed = time.monotonic() - self._started
+        work = done_here + partial
+        frac = work / self._n_todo if self._n_todo else 1.0
+        eta = elapsed * (self._n_todo - work) / work if work > 0 else float("nan")
+        return {**counts, "total": len(self._rows), "fraction": frac,
+                "eta_s": 0.0 if self.done() else eta, "elapsed_s": elapsed}
+
+    def done(self) -> bool:
+        """True once every run has finished, failed or been cancelled."""
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the sweep is over (or ``timeout`` seconds); True when it is over."""
+        over = self._finished.wait(timeout)
+        if over and self._error is not None:
+            raise self._error
+        return over
+
+    def results(self) -> SweepResults:
+        """The sweep's results (waits for the end); see :class:`SweepResults`."""
+        self.wait()
+        return open_sweep(self.path)
+
+    def cancel(self, grace_s: float = 60.0) -> None:
+        """Stop the sweep: runs not started are dropped, running runs stop after their
+        current step (their stores keep every committed record and resume later), the
+        index is written and the cluster this sweep made is closed."""
+        if self.done():
+            return
+        self._cancelled = True
+        with contextlib.suppress(Exception):
+            from distributed import Event
+
+            Event(self._cancel_name, client=self._client).set()
+        with self._lock:
+            not_started = [f for f, rid in self._futures.items() if rid not in self._running]
+        with contextlib.suppress(Exception):
+            self._client.cancel(not_started)
+        if not self._finished.wait(grace_s):
+            with contextlib.suppress(Exception):
+                self._client.cancel(list(self._futures))
+            self._finished.wait(10.0)
+
+    def close(self) -> None:
+        """Cancel what is still running and release the cluster."""
+        self.cancel()
+        self._close_cluster()
+
+    def __enter__(self) -> Sweep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        p = self.progress()
+        return (f"<Sweep {self.path}: {p['done']}/{p['total']} done, {p['running']} running, "
+                f"{p['failed']} failed>")
+
+    # ------------------------------------------------------------------ internals
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        msg = event[1]
+        with self._lock:
+            rid = msg.get("run_id")
+            if rid in self._specs and self._rows[rid]["status"] == "pending":
+                self._running[rid] = float(msg.get("fraction", 0.0))
+
+    def _follow(self) -> None:
+        from distributed import as_completed
+
+        try:
+            last_write = 0.0
+            for fut in as_completed(list(self._futures)):
+                rid = self._futures[fut]
+                self._record(rid, fut)
+                if time.monotonic() - last_write > 1.0:
+                    self._write()
+                    last_write = time.monotonic()
+        except BaseException as exc:  # noqa: BLE001 - handed to wait()
+            self._error = exc
+        finally:
+            with contextlib.suppress(Exception):
+                self._write()
+            with contextlib.suppress(Exception):
+                self._client.unsubscribe_topic(self._topic)
+            self._close_cluster()
+            self._finished.set()
+
+    def _record(self, rid: str, fut: Any) -> None:
+        if fut.status == "finished":
+            result = fut.result()
+        elif fut.status == "cancelled":
+            result = {"status": "interrupted" if self._cancelled else "failed",
+                      "error": None if self._cancelled else "the task was cancelled"}
+        else:
+            exc = fut.exception()
+            import traceback as tb
+
+            result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": "".join(tb.format_tb(fut.traceback())) or None}
+        with self._lock:
+            self._running.pop(rid, None)
+            self._done_here += 1
+            _fill(self._rows[rid], result)
+
+    def _write(self) -> None:
+        with self._lock:
+            rows = pd.DataFrame(list(self._rows.values()))
+        write_index(self.path, rows)
+
+    def _close_cluster(self) -> None:
+        for obj in self._owned:
+            with contextlib.suppress(Exception):
+                obj.close()
+        self._owned = []
+
+
+def _fill(row: dict[str, Any], result: dict[str, Any]) -> None:
+    """Copy a run's result into its index row."""
+    for key, value in result.items():
+        if key in ("status", "error", "traceback", "wall_s", "resumed_from_day", "worker") \
+                or key.startswith(("final.", "mean.")):
+            row[key] = value
+
+
+def _param_column(values: pd.Series) -> pd.Series:
+    """Parquet needs one type per column: lists and mixed types are stored as JSON text."""
+    if values.map(lambda v: isinstance(v, list | tuple | dict | np.ndarray)).any() or \
+            values.map(type).nunique() > 1 and not values.map(
+                lambda v: isinstance(v, int | float) and not isinstance(v, bool)).all():
+        return values.map(lambda v: json.dumps(np.asarray(v).tolist() if isinstance(v, np.ndarray) else v))
+    return values
+
+
+def _prepare(path: Path, base: Scenario, design: Design) -> dict[str, Any]:
+    """Create DIR (or check that it holds this very sweep) and return its manifest."""
+    from niche3d._version import code_version
+    from niche3d.io._atomic import atomic_write_bytes
+
+    base_toml = base.to_toml()
+    fp = fingerprint(base_toml, design)
+    if (path / MANIFEST).exists():
+        manifest = read_manifest(path)
+        if manifest.get("fingerprint") != fp:
+            raise SweepError(
+                f"{path} holds another sweep (its scenario or design differ from this "
+                "command's); choose another --out, or delete that directory to start over")
+        return manifest
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise SweepError(f"{path} exists and is not a niche3d sweep; choose another --out")
+    (path / "runs").mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "fingerprint": fp, "code_version": code_version(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scenario": base_toml,
+                "design": design.to_json(), "n_runs": len(design.runs())}
+    atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+    return manifest
+
+
+def sweep(
+    scenario: Scenario | str | Path,
+    vary: Mapping[str, Any] | Sequence[str] | None = None,
+    *,
+    out: str | Path,
+    design: str = "grid",
+    n: int | None = None,
+    replicates: int = 1,
+    seed: int | None = None,
+    seeds: str = "common",
+    days: float | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+    points: pd.DataFrame | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    client: Any = None,
+    retry_failed: bool = False,
+    dashboard: bool = True,
+    before_start: Callable[[], None] | None = None,
+) -> Sweep:
+    """Start a sweep: every design point x replicate as its own run on Dask.
+
+    Parameters
+    ----------
+    scenario
+        A :class:`Scenario` or a TOML scenario path.
+    vary
+        Key -> values (``grid``, ``list``) or ranges ``(low, high[, "log"])`` (``random``,
+        ``lhs``, ``sobol``); or CLI strings ``key=v1,v2`` / ``key=low:high[:log]``.
+    out
+        The sweep directory. Running the same sweep again into it skips finished runs
+        and resumes interrupted ones; another sweep there is refused.
+    design, n
+        ``grid`` (every combination), ``list`` (i-th values together), or a sampled
+        design of ``n`` points: ``random``, ``lhs`` (Latin hypercube), ``sobol``
+        (scrambled Sobol'); samplers from numpy / scipy.stats.qmc.
+    replicates, seed, seeds
+        Runs per point; the sweep seed (default: the scenario's ``run.seed``) from which
+        replicate seeds derive; ``common`` or ``independent`` seeds across points.
+    days, overrides
+        ``run.days`` and other ``key=value`` overrides applied to every run.
+    points
+        An explicit table of points (columns = keys), instead of ``vary`` + ``design``.
+    scheduler, workers, client
+        A Dask scheduler address, or the number of LocalCluster workers (default: one
+        per core), or an existing ``distributed.Client``.
+    retry_failed
+        Run again the runs that failed in an earlier attempt of this sweep.
+    dashboard
+        Serve the LocalCluster's Dask dashboard (on a free port).
+    before_start
+        Called once everything is validated, before the cluster starts (the CLI compiles
+        numba kernels there, so that workers find them cached).
+
+    Returns
+    -------
+    Sweep
+        The live handle: ``progress()``, ``wait()``, ``results()``, ``cancel()``.
+
+    Raises
+    ------
+    ScenarioError
+        A bad scenario, key, value, range or design, before anything runs.
+    SweepError
+        ``out`` holds another sweep, or something that is not a sweep.
+    """
+    base = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    extra = dict(overrides) if isinstance(overrides, Mapping) else None
+    if overrides and extra is None:
+        base = base.with_overrides(list(overrides))  # type: ignore[arg-type]
+    elif extra:
+        base = base.with_overrides(extra)
+    if days is not None:
+        base = base.with_overrides({"run.days": float(days)})
+    if points is not None:
+        d = Design({}, points=points, replicates=replicates,
+                   seed=base.run.seed if seed is None else seed, seeds=seeds)  # type: ignore[arg-type]
+    else:
+        d = Design(parse_vary(vary or {}), kind=design, n=n,  # type: ignore[arg-type]
+                   replicates=replicates, seed=base.run.seed if seed is None else seed,
+                   seeds=seeds)  # type: ignore[arg-type]
+    scenarios = d.scenarios(base)  # every run validated before anything starts
+    if scheduler is not None and client is not None:
+        raise ScenarioError("give either scheduler= or client=, not both")
+    path = Path(out)
+    _prepare(path, base, d)
+    runs = d.runs()
+    rows = runs[["run_id", "point", "replicate", "seed"]].copy()
+    for k in d.keys:
+        rows[f"param.{k}"] = _param_column(runs[k])
+    rows["status"] = "pending"
+    for col in ("error", "traceback", "worker"):
+        rows[col] = None
+    rows["wall_s"] = np.nan
+    rows["resumed_from_day"] = np.nan
+    rows["store"] = [f"runs/{rid}.zarr" for rid in rows["run_id"]]
+    row_of = {r["run_id"]: r for r in rows.to_dict("records")}
+    specs: dict[str, dict[str, Any] | None] = {}
+    for rid, sc in scenarios.items():
+        store = path / "runs" / f"{rid}.zarr"
+        prev = read_result(store)
+        if prev and (prev.get("status") == "done" and store.is_dir()
+                     or prev.get("status") == "failed" and not retry_failed):
+            _fill(row_of[rid], prev)
+            specs[rid] = None
+            continue
+        specs[rid] = {"run_id": rid, "store": str(store.resolve()), "scenario": sc.to_toml(),
+                      "days": sc.run.days, "retry_failed": retry_failed}
+    write_index(path, pd.DataFrame(list(row_of.values())))
+    owned: list[Any] = []
+    if any(s is not None for s in specs.values()):
+        if before_start is not None:
+            before_start()
+        client, owned = _connect(client, scheduler, workers, dashboard)
+    return Sweep(path, runs, specs, row_of, client, owned, d.keys)  # type: ignore[arg-type]
+
+
+def _connect(client: Any, scheduler: str | None, workers: int | None,
+             dashboard: bool) -> tuple[Any, list[Any]]:
+    import dask
+    from distributed import Client
+
+    if client is not None:
+        return client, []
+    if scheduler is not None:
+        try:
+            c = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise SweepError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc})") from None
+        return c, [c]
+    # the scheduler reads this when it is made; an external scheduler keeps its own
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+        cluster = local_cluster(workers, dashboard=dashboard)
+    c = Client(cluster)
+    return c, [c, cluster]
