@@ -281,7 +281,8 @@ class Design:
                 try:
                     cache[point] = base.with_overrides(values)
                 except ScenarioError as exc:
-                    shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                    shown = ", ".join(f"{k}={v!r}" for k, v in list(values.items())[:4])
+                    shown += ", ..." if len(values) > 4 else ""
                     raise ScenarioError(f"sweep point {point} ({shown}): {exc}") from None
             out[row["run_id"]] = cache[point].with_overrides({"run.seed": int(row["seed"])})
         return out

@@ -71,7 +71,8 @@ def local_cluster(workers: int | None = None, *, dashboard: bool = True) -> Any:
     env = {"NICHE3D_SWEEP_THREADS": str(max(1, cores // n))}
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                         dashboard_address=":0" if dashboard else None,
-                        silence_logs=logging.ERROR, env=env)
+                        silence_logs=logging.ERROR, env=env,
+                        preload=["niche3d.ensemble._worker_setup"])
 
 
 class Sweep:
@@ -92,7 +93,7 @@ class Sweep:
         self._owned = owned  # the client and cluster this sweep made (closed at the end)
         self._keys = keys
         self._lock = threading.Lock()
-        self._running: dict[str, float] = {}
+        self._running: dict[str, dict[str, Any]] = {}
         self._started = time.monotonic()
         self._finished = threading.Event()
         self._cancelled = False
@@ -137,7 +138,7 @@ class Sweep:
         with self._lock:
             status = pd.Series([r["status"] for r in self._rows.values()]).value_counts().to_dict()
             running = len(self._running)
-            partial = sum(self._running.values())
+            partial = sum(r["fraction"] for r in self._running.values())
             done_here = self._done_here
         counts = {s: int(status.get(s, 0)) for s in ("done", "failed", "interrupted")}
         counts["running"] = running
@@ -148,6 +149,12 @@ class Sweep:
         eta = elapsed * (self._n_todo - work) / work if work > 0 else float("nan")
         return {**counts, "total": len(self._rows), "fraction": frac,
                 "eta_s": 0.0 if self.done() else eta, "elapsed_s": elapsed}
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        """The runs in progress: run id -> ``fraction`` simulated, ``worker`` address and
+        ``pid`` of the worker process (as last reported, every few seconds)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._running.items()}
 
     def done(self) -> bool:
         """True once every run has finished, failed or been cancelled."""
@@ -207,7 +214,8 @@ class Sweep:
         with self._lock:
             rid = msg.get("run_id")
             if rid in self._specs and self._rows[rid]["status"] == "pending":
-                self._running[rid] = float(msg.get("fraction", 0.0))
+                self._running[rid] = {"fraction": float(msg.get("fraction", 0.0)),
+                                      "worker": msg.get("worker"), "pid": msg.get("pid")}
 
     def _follow(self) -> None:
         from distributed import as_completed
@@ -234,8 +242,12 @@ class Sweep:
         if fut.status == "finished":
             result = fut.result()
         elif fut.status == "cancelled":
-            result = {"status": "interrupted" if self._cancelled else "failed",
-                      "error": None if self._cancelled else "the task was cancelled"}
+            with self._lock:
+                started = rid in self._running
+            if self._cancelled:  # a run that never started is still to do
+                result = {"status": "interrupted" if started else "pending"}
+            else:
+                result = {"status": "failed", "error": "the task was cancelled outside niche3d"}
         else:
             exc = fut.exception()
             import traceback as tb
@@ -244,7 +256,8 @@ class Sweep:
                       "traceback": "".join(tb.format_tb(fut.traceback())) or None}
         with self._lock:
             self._running.pop(rid, None)
-            self._done_here += 1
+            if result["status"] in ("done", "failed"):
+                self._done_here += 1
             _fill(self._rows[rid], result)
 
     def _write(self) -> None:

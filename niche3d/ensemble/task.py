@@ -197,6 +197,8 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
                 if remaining > 1e-9:
                     sim.run(days=remaining, progress=report)
                 done = sim.t_days >= days - 1e-9
+                if not done:  # cancelled: resume from this step, not from the last interval
+                    sim.checkpoint()
                 sim.close()
                 sim = None
                 if not done:
