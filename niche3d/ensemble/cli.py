@@ -28,7 +28,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="LocalCluster worker processes (default: one per core; each run uses "
                         "cores // workers numba threads)")
     p.add_argument("--retry-failed", action="store_true",
-                   help="run again the runs that failed in an earlier attempt")
+                   help="run again the runs a runtime guard stopped in an earlier attempt "
+                        "(other failures, such as a lost worker, are always retried)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 

@@ -253,7 +253,8 @@ class Sweep:
             import traceback as tb
 
             result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                      "traceback": "".join(tb.format_tb(fut.traceback())) or None}
+                      "traceback": "".join(tb.format_tb(fut.traceback())) or None,
+                      "failure": "error"}
         with self._lock:
             self._running.pop(rid, None)
             if result["status"] in ("done", "failed"):
@@ -275,7 +276,7 @@ class Sweep:
 def _fill(row: dict[str, Any], result: dict[str, Any]) -> None:
     """Copy a run's result into its index row."""
     for key, value in result.items():
-        if key in ("status", "error", "traceback", "wall_s", "resumed_from_day", "worker") \
+        if key in ("status", "error", "traceback", "failure", "wall_s", "resumed_from_day", "worker") \
                 or key.startswith(("final.", "mean.")):
             row[key] = value
 
@@ -360,7 +361,8 @@ def sweep(
         A Dask scheduler address, or the number of LocalCluster workers (default: one
         per core), or an existing ``distributed.Client``.
     retry_failed
-        Run again the runs that failed in an earlier attempt of this sweep.
+        Run again the runs that a runtime guard stopped in an earlier attempt (a re-run
+        would stop them again; other failures, e.g. a lost worker, are always retried).
     dashboard
         Serve the LocalCluster's Dask dashboard (on a free port).
     before_start
@@ -404,7 +406,7 @@ def sweep(
     for k in d.keys:
         rows[f"param.{k}"] = _param_column(runs[k])
     rows["status"] = "pending"
-    for col in ("error", "traceback", "worker"):
+    for col in ("error", "traceback", "failure", "worker"):
         rows[col] = None
     rows["wall_s"] = np.nan
     rows["resumed_from_day"] = np.nan
@@ -415,7 +417,8 @@ def sweep(
         store = path / "runs" / f"{rid}.zarr"
         prev = read_result(store)
         if prev and (prev.get("status") == "done" and store.is_dir()
-                     or prev.get("status") == "failed" and not retry_failed):
+                     or prev.get("status") == "failed" and prev.get("failure") == "simulation"
+                     and not retry_failed):
             _fill(row_of[rid], prev)
             specs[rid] = None
             continue

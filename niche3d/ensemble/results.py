@@ -120,7 +120,8 @@ class SweepResults:
     @property
     def failed(self) -> pd.DataFrame:
         """The runs that failed, with their error and traceback."""
-        return self.index[self.index["status"] == "failed"][["run_id", "error", "traceback"]]
+        cols = [c for c in ("run_id", "failure", "error", "traceback") if c in self.index]
+        return self.index[self.index["status"] == "failed"][cols]
 
     def open_run(self, run_id: str) -> Any:
         """The run store of ``run_id`` (:func:`niche3d.open_run`)."""

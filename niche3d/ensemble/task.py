@@ -14,6 +14,7 @@ oversubscribe the cores. Results do not depend on the thread count.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -122,9 +123,10 @@ class _Reporter:
 
     def send(self, state: str, fraction: float) -> None:
         if self.worker is not None and self.topic:
-            self.worker.log_event(self.topic, {"run_id": self.run_id, "state": state,
-                                               "fraction": fraction, "pid": os.getpid(),
-                                               "worker": self.worker.address})
+            with contextlib.suppress(Exception):  # progress is best effort, never a failure
+                self.worker.log_event(self.topic, {"run_id": self.run_id, "state": state,
+                                                   "fraction": fraction, "pid": os.getpid(),
+                                                   "worker": self.worker.address})
 
     def __call__(self, fraction: float, _t_hours: float) -> None:
         now = time.monotonic()
@@ -132,7 +134,11 @@ class _Reporter:
             return
         self.last = now
         self.send("running", fraction)
-        if self.event is not None and self.event.is_set():
+        try:
+            cancelled = self.event is not None and self.event.is_set()
+        except Exception:  # the scheduler is going away (a cluster being closed): the run
+            cancelled = False  # goes on until its worker stops; its store stays resumable
+        if cancelled:
             self.sim.cancel()
 
 
@@ -151,7 +157,9 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``run_id``, ``status`` (``done``, ``failed`` or ``interrupted``), ``error``,
-        ``traceback``, ``wall_s`` (this attempt), ``resumed_from_day``, ``attempt_pid``,
+        ``traceback``, ``failure`` (``simulation``: stopped by a runtime guard, which a
+        re-run repeats, so it is not retried without ``retry_failed``; ``error``: anything
+        else, retried by a re-run), ``wall_s`` (this attempt), ``resumed_from_day``, ``attempt_pid``,
         ``worker`` and the summary readouts (:func:`summarise`).
     """
     store = Path(spec["store"])
@@ -164,7 +172,8 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     previous = read_result(store)
     if previous and previous.get("status") == "done" and _complete(store, days):
         return {**previous, "reused": True}
-    if previous and previous.get("status") == "failed" and not spec.get("retry_failed"):
+    if (previous and previous.get("status") == "failed" and previous.get("failure") == "simulation"
+            and not spec.get("retry_failed")):
         return {**previous, "reused": True}
     sim = None
     try:
@@ -208,12 +217,14 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
 
                 result.update(summarise(open_run(store).metrics, days))
                 result["status"] = "done"
-        except SimulationError as exc:
+        except SimulationError as exc:  # the model's own failure: the same again on a re-run
             result["error"] = str(exc)
             result["traceback"] = traceback.format_exc()
+            result["failure"] = "simulation"
     except Exception as exc:  # a run's own failure is a result, not a sweep's failure
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
+        result["failure"] = "error"
     finally:
         if sim is not None:
             try:
