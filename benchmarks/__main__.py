@@ -5,7 +5,7 @@ writes its JSON under ``benchmarks/results/``. ``--quick`` gives every script it
 mode (a few minutes in all on 2 cores); without it the full modes run (about half an
 hour). ``--only NAME ...`` picks scripts by name (``threads``, ``store``, ``fields``,
 ``skip``, ``shape``, ``profile``, ``targets``, ``scaling``, ``vcycle``, ``cells``,
-``tissue``).
+``tissue``, ``ensemble``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
                ["--shape", "256", "256", "256"]),
     "cells": ("bench_cells.py", ["--quick"], []),
     "tissue": ("bench_tissue.py", [], ["--large"]),
+    "ensemble": ("bench_ensemble.py", ["--runs", "8", "--days", "2"], ["--runs", "8", "--days", "5"]),
 }
 
 

@@ -366,8 +366,9 @@ def sweep(
     dashboard
         Serve the LocalCluster's Dask dashboard (on a free port).
     before_start
-        Called once everything is validated, before the cluster starts (the CLI compiles
-        numba kernels there, so that workers find them cached).
+        Called once everything is validated, before the cluster starts; by default it
+        compiles any numba kernel not yet cached, so that workers find them all on disk
+        (the CLI does the same, saying so).
 
     Returns
     -------
@@ -427,10 +428,19 @@ def sweep(
     write_index(path, pd.DataFrame(list(row_of.values())))
     owned: list[Any] = []
     if any(s is not None for s in specs.values()):
-        if before_start is not None:
-            before_start()
+        (before_start or _compile_kernels)()
         client, owned = _connect(client, scheduler, workers, dashboard)
     return Sweep(path, runs, specs, row_of, client, owned, d.keys)  # type: ignore[arg-type]
+
+
+def _compile_kernels() -> None:
+    """Compile uncached numba kernels here, once, before workers need them (each worker
+    would otherwise compile its own copy)."""
+    import niche3d.simulation  # noqa: F401  (imports every kernel module)
+    from niche3d._warmup import cold_kernels, warm_up
+
+    if cold_kernels():
+        warm_up(say=lambda _msg: None)
 
 
 def _connect(client: Any, scheduler: str | None, workers: int | None,
