@@ -79,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "bench_ensemble.json"))
     a = ap.parse_args(argv)
 
-    import niche3d
     from distributed import Client
 
+    import niche3d
     from niche3d.ensemble.engine import local_cluster
 
     stop = mp.Event()

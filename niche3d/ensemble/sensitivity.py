@@ -230,6 +230,11 @@ def sensitivity(
     from niche3d.scenario import Scenario, load_scenario
 
     base = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    known = _metric_names(base)
+    unknown = [r for r in readouts if known is not None and r not in known]
+    if unknown:
+        raise ScenarioError(f"unknown readouts {unknown}; a run of this scenario gives "
+                            f"{', '.join(sorted(known))}")  # type: ignore[arg-type]
     seed = base.run.seed if seed is None else int(seed)
     problem = _problem(ranges)
     x = _sample(method, problem, n, seed)
@@ -243,6 +248,22 @@ def sensitivity(
 
     atomic_write_bytes(Path(out) / SETTINGS, json.dumps(settings, indent=1).encode())
     return SensitivityJob(sw, settings, x)
+
+
+def _metric_names(base: Any) -> set[str] | None:
+    """The metric names a run of ``base`` records, from a small copy set up in memory
+    (a second or two), so that a misspelt readout is refused before any run; None when
+    the scenario cannot be shrunk (an imported tissue image)."""
+    if base.tissue.source != "procedural":
+        return None
+    from niche3d.simulation import Simulation
+
+    try:
+        small = base.with_overrides({"domain.shape": [12, 24, 24]})
+    except ScenarioError:
+        return None
+    with Simulation(small) as sim:
+        return {k for k in sim.metrics() if k not in ("t_hours",)}
 
 
 def _analyse(res: SweepResults, settings: dict[str, Any], x: np.ndarray) -> SensitivityResult:
