@@ -16,7 +16,6 @@ oversubscribed: runs x threads = cores.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -29,14 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from niche3d.ensemble.design import Design, fingerprint, parse_vary
+from niche3d.ensemble.design import Design, parse_vary
 from niche3d.ensemble.results import (
-    FORMAT,
-    MANIFEST,
     SweepError,
     SweepResults,
     open_sweep,
-    read_manifest,
+    param_column,
+    prepare,
     write_index,
 )
 from niche3d.ensemble.task import read_result, run_task
@@ -281,39 +279,6 @@ def _fill(row: dict[str, Any], result: dict[str, Any]) -> None:
             row[key] = value
 
 
-def _param_column(values: pd.Series) -> pd.Series:
-    """Parquet needs one type per column: lists and mixed types are stored as JSON text."""
-    if values.map(lambda v: isinstance(v, list | tuple | dict | np.ndarray)).any() or \
-            values.map(type).nunique() > 1 and not values.map(
-                lambda v: isinstance(v, int | float) and not isinstance(v, bool)).all():
-        return values.map(lambda v: json.dumps(np.asarray(v).tolist() if isinstance(v, np.ndarray) else v))
-    return values
-
-
-def _prepare(path: Path, base: Scenario, design: Design) -> dict[str, Any]:
-    """Create DIR (or check that it holds this very sweep) and return its manifest."""
-    from niche3d._version import code_version
-    from niche3d.io._atomic import atomic_write_bytes
-
-    base_toml = base.to_toml()
-    fp = fingerprint(base_toml, design)
-    if (path / MANIFEST).exists():
-        manifest = read_manifest(path)
-        if manifest.get("fingerprint") != fp:
-            raise SweepError(
-                f"{path} holds another sweep (its scenario or design differ from this "
-                "command's); choose another --out, or delete that directory to start over")
-        return manifest
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise SweepError(f"{path} exists and is not a niche3d sweep; choose another --out")
-    (path / "runs").mkdir(parents=True, exist_ok=True)
-    manifest = {"format": FORMAT, "fingerprint": fp, "code_version": code_version(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scenario": base_toml,
-                "design": design.to_json(), "n_runs": len(design.runs())}
-    atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
-    return manifest
-
-
 def sweep(
     scenario: Scenario | str | Path,
     vary: Mapping[str, Any] | Sequence[str] | None = None,
@@ -401,11 +366,11 @@ def sweep(
     if scheduler is not None and client is not None:
         raise ScenarioError("give either scheduler= or client=, not both")
     path = Path(out)
-    _prepare(path, base, d)
+    prepare(path, base, d)
     runs = d.runs()
     rows = runs[["run_id", "point", "replicate", "seed"]].copy()
     for k in d.keys:
-        rows[f"param.{k}"] = _param_column(runs[k])
+        rows[f"param.{k}"] = param_column(runs[k])
     rows["status"] = "pending"
     for col in ("error", "traceback", "failure", "worker"):
         rows[col] = None

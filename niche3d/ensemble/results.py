@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from niche3d.ensemble.design import Design, fingerprint
 from niche3d.errors import SweepError
+from niche3d.scenario import Scenario
 
-__all__ = ["MANIFEST", "INDEX", "SweepError", "SweepResults", "open_sweep", "write_index"]
+__all__ = ["MANIFEST", "INDEX", "SweepError", "SweepResults", "open_sweep", "param_column", "prepare",
+           "write_index"]
 
 MANIFEST = "sweep.json"
 INDEX = "index.parquet"
@@ -47,6 +51,39 @@ def write_index(directory: Path, rows: pd.DataFrame) -> None:
     buf = io.BytesIO()
     rows.to_parquet(buf, engine="pyarrow", index=False)
     atomic_write_bytes(directory / INDEX, buf.getvalue())
+
+
+def param_column(values: pd.Series) -> pd.Series:
+    """Parquet needs one type per column: lists and mixed types are stored as JSON text."""
+    if values.map(lambda v: isinstance(v, list | tuple | dict | np.ndarray)).any() or \
+            values.map(type).nunique() > 1 and not values.map(
+                lambda v: isinstance(v, int | float) and not isinstance(v, bool)).all():
+        return values.map(lambda v: json.dumps(np.asarray(v).tolist() if isinstance(v, np.ndarray) else v))
+    return values
+
+
+def prepare(path: Path, base: Scenario, design: Design) -> dict[str, Any]:
+    """Create DIR (or check that it holds this very sweep) and return its manifest."""
+    from niche3d._version import code_version
+    from niche3d.io._atomic import atomic_write_bytes
+
+    base_toml = base.to_toml()
+    fp = fingerprint(base_toml, design)
+    if (path / MANIFEST).exists():
+        manifest = read_manifest(path)
+        if manifest.get("fingerprint") != fp:
+            raise SweepError(
+                f"{path} holds another sweep (its scenario or design differ from this "
+                "command's); choose another --out, or delete that directory to start over")
+        return manifest
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise SweepError(f"{path} exists and is not a niche3d sweep; choose another --out")
+    (path / "runs").mkdir(parents=True, exist_ok=True)
+    manifest = {"format": FORMAT, "fingerprint": fp, "code_version": code_version(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "scenario": base_toml,
+                "design": design.to_json(), "n_runs": len(design.runs())}
+    atomic_write_bytes(path / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+    return manifest
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:

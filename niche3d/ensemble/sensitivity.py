@@ -302,7 +302,12 @@ def _indices(settings: dict[str, Any], problem: dict[str, Any], x: np.ndarray, y
              readout: str) -> list[dict[str, Any]]:
     names = settings["params"]
     if not np.isfinite(y).all():
-        raise SweepError(f"readout {readout!r} is not finite in every run")
+        bad = np.flatnonzero(~np.isfinite(y))
+        raise SweepError(
+            f"readout {readout!r} is undefined (NaN) at {len(bad)} of {len(y)} samples (points "
+            f"{', '.join(str(b) for b in bad[:5])}{', ...' if len(bad) > 5 else ''}), e.g. a "
+            "share of HSCs where none are left; analyse readouts defined in every run "
+            "(counts such as hsc_total, n_dormant)")
     out: list[dict[str, Any]] = []
     if float(np.var(y)) == 0.0:  # a readout no parameter moves: every index is zero
         keys = ("S1", "ST") if settings["method"] == "sobol" else ("mu_star", "mu", "sigma")
