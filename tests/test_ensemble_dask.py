@@ -223,3 +223,9 @@ def test_sensitivity_end_to_end_finds_a_downstream_parameter_has_no_effect(tmp_p
     assert ind.loc[ind["index"] == "mu_star", "conf"].notna().all()
     assert len(pd.read_parquet(out / "index.parquet")) == 3 * (2 + 1)
     assert (out / "sensitivity.png").stat().st_size > 10_000
+    from niche3d.ensemble import SensitivityResult
+
+    again = SensitivityResult.load(out)  # recomputed from the stored runs: the same indices
+    pd.testing.assert_frame_equal(again.indices, ind)
+    assert list(again.ranking("frac_sg2m")["param"]) == ["cells.cycle.g0_exit_per_day",
+                                                          "cells.lineage.clp_amplification"]

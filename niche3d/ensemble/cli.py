@@ -74,6 +74,8 @@ def add_parsers(sub: Any) -> None:
 
 def _follow(sw: Any, quiet: bool) -> None:
     """Wait for the sweep with one live bar; Ctrl-C cancels it cleanly and re-raises."""
+    if sw.n_to_run:
+        print(f"{sw.n_to_run} runs to do on {sw.describe()}", file=sys.stderr, flush=True)
     link = sw.dashboard_link
     if link:
         print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)

@@ -103,6 +103,7 @@ class Sweep:
         todo = [rid for rid, spec in specs.items() if spec is not None]
         self._n_todo = len(todo)
         self._done_here = 0
+        self._where = self._describe() if todo else "nothing to run"
         if not todo:
             self._close_cluster()
             self._finished.set()
@@ -120,6 +121,25 @@ class Sweep:
     def n_to_run(self) -> int:
         """Runs this session runs (the others finished, or failed, in an earlier one)."""
         return self._n_todo
+
+    def describe(self) -> str:
+        """Where the runs go: the cluster's workers, task slots and numba threads per run
+        (as the sweep started)."""
+        return self._where
+
+    def _describe(self) -> str:
+        try:
+            workers = self._client.scheduler_info(n_workers=-1)["workers"]
+        except Exception:  # noqa: BLE001 - a description must not fail a sweep
+            return "a Dask cluster"
+        slots = sum(int(w.get("nthreads", 1)) for w in workers.values())
+        hosts = len({w.get("host") for w in workers.values()})
+        if len(self._owned) == 2:  # the client and the LocalCluster this sweep made
+            per_run = max(1, usable_cores() // max(1, slots))
+            return (f"LocalCluster: {len(workers)} worker processes x 1 run, {per_run} numba "
+                    f"thread(s) per run on {usable_cores()} usable cores")
+        return (f"Dask scheduler {self._client.scheduler.address}: {len(workers)} workers on "
+                f"{hosts} host(s), {slots} runs at once")
 
     @property
     def dashboard_link(self) -> str | None:

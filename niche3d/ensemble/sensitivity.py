@@ -124,8 +124,9 @@ class SensitivityResult:
                 lines.append(f"  {row.param:<45s} {row.value:10.4g} ± {row.conf:.3g}")
         return "\n".join(lines)
 
-    def plot(self, path: str | Path | None = None) -> Any:
-        """Bars of the indices per readout (most influential on top), with their CIs."""
+    def plot(self, path: str | Path | None = None, *, top: int | None = 15) -> Any:
+        """Bars of the indices per readout (most influential on top), with their CIs;
+        the ``top`` most influential parameters of each readout (None: all)."""
         import matplotlib
 
         if path is not None:
@@ -134,11 +135,11 @@ class SensitivityResult:
 
         readouts = list(self.settings["readouts"])
         keys = ["S1", "ST"] if self.method == "sobol" else ["mu_star", "sigma"]
-        n_par = len(self.settings["params"])
+        n_par = len(self.settings["params"]) if top is None else min(top, len(self.settings["params"]))
         fig, axes = plt.subplots(1, len(readouts), figsize=(4.6 * len(readouts), 0.34 * n_par + 1.4),
                                  squeeze=False)
         for ax, readout in zip(axes[0], readouts, strict=True):
-            order = list(self.ranking(readout)["param"])[::-1]
+            order = list(self.ranking(readout)["param"])[:n_par][::-1]
             y = np.arange(len(order))
             for j, key in enumerate(keys):
                 t = self.indices[(self.indices["readout"] == readout) & (self.indices["index"] == key)]
@@ -150,9 +151,11 @@ class SensitivityResult:
             ax.set_title(f"{readout} ({self.settings['summary']})", fontsize=9)
             ax.axvline(0, color="k", lw=0.5)
             ax.legend(fontsize=7, frameon=False)
+        shown = "" if n_par == len(self.settings["params"]) else \
+            f", the {n_par} largest of {len(self.settings['params'])} parameters"
         fig.suptitle(f"{self.method} indices, {self.settings['conf_level']:.0%} bootstrap CI "
-                     f"({len(self.sweep.index)} runs)", fontsize=9)
-        fig.tight_layout()
+                     f"({len(self.sweep.index)} runs{shown})", fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
         if path is not None:
             fig.savefig(path, dpi=110)
         return fig
