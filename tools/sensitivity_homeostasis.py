@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import niche3d  # noqa: E402
 from niche3d.cells.config import CellsConfig  # noqa: E402
+from niche3d.ensemble import SensitivityResult, SweepError  # noqa: E402
 
 #: readouts defined in every run: within 2-fold ranges many samples lose every HSC, where
 #: the on-site fraction and the marrow exchange rate are undefined (the fractions of the
@@ -87,9 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stage 1: Morris screening of {len(ranges)} cell parameters, "
           f"{a.trajectories} trajectories = {a.trajectories * (len(ranges) + 1)} runs", flush=True)
     t0 = time.perf_counter()
-    job = niche3d.sensitivity(scenario, ranges, method="morris", n=a.trajectories,
-                              readouts=READOUTS, out=Path(a.out) / "morris", workers=a.workers)
-    morris = job.result()
+    morris_dir = Path(a.out) / "morris"
+    try:  # a finished screening is analysed again from its index (its stores may be gone)
+        morris = SensitivityResult.load(morris_dir)
+        if morris.settings["readouts"] != READOUTS or morris.settings["n"] != a.trajectories:
+            raise SweepError("another screening")
+    except SweepError:
+        job = niche3d.sensitivity(scenario, ranges, method="morris", n=a.trajectories,
+                                  readouts=READOUTS, out=morris_dir, workers=a.workers)
+        morris = job.result()
     print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
     print(morris.format())
     mu = morris.indices[morris.indices["index"] == "mu_star"].copy()
