@@ -15,7 +15,7 @@ def test_public_namespace_is_pinned() -> None:
 
     assert sorted(niche3d.__all__) == sorted([
         "__version__", "Scenario", "ScenarioError", "load_scenario", "Simulation", "open_run",
-        "Run", "StoreError", "Lattice", "Tissue",
+        "Run", "StoreError", "Lattice", "Tissue", "sweep", "open_sweep", "sensitivity",
     ])
     for name in niche3d.__all__:
         assert getattr(niche3d, name) is not None
@@ -24,6 +24,11 @@ def test_public_namespace_is_pinned() -> None:
 
     assert niche3d.open_run is niche3d.io.open_run
     assert niche3d.Simulation is niche3d.simulation.Simulation
+    import niche3d.ensemble
+
+    assert niche3d.sweep is niche3d.ensemble.sweep
+    assert niche3d.open_sweep is niche3d.ensemble.open_sweep
+    assert niche3d.sensitivity is niche3d.ensemble.sensitivity
 
 
 def test_import_is_light() -> None:
