@@ -44,13 +44,13 @@ _LAZY = {
     "Tissue": "niche3d.tissue.codes",
     "sweep": "niche3d.ensemble.engine",
     "open_sweep": "niche3d.ensemble.results",
-    "sensitivity": "niche3d.ensemble.sensitivity",
+    "sensitivity": "niche3d.ensemble.gsa",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from niche3d.ensemble.engine import sweep
+    from niche3d.ensemble.gsa import sensitivity
     from niche3d.ensemble.results import open_sweep
-    from niche3d.ensemble.sensitivity import sensitivity
     from niche3d.io import Run, StoreError, open_run
     from niche3d.scenario import Scenario, ScenarioError, load_scenario
     from niche3d.simulation import Simulation

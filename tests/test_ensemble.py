@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 from niche3d.ensemble.design import Design, Range, fingerprint, parse_vary, replicate_seeds
+from niche3d.ensemble.gsa import _indices, _problem, _sample
 from niche3d.ensemble.results import SweepError, open_sweep
-from niche3d.ensemble.sensitivity import _indices, _problem, _sample
 from niche3d.ensemble.task import read_result, run_task, summarise
 from niche3d.scenario import Scenario, ScenarioError
 

@@ -26,14 +26,14 @@ _LAZY = {
     "SweepError": "niche3d.ensemble.results",
     "SweepResults": "niche3d.ensemble.results",
     "open_sweep": "niche3d.ensemble.results",
-    "SensitivityResult": "niche3d.ensemble.sensitivity",
-    "sensitivity": "niche3d.ensemble.sensitivity",
+    "SensitivityResult": "niche3d.ensemble.gsa",
+    "sensitivity": "niche3d.ensemble.gsa",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from niche3d.ensemble.design import Design, Range
     from niche3d.ensemble.engine import Sweep, sweep
+    from niche3d.ensemble.gsa import SensitivityResult, sensitivity
     from niche3d.ensemble.results import SweepError, SweepResults, open_sweep
-    from niche3d.ensemble.sensitivity import SensitivityResult, sensitivity
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -152,7 +152,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 def cmd_sensitivity(a: argparse.Namespace) -> int:
     """``niche3d sensitivity``."""
     from niche3d.cli import _compile_first
-    from niche3d.ensemble.sensitivity import sensitivity
+    from niche3d.ensemble.gsa import sensitivity
 
     readouts = [r.strip() for r in a.readouts.split(",") if r.strip()]
     job = sensitivity(a.scenario, a.param, method=a.method, n=a.n, readouts=readouts,
