@@ -191,20 +191,20 @@ class Sweep:
         return open_sweep(self.path)
 
     def cancel(self, grace_s: float = 60.0) -> None:
-        """Stop the sweep: runs not started are dropped, running runs stop after their
-        current step (their stores keep every committed record and resume later), the
-        index is written and the cluster this sweep made is closed."""
+        """Stop the sweep: runs not started stay pending, running runs stop after their
+        current step and checkpoint there (their stores resume later), the index is
+        written and the cluster this sweep made is closed. Tasks still unfinished after
+        ``grace_s`` seconds are cancelled in Dask."""
         if self.done():
             return
         self._cancelled = True
+        # every task decides for itself: one not started returns at once as pending, a
+        # running one stops after its step and checkpoints (interrupted); the client
+        # cannot tell reliably which tasks a worker has begun
         with contextlib.suppress(Exception):
             from distributed import Event
 
             Event(self._cancel_name, client=self._client).set()
-        with self._lock:
-            not_started = [f for f, rid in self._futures.items() if rid not in self._running]
-        with contextlib.suppress(Exception):
-            self._client.cancel(not_started)
         if not self._finished.wait(grace_s):
             with contextlib.suppress(Exception):
                 self._client.cancel(list(self._futures))

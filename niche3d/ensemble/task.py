@@ -175,6 +175,8 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     if (previous and previous.get("status") == "failed" and previous.get("failure") == "simulation"
             and not spec.get("retry_failed")):
         return {**previous, "reused": True}
+    if _cancelled(spec.get("cancel")):  # the sweep was cancelled before this run started
+        return {"run_id": run_id, "status": "pending"}
     sim = None
     try:
         from niche3d.errors import SimulationError
@@ -234,6 +236,19 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         result["wall_s"] = time.perf_counter() - t0
     _write_result(store, result)
     return result
+
+
+def _cancelled(name: str | None) -> bool:
+    """True when the sweep's cancel flag (a ``distributed.Event``) is set."""
+    if not name:
+        return False
+    try:
+        from distributed import Event, get_worker
+
+        get_worker()
+        return bool(Event(name).is_set())
+    except Exception:  # not on a worker, or no scheduler to ask: not cancelled
+        return False
 
 
 def _complete(store: Path, days: float) -> bool:
