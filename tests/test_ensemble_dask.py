@@ -168,7 +168,7 @@ def test_a_worker_killed_mid_run_is_retried_elsewhere_and_resumes_bit_for_bit(
 @pytest.mark.slow
 def test_ctrl_c_cancels_cleanly_and_the_same_command_finishes_the_sweep(tmp_path, tiny_scenario):
     out = tmp_path / "sweep"
-    cmd = [str(BIN / "niche3d"), "sweep", "scenarios/homeostasis.toml", "--days", "60",
+    cmd = [str(BIN / "niche3d"), "sweep", "scenarios/homeostasis.toml", "--days", "30",
            "--vary", "cells.speed_um_min=0.5,1,2,3", "--out", str(out), "--workers", "2", "-q"]
     # a terminal's Ctrl-C: SIGINT to the whole process group, workers included
     p = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE,
@@ -190,7 +190,7 @@ def test_ctrl_c_cancels_cleanly_and_the_same_command_finishes_the_sweep(tmp_path
     from niche3d.io import open_run
 
     for rid in idx.index[idx["status"] == "done"]:
-        assert open_run(out / "runs" / f"{rid}.zarr").times_h[-1] == 60 * 24
+        assert open_run(out / "runs" / f"{rid}.zarr").times_h[-1] == 30 * 24
     interrupted = list(idx.index[idx["status"] == "interrupted"])
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
