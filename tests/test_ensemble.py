@@ -288,3 +288,19 @@ def test_a_readout_no_parameter_moves_has_zero_indices():
     rows = _indices({"params": ["a", "b"], "seed": 1, "num_resamples": 10, "conf_level": 0.95,
                      "method": "morris"}, problem, x, np.ones(len(x)), "y")
     assert all(r["value"] == 0.0 for r in rows)
+
+
+def test_the_disk_bound_of_a_run_is_above_what_its_store_takes(tmp_path, tiny_scenario, tiny_run):
+    from niche3d.ensemble.engine import store_bytes_bound
+    from niche3d.simulation import Simulation
+
+    def size(p):
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+    with_fields = size(tiny_run)
+    bound = store_bytes_bound(tiny_scenario)
+    assert with_fields <= bound < 4 * with_fields
+    no_fields = tiny_scenario.with_overrides({"output.fields": False})
+    with Simulation(no_fields, tmp_path / "nf.zarr") as sim:
+        sim.run()
+    assert size(tmp_path / "nf.zarr") <= store_bytes_bound(no_fields) < bound

@@ -76,6 +76,15 @@ def _follow(sw: Any, quiet: bool) -> None:
     """Wait for the sweep with one live bar; Ctrl-C cancels it cleanly and re-raises."""
     if sw.n_to_run:
         print(f"{sw.n_to_run} runs to do on {sw.describe()}", file=sys.stderr, flush=True)
+        import shutil
+
+        free = shutil.disk_usage(sw.path).free
+        if sw.bytes_bound > free:
+            print(f"warning: these runs may write up to {sw.bytes_bound / 2**30:,.1f} GB (nothing "
+                  f"compressed; stores are usually 60-80 % of that) and {sw.path} has "
+                  f"{free / 2**30:,.1f} GB free. --set output.fields=false keeps only tables, "
+                  "labels and checkpoints. A run that fills the disk fails and is retried "
+                  "when the same command is run again.", file=sys.stderr, flush=True)
     link = sw.dashboard_link
     if link:
         print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)

@@ -40,7 +40,7 @@ from niche3d.ensemble.results import (
 from niche3d.ensemble.task import read_result, run_task
 from niche3d.scenario import Scenario, ScenarioError, load_scenario
 
-__all__ = ["Sweep", "sweep", "usable_cores", "local_cluster"]
+__all__ = ["Sweep", "sweep", "usable_cores", "local_cluster", "store_bytes_bound"]
 
 #: a killed worker's task is tried on another worker this many times (Dask's
 #: ``distributed.scheduler.allowed-failures``, stated here rather than left to config)
@@ -97,6 +97,8 @@ class Sweep:
         self._cancelled = False
         self._error: BaseException | None = None
         self._futures: dict[Any, str] = {}
+        #: the most bytes the runs still to do may write (:func:`store_bytes_bound`)
+        self.bytes_bound = 0
         tag = uuid.uuid4().hex[:12]
         self._topic = f"niche3d-sweep-{tag}"
         self._cancel_name = f"niche3d-cancel-{tag}"
@@ -411,11 +413,29 @@ def sweep(
         specs[rid] = {"run_id": rid, "store": str(store.resolve()), "scenario": sc.to_toml(),
                       "days": sc.run.days, "retry_failed": retry_failed}
     write_index(path, pd.DataFrame(list(row_of.values())))
+    bound = sum(store_bytes_bound(scenarios[rid]) for rid, spec in specs.items() if spec is not None)
     owned: list[Any] = []
     if any(s is not None for s in specs.values()):
         (before_start or _compile_kernels)()
         client, owned = _connect(client, scheduler, workers, dashboard)
-    return Sweep(path, runs, specs, row_of, client, owned, d.keys)  # type: ignore[arg-type]
+    sw = Sweep(path, runs, specs, row_of, client, owned, d.keys)  # type: ignore[arg-type]
+    sw.bytes_bound = bound
+    return sw
+
+
+def store_bytes_bound(scenario: Scenario) -> int:
+    """The most bytes one run of ``scenario`` writes, nothing compressed: its first
+    records and checkpoint, then per record the stored fields (4 B per voxel each) and
+    the two label images (tissue, niche sites; 1 B per voxel each). Real stores are
+    smaller (labels compress to almost nothing, fields to ~70 %)."""
+    import math
+
+    from niche3d.io.writer import first_records_bytes
+
+    n_fields = len(scenario.fields.diffusible) if scenario.output.fields else 0
+    voxels = math.prod(int(k) for k in scenario.domain.shape)
+    n_records = int(round(scenario.run.days * 24.0 / scenario.output.interval_hours)) + 1
+    return first_records_bytes(scenario.domain.shape, n_fields) + n_records * voxels * (4 * n_fields + 2)
 
 
 def _compile_kernels() -> None:
