@@ -80,9 +80,9 @@ def _follow(sw: Any, quiet: bool) -> None:
 
         free = shutil.disk_usage(sw.path).free
         if sw.bytes_bound > free:
-            print(f"warning: these runs may write up to {sw.bytes_bound / 2**30:,.1f} GB (nothing "
+            print(f"warning: these runs may write up to {_size(sw.bytes_bound)} (nothing "
                   f"compressed; stores are usually 60-80 % of that) and {sw.path} has "
-                  f"{free / 2**30:,.1f} GB free. --set output.fields=false keeps only tables, "
+                  f"{_size(free)} free. --set output.fields=false keeps only tables, "
                   "labels and checkpoints. A run that fills the disk fails and is retried "
                   "when the same command is run again.", file=sys.stderr, flush=True)
     link = sw.dashboard_link
@@ -121,6 +121,10 @@ def _follow(sw: Any, quiet: bool) -> None:
     finally:
         if bar is not None:
             bar.close()
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.0f} MB"
 
 
 def _summary(res: Any) -> None:
