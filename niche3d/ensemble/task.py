@@ -94,13 +94,11 @@ def _threads(scenario: Any) -> Any:
         n = max(1, int(env))
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        slots = 1
-        try:
+        slots = 1  # not on a Dask worker (the serial baseline): every core
+        with contextlib.suppress(ImportError, ValueError):
             from distributed import get_worker
 
             slots = max(1, int(get_worker().state.nthreads))
-        except (ImportError, ValueError):
-            pass  # not on a Dask worker (the serial baseline): every core
         n = max(1, cores // slots)
     return scenario.with_overrides({"run.threads": n})
 
@@ -113,13 +111,12 @@ class _Reporter:
         self.worker: Any = None
         self.event: Any = None
         self.last = -math.inf
-        try:
+        # off a Dask worker (the serial baseline) there is no one to report to
+        with contextlib.suppress(ImportError, ValueError):
             from distributed import Event, get_worker
 
             self.worker = get_worker()
             self.event = Event(cancel) if cancel else None
-        except (ImportError, ValueError):
-            pass
 
     def send(self, state: str, fraction: float) -> None:
         if self.worker is not None and self.topic:
