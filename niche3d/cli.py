@@ -3,6 +3,7 @@
     niche3d run SCENARIO [-o OUT] [--days D] [--seed S] [--set key=value ...]
     niche3d run --resume OUT
     niche3d info RUN
+    niche3d upgrade RUN [RUN ...]
     niche3d scenario docs | show SCENARIO | validate SCENARIO
     niche3d geometry SCENARIO [-o OUT]
     niche3d view RUN
@@ -113,6 +114,16 @@ def _build_parser() -> argparse.ArgumentParser:
         "the next run starts at once. niche3d run does this by itself when it finds "
         "kernels without a cached copy.",
     )
+    u = sub.add_parser(
+        "upgrade",
+        help="convert run stores of an older format to the current one, in place",
+        description="Rewrite the tables of run stores written by an older niche3d (store "
+        "formats 1 and 2: one float64 zarr array per table) as Parquet part files (format "
+        "3), which any Arrow reader opens. Lossless and crash-safe: a store interrupted "
+        "mid-way still opens, and running the command again finishes the job. Stores of "
+        "the current format are left as they are.",
+    )
+    u.add_argument("runs", nargs="+", metavar="RUN", help="run store path(s)")
     from niche3d.ensemble.cli import add_parsers
 
     add_parsers(sub)
@@ -261,6 +272,22 @@ def _cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_upgrade(a: argparse.Namespace) -> int:
+    from niche3d.io import check_store
+    from niche3d.io.upgrade import upgrade
+
+    for path in a.runs:  # every store is checked before any is changed
+        check_store(path)
+    for path in a.runs:
+        done = upgrade(path)
+        if done is None:
+            print(f"{path}: already of the current format")
+            continue
+        tables = ", ".join(f"{t} {d['rows']} rows in {d['parts']} part(s)" for t, d in done["tables"].items())
+        print(f"{path}: format {done['from']} -> {done['to']} ({tables})")
+    return 0
+
+
 def _summary(run: Any) -> str:
     sc = run.scenario
     shape = tuple(run.tissue.shape[1:])
@@ -268,6 +295,9 @@ def _summary(run: Any) -> str:
         f"run store   {run.path}",
         f"scenario    {sc.name!r}: {sc.description}".rstrip(": "),
         f"code        {run.code_version}; seed {run.seed}",
+        f"store       format {run.format_version}"
+        + (" (float64 table arrays; 'niche3d upgrade RUN' converts them to Parquet)"
+           if run.format_version < 3 else " (Parquet tables)"),
         f"lattice     {shape} voxels at {run.voxel_um:g} µm "
         f"({' x '.join(f'{n * run.voxel_um / 1000:.3g}' for n in shape)} mm)",
         f"records     {run.n_records} every {run.record_hours:g} h "
@@ -378,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "geometry": _cmd_geometry,
         "view": _cmd_view,
         "warmup": _cmd_warmup,
+        "upgrade": _cmd_upgrade,
         "sweep": _cmd_sweep,
         "sensitivity": _cmd_sensitivity,
     }

@@ -222,13 +222,14 @@ class Simulation:
             check_store(path)  # "does not exist" / "not a directory", no lock file made
         lock = WriterLock(path).acquire()  # before anything is read or rewound
         run = open_run(path)
-        writer = RunWriter.open_append(path)
+        scenario = run.scenario  # a scenario this code cannot run is refused before any write
+        writer = RunWriter.open_append(path)  # (which upgrades a store of an older format)
         # the same code replays bit for bit: readers keep seeing what was committed
         same_code = run.code_version == code_version()
         if not writer.has_checkpoint:
             writer.rewind_to_start(keep_shown=same_code)
             lattice = Lattice(writer.initial_labels, run.voxel_um)
-            sim = cls(run.scenario, None, lattice=lattice)
+            sim = cls(scenario, None, lattice=lattice)
             sim.out, sim._lock = Path(path), lock
             sim.writer = BackgroundWriter(writer)
             sim._record()
@@ -245,7 +246,7 @@ class Simulation:
         try:
             _check_checkpoint(meta, pos, committed)
             lattice = Lattice(state.pop("lattice_labels"), run.voxel_um)
-            sim = cls(run.scenario, None, lattice=lattice, _restore=(state, meta))
+            sim = cls(scenario, None, lattice=lattice, _restore=(state, meta))
         except (KeyError, ValueError, TypeError, IndexError, OverflowError) as exc:
             raise StoreError(f"{path}: its checkpoint cannot be restored ({type(exc).__name__}: "
                              f"{exc}); the store is damaged (its records still read with "

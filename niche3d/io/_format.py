@@ -1,10 +1,14 @@
 """Constants, the error type and table encoding shared by the store writer and reader.
 
-Tables (``tables/cells``, ``tables/events``, ``tables/metrics``) are stored as ONE 2D
-float64 zarr array ``rows`` of shape (row capacity, column capacity) per table, plus a
-schema in the table group's attributes. One array per column (as DESIGN.md first said)
-would cost two files per column and break the file budget of a run store. float64 holds
-every integer up to 2**53 exactly; larger integers are refused at write time.
+Tables (``tables/cells``, ``tables/events``, ``tables/metrics``) are, from store format
+3 on, directories of Parquet part files (:mod:`niche3d.io._parquet`), with every table's
+schema (columns with their numpy dtype and unit, category names) in the ``tables``
+group's attributes (:func:`tables_attrs`). Formats 1 and 2 kept each table as ONE 2D
+float64 zarr array ``rows`` with its schema in the table group's attributes; they are
+still read (:func:`decode_table`) and ``niche3d upgrade`` converts them
+(:mod:`niche3d.io.upgrade`). Values pass through float64 on the write path in both
+(:func:`encode_columns`), which holds every integer up to 2**53 exactly; larger integers
+are refused at write time.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "column_unit",
     "encode_columns",
     "decode_table",
+    "tables_attrs",
     "is_run_store",
     "records_written",
 ]
@@ -44,7 +49,16 @@ FORMAT_NAME = "niche3d-run"
 #: written before it, and stores of ``RunWriter.create(niche=False)``) still read, with
 #: ``Run.niche = None``, and a reader that predates it ignores it; nothing an older reader
 #: needs has changed, so the version stays 2.
-FORMAT_VERSION = 2
+#: 2: the checkpoint holds a field's low part as int16 (``field_lo.<name>``; format 1: float32)
+#: 3: tables are Parquet part files (``tables/<name>/part-*.parquet``) with their schemas
+#: in the ``tables`` group's attributes; formats 1 and 2 kept one float64 zarr array per
+#: table (still read; ``niche3d upgrade`` converts them, and a resumed run does it first).
+#: Not bumped for the niche-site label image ``labels/niche`` (issue 14): it is an optional
+#: addition, listed in the OME ``labels`` list when present; stores without it read with
+#: ``Run.niche = None``.
+FORMAT_VERSION = 3
+#: the first format whose tables are Parquet parts
+PARQUET_FORMAT = 3
 TABLES: tuple[str, ...] = ("cells", "events", "metrics")
 MAX_EXACT_INT = 2**53
 
@@ -207,6 +221,18 @@ def encode_columns(
         values[name] = arr.astype(np.float64)
         dtypes[name] = str(arr.dtype)
     return values, dtypes, int(n_rows or 0)
+
+
+def tables_attrs(schemas: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``niche3d`` attributes of a format-3 ``tables`` group: the layout and the
+    schema of every table (``columns``: name, numpy dtype, unit; ``categories``)."""
+    return {
+        "tables": list(TABLES),
+        "layout": "parquet-parts",
+        "parts": "tables/<name>/part-<first row>-<end row>.parquet, 12 digits each; rows "
+                 "count once the root attribute rows[<name>] commits them",
+        "schemas": {t: dict(schemas[t]) for t in TABLES},
+    }
 
 
 def decode_table(

@@ -18,6 +18,7 @@ from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Suf
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.storage import LocalStore
 
+from niche3d.io import _parquet
 from niche3d.io._format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -25,6 +26,7 @@ from niche3d.io._format import (
     NICHE_SITE_COLORS,
     NICHE_SITE_DESCRIPTIONS,
     NICHE_SITE_NAMES,
+    PARQUET_FORMAT,
     TABLES,
     StoreError,
     decode_table,
@@ -33,6 +35,7 @@ from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_NAMES
 
 if TYPE_CHECKING:  # dask, xarray and pandas are imported when first needed (fast CLI start)
     import pandas as pd
+    import pyarrow.dataset as pads
     import xarray as xr
 
 __all__ = ["Run", "open_run", "check_store"]
@@ -210,6 +213,9 @@ def check_store(path: str | os.PathLike[str]) -> dict[str, Any]:
             )
         _check_shards(root, key, meta, n)
     rows = nz["rows"]
+    if ver >= PARQUET_FORMAT:
+        _check_parquet_tables(root, rows)
+        return nz
     for t in TABLES:
         gmeta = _read_json(root / "tables" / t / "zarr.json", f"table {t}", root)
         schema = gmeta.get("attributes", {}).get("niche3d_table")
@@ -225,6 +231,26 @@ def check_store(path: str | os.PathLike[str]) -> dict[str, Any]:
                 )
             _check_shards(root, f"tables/{t}/rows", meta, nr)
     return nz
+
+
+def _table_schemas(root: Path) -> dict[str, dict[str, Any]]:
+    """The schemas of a format-3 store's tables (from the ``tables`` group's attributes)."""
+    tdoc = _read_json(root / "tables" / "zarr.json", "tables group", root)
+    nz = tdoc.get("attributes", {}).get("niche3d")
+    schemas = nz.get("schemas") if isinstance(nz, dict) else None
+    if not isinstance(schemas, dict) or any(
+            not isinstance(schemas.get(t), dict) or not isinstance(schemas[t].get("columns"), list)
+            for t in TABLES):
+        raise StoreError(f"{root}: tables/zarr.json lacks the table schemas ('niche3d' -> "
+                         "'schemas'); the store is damaged")
+    return {t: schemas[t] for t in TABLES}
+
+
+def _check_parquet_tables(root: Path, rows: dict[str, Any]) -> None:
+    """Every committed row of every table is in a whole part file on the chain."""
+    _table_schemas(root)
+    for t in TABLES:
+        _parquet.committed_parts(root / "tables" / t, int(rows.get(t, 0)), check_files=True)
 
 
 def _listed_labels(labels_doc: dict[str, Any]) -> list[str]:
@@ -532,12 +558,102 @@ class Run:
         )
 
     # ------------------------------------------------------------------ tables
+    @property
+    def format_version(self) -> int:
+        """The store's format version (3: Parquet tables; ``niche3d upgrade`` converts 1 and 2)."""
+        return int(self.attrs["format_version"])
+
+    def _check_table_name(self, name: str) -> None:
+        if name not in TABLES:
+            raise ValueError(f"table must be one of {', '.join(TABLES)}, got {name!r}")
+
+    def dataset(self, table: str) -> pads.Dataset:
+        """The committed rows of a table as a lazy :class:`pyarrow.dataset.Dataset`.
+
+        Nothing is read until it is scanned, and a scan reads only the columns and row
+        groups it needs, so a query on a multi-GB run does not load the table::
+
+            import pyarrow.dataset as ds
+            hsc = run.dataset("cells").to_table(
+                columns=["record", "state", "z"], filter=ds.field("record") == 30)
+
+        DuckDB queries it in place too (``duckdb.sql("select ... from d")`` with
+        ``d = run.dataset("cells")``). Columns keep their stored types (categories as
+        dictionaries of names; metrics as float64); :meth:`read_table` returns the same
+        DataFrame types as :attr:`cells`. A store of format 1 or 2 gives an in-memory
+        dataset (run ``niche3d upgrade`` for lazy scans).
+
+        Raises
+        ------
+        ValueError
+            ``table`` is not one of cells, events, metrics.
+        StoreError
+            A table part is missing or unreadable.
+        """
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+
+        self._check_table_name(table)
+        if self.format_version < PARQUET_FORMAT:
+            return pads.dataset(pa.Table.from_pandas(self._table(table), preserve_index=False))
+        return _parquet.dataset(self.path / "tables" / table, table, self._schemas[table],
+                                int(self.attrs["rows"].get(table, 0)))
+
+    def read_table(self, table: str, columns: list[str] | None = None, filter: Any = None) -> pd.DataFrame:
+        """Read part of a table: only ``columns`` (all if None), only rows matching
+        ``filter`` (a :mod:`pyarrow.dataset` expression such as
+        ``pyarrow.dataset.field("record") >= 10``), as :attr:`cells` types them.
+
+        Raises
+        ------
+        ValueError
+            Unknown table or column.
+        """
+        self._check_table_name(table)
+        schema = self._schemas[table] if self.format_version >= PARQUET_FORMAT else None
+        known = [c["name"] for c in schema["columns"]] if schema is not None else list(self._table(table).columns)
+        if columns is not None:
+            if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+                raise ValueError(f"columns must be a list of column names, got {columns!r}")
+            unknown = [c for c in columns if c not in known]
+            if unknown:
+                raise ValueError(f"{table} has no columns {unknown}; it has {known}")
+        if schema is None:
+            df = self._table(table)
+            if filter is not None:
+                import pyarrow as pa
+                import pyarrow.dataset as pads
+
+                # filter through Arrow, keep the rows (and their pandas types) it selects
+                tagged = pa.Table.from_pandas(df.assign(__row__=np.arange(len(df))), preserve_index=False)
+                keep = pads.dataset(tagged).to_table(columns=["__row__"], filter=filter)
+                units = df.attrs.get("units", {})
+                df = df.iloc[keep.column("__row__").to_numpy()].reset_index(drop=True)
+                df.attrs["units"] = units
+            return df[columns] if columns is not None else df
+        tab = self.dataset(table).to_table(columns=columns, filter=filter)
+        return _parquet.to_pandas(tab, schema)
+
+    @cached_property
+    def _schemas(self) -> dict[str, dict[str, Any]]:
+        return _table_schemas(self.path)
+
     def _table(self, name: str) -> pd.DataFrame:
+        if self.format_version >= PARQUET_FORMAT:
+            try:
+                return self.read_table(name)
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a damaged part, whatever pyarrow raises
+                raise StoreError(f"{self.path}: tables/{name} cannot be read ({type(exc).__name__}: "
+                                 f"{exc}); the store is damaged") from None
         try:
             g = self._group[f"tables/{name}"]
             schema = dict(g.attrs["niche3d_table"])
             n = int(self.attrs["rows"].get(name, 0))
-            if n == 0 or "rows" not in g.array_keys():
+            # (existence from the file system: listing the group's members would warn about
+            # Parquet parts an interrupted upgrade left beside the array)
+            if n == 0 or not (self.path / "tables" / name / "rows" / "zarr.json").is_file():
                 return decode_table(np.zeros((0, len(schema["columns"]))), schema)
             rows = np.asarray(g["rows"][:n, :])
             df = decode_table(rows, schema)

@@ -25,7 +25,7 @@ import zarr
 from numcodecs import BitRound
 from zarr.codecs import BloscCodec
 
-from niche3d.io import _atomic, _shard
+from niche3d.io import _atomic, _parquet, _shard
 from niche3d.io._atomic import AtomicLocalStore, remove_stale_temp_files
 from niche3d.io._format import (
     FORMAT_NAME,
@@ -39,6 +39,7 @@ from niche3d.io._format import (
     column_unit,
     encode_columns,
     is_finite_number,
+    tables_attrs,
 )
 from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_DESCRIPTIONS, TISSUE_NAMES
 
@@ -67,15 +68,12 @@ _POS_KEY = "__niche3d_store_position_json__"
 #: anything but its own file (zarr rewrites a whole shard on a partial write: shards of
 #: several records cost 2-100x write amplification). Files per array = records.
 IMAGE_CHUNK_BYTES = 4 * 2**20
-#: uncompressed bytes per chunk (= data file) of a table
-TABLE_CHUNK_BYTES = 256 * 2**10
 #: Fast lossless codecs (measured on CXCL12/SCF records, 2 cores: zstd level 1 with
 #: bit-shuffle compresses float32 fields 1.40x in 5 ms per 3.5 MB, zstd level 5 with
 #: byte-shuffle 1.55x in 48 ms; lz4 1.34x in 3 ms). Stores written with other codecs
 #: read as before: zarr takes the codecs from each array's metadata.
 _COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")
 _LABEL_COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle")
-_TABLE_COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
 _RESERVED_CELL_COLUMNS = ("t", "record")
 
 
@@ -108,21 +106,18 @@ def _rgba255(rgba: Sequence[float]) -> list[int]:
 
 
 class _Table:
-    """Writer-side state of one table."""
+    """Writer-side state of one table: its schema (saved in the ``tables`` group's
+    attributes) and the rows written so far (committed ones are in the root attributes)."""
 
-    def __init__(self, name: str, group: zarr.Group, schema: dict[str, Any], n_rows: int) -> None:
+    def __init__(self, name: str, directory: Path, schema: dict[str, Any], n_rows: int) -> None:
         self.name = name
-        self.group = group
+        self.dir = directory  # tables/<name>/: the Parquet parts, nothing else
         self.schema = schema
-        self.n_rows = n_rows  # rows written (committed ones are in the root attrs)
-        self.rows: zarr.Array | None = _dense(group["rows"]) if "rows" in group.array_keys() else None
+        self.n_rows = n_rows
 
     @property
     def names(self) -> list[str]:
         return [c["name"] for c in self.schema["columns"]]
-
-    def save_schema(self) -> None:
-        self.group.attrs["niche3d_table"] = self.schema
 
 
 class RunWriter:
@@ -151,10 +146,11 @@ class RunWriter:
         self._occupancy = self._attrs["image"] == "occupancy"
         self._n_written = int(self._attrs["n_records_written"])
         rows = self._attrs["rows"]
-        self._tables: dict[str, _Table] = {}
-        for t in TABLES:
-            g: zarr.Group = group[f"tables/{t}"]  # type: ignore[assignment]
-            self._tables[t] = _Table(t, g, dict(g.attrs["niche3d_table"]), int(rows[t]))  # type: ignore[arg-type]
+        self._tables_group: zarr.Group = group["tables"]  # type: ignore[assignment]
+        schemas = dict(self._tables_group.attrs["niche3d"])["schemas"]  # type: ignore[arg-type]
+        self._tables: dict[str, _Table] = {
+            t: _Table(t, path / "tables" / t, dict(schemas[t]), int(rows[t])) for t in TABLES
+        }
         idx = self._n_written - 1 if self._n_written > 0 else 0
         self._last_labels = np.asarray(self._tissue[idx])
         self._last_sites: np.ndarray | None = None  # the niche map of the last record
@@ -329,19 +325,10 @@ class RunWriter:
                 NICHE_LABEL, attributes={"ome": _niche_label_ome(shape, voxel_um, record_hours)}
             )
             label_array(nsites, attributes=_NICHE_ARRAY_ATTRS)
-        tables = root.create_group("tables", attributes={"niche3d": {"tables": list(TABLES)}})
+        root.create_group("tables", attributes={"niche3d": tables_attrs(
+            {t: {"columns": [], "categories": {}} for t in TABLES})})
         for t in TABLES:
-            tables.create_group(
-                t,
-                attributes={
-                    "niche3d_table": {
-                        "layout": "rows-float64",
-                        "array": "rows",
-                        "columns": [],
-                        "categories": {},
-                    }
-                },
-            )
+            (p / "tables" / t).mkdir()
         w = cls(p, root)
         del w._attrs["creating"]
         w._commit()
@@ -355,12 +342,18 @@ class RunWriter:
         writing continues at ``n_records_written``.
         """
         from niche3d.io.reader import check_store
+        from niche3d.io.upgrade import upgrade_tables
 
         p = Path(path)
         check_store(p)
         remove_stale_temp_files(p)
+        # a store of an earlier format is upgraded to this one first (lossless and
+        # crash-safe: niche3d.io.upgrade), so that one writer code path appends to it
+        upgrade_tables(p)
         root = zarr.open_group(AtomicLocalStore(p), mode="r+", zarr_format=3)
-        return cls(p, root)
+        w = cls(p, root)
+        w._drop_uncommitted_parts()
+        return w
 
     # ------------------------------------------------------------------ properties
     @property
@@ -522,8 +515,13 @@ class RunWriter:
         if len(set(names)) != len(names):
             raise ValueError(f"names must be unique, got {names!r}")
         tab = self._tables[table]
+        if tab.n_rows:
+            # parts already written hold the column as plain codes; a reader could not
+            # give the column one type (the names must be known before the first row)
+            raise ValueError(f"{table} already has {tab.n_rows} rows; set the categories of "
+                             f"{column!r} before the first row is written")
         tab.schema["categories"] = {**tab.schema.get("categories", {}), column: names}
-        tab.save_schema()
+        self._save_schemas()
 
     def extend(self, n_more: int) -> None:
         """Grow the time axis by ``n_more`` records (so a run can be continued)."""
@@ -588,6 +586,8 @@ class RunWriter:
         # written whole by write_record, so records past the checkpoint are simply
         # rewritten as the simulation replays (readers never see uncommitted ones)
         self._commit()
+        if not keep_shown:
+            self._drop_uncommitted_parts()
         return state, meta
 
     def write_failure(self, diagnostic: Mapping[str, Any]) -> None:
@@ -629,8 +629,23 @@ class RunWriter:
         self._last_labels = self.initial_labels
         self._last_sites = None
         self._commit()
+        if not keep_shown:
+            self._drop_uncommitted_parts()
 
     # ------------------------------------------------------------------ internals
+    def _drop_uncommitted_parts(self) -> None:
+        """Delete table parts that no commit shows (a killed run's last batch, or what a
+        rewind dropped), so that a reader without niche3d, which reads every part in a
+        table's directory, sees the committed rows only. Only after the commit: readers
+        never need them."""
+        shown = self._attrs["rows"]
+        for t in TABLES:
+            _parquet.remove_parts_from(self._tables[t].dir, int(shown[t]))
+
+    def _save_schemas(self) -> None:
+        """Write every table's schema into the ``tables`` group's attributes (atomic)."""
+        self._tables_group.attrs["niche3d"] = tables_attrs({t: self._tables[t].schema for t in TABLES})
+
     def _put_record(self, arr: zarr.Array, index: int, block: np.ndarray | None) -> None:
         """Write one record of an image or label array: its shard built directly
         (``_shard``: no zarr event loop, the GIL released while compressing) when the
@@ -815,37 +830,11 @@ class RunWriter:
                 cols.append({"name": name, "dtype": types[name], "unit": column_unit(name)})
                 changed = True
         if changed:
-            tab.save_schema()
-        if n == 0 and tab.rows is not None:
-            return
-        ncols = len(cols)
-        if tab.rows is None:
-            cap_cols = ncols if table != "metrics" else max(16, 2 * ncols)
-            chunk_rows = max(64, TABLE_CHUNK_BYTES // (8 * cap_cols))
-            # no shards: an append rewrites only the chunk it ends in (a shard would be
-            # rewritten whole by every small append)
-            tab.rows = _dense(tab.group.create_array(
-                "rows",
-                shape=(max(chunk_rows, n), cap_cols),
-                dtype=np.float64,
-                chunks=(chunk_rows, cap_cols),
-                fill_value=np.nan,
-                compressors=_TABLE_COMPRESSOR,
-                dimension_names=["row", "column"],
-            ))
-        rows = tab.rows
-        need_rows = tab.n_rows + n
-        cap_rows, cap_cols = rows.shape
-        if need_rows > cap_rows or ncols > cap_cols:
-            rows.resize((max(need_rows, 2 * cap_rows) if need_rows > cap_rows else cap_rows, max(cap_cols, ncols)))
+            self._save_schemas()
         if n == 0:
             return
-        block = np.full((n, rows.shape[1]), np.nan)
-        for j, c in enumerate(cols):
-            if c["name"] in vals:
-                block[:, j] = vals[c["name"]]
-        rows[tab.n_rows : need_rows, :] = block
-        tab.n_rows = need_rows
+        _parquet.write_part(tab.dir, table, tab.schema, vals, tab.n_rows, n)
+        tab.n_rows += n
 
 
 def _inner_chunk(shape: Sequence[int], itemsize: int) -> tuple[int, int, int]:

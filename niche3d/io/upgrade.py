@@ -1,0 +1,173 @@
+"""Upgrade a run store of an earlier format to the current one (``niche3d upgrade RUN``).
+
+Formats 1 and 2 kept each table as one 2D float64 zarr array; format 3 keeps Parquet part
+files (:mod:`niche3d.io._parquet`). Nothing else differs for a reader (format 2's int16
+checkpoint is read whatever the version says), so an upgrade rewrites the tables only.
+
+Crash safety: the parts are written first (a format-2 reader ignores them), then the
+``tables`` group's attributes gain the schemas, then one atomic rewrite of the root
+``zarr.json`` sets ``format_version`` to 3 (the commit), and only then are the old
+``rows`` arrays deleted. A kill at any instant leaves a store that opens, as format 2
+before the commit and as format 3 after it; running the upgrade again finishes the job.
+
+Parts are cut where a resumed run may rewind to: at every record (cells) and at the
+checkpoint's row position (events, metrics), so that the parts a resumed run writes
+continue the chain (a part never straddles the checkpoint).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from niche3d.io import _atomic, _parquet
+from niche3d.io._format import FORMAT_VERSION, PARQUET_FORMAT, TABLES, StoreError, tables_attrs
+
+__all__ = ["upgrade", "upgrade_tables"]
+
+#: rows per part when nothing else cuts a table (events and metrics of upgraded stores)
+_MAX_PART_ROWS = 1_000_000
+
+
+def _root_doc(path: Path) -> dict[str, Any]:
+    return json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+
+
+def _checkpoint_rows(path: Path) -> dict[str, int]:
+    """Row counts of the checkpoint's position ({} without a checkpoint)."""
+    from niche3d.io.writer import CHECKPOINT_DIR, CHECKPOINT_FILE, _read_checkpoint
+
+    if not (path / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file():
+        return {}
+    _, _, pos = _read_checkpoint(path)
+    rows = pos.get("rows", {})
+    return {t: int(rows[t]) for t in TABLES if t in rows}
+
+
+def _cuts(table: str, rows: np.ndarray, schema: dict[str, Any], n: int, ckpt: int | None) -> list[int]:
+    """Row positions where a part ends (the last is ``n``)."""
+    cuts = {n}
+    if ckpt is not None and 0 < ckpt < n:
+        cuts.add(ckpt)
+    names = [c["name"] for c in schema["columns"]]
+    if table == "cells" and "record" in names and n:
+        rec = rows[:n, names.index("record")]
+        cuts.update((np.flatnonzero(np.diff(rec) != 0) + 1).tolist())
+    edges = sorted(cuts)
+    out = []
+    prev = 0
+    for e in edges:
+        while e - prev > _MAX_PART_ROWS:
+            prev += _MAX_PART_ROWS
+            out.append(prev)
+        out.append(e)
+        prev = e
+    return out
+
+
+def _clean_old_layout(path: Path) -> None:
+    """Delete the format-2 table arrays left in a format-3 store (after the commit)."""
+    for t in TABLES:
+        d = path / "tables" / t
+        (d / "zarr.json").unlink(missing_ok=True)
+        if (d / "rows").exists():
+            shutil.rmtree(d / "rows")
+
+
+def upgrade_tables(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Convert the tables of the store at ``path`` to Parquet parts, if they are not yet.
+
+    The caller holds the store's writer lock (or knows nobody writes it). Returns what was
+    done (``from``, ``to``, rows and parts per table) or None when the store is current.
+    """
+    import zarr
+
+    p = Path(path)
+    doc = _root_doc(p)
+    nz = doc["attributes"]["niche3d"]
+    version = int(nz["format_version"])
+    if version >= PARQUET_FORMAT:
+        _clean_old_layout(p)
+        return None
+    root = zarr.open_group(_atomic.AtomicLocalStore(p), mode="r+", zarr_format=3)
+    ckpt = _checkpoint_rows(p)
+    schemas: dict[str, dict[str, Any]] = {}
+    done: dict[str, dict[str, int]] = {}
+    for t in TABLES:
+        g = root[f"tables/{t}"]
+        schema = dict(g.attrs["niche3d_table"])
+        schema = {"columns": list(schema.get("columns", [])), "categories": dict(schema.get("categories", {}) or {})}
+        schemas[t] = schema
+        n = int(nz["rows"][t])
+        directory = p / "tables" / t
+        _parquet.remove_parts_from(directory, 0)  # a previous, interrupted upgrade's parts
+        parts = 0
+        if n:
+            rows = np.asarray(g["rows"][:n, :])  # type: ignore[index]
+            start = 0
+            for stop in _cuts(t, rows, schema, n, ckpt.get(t)):
+                block = rows[start:stop]
+                vals = {c["name"]: block[:, j] for j, c in enumerate(schema["columns"]) if j < block.shape[1]}
+                _parquet.write_part(directory, t, schema, vals, start, stop - start)
+                parts += 1
+                start = stop
+        done[t] = {"rows": n, "parts": parts}
+    # the schemas, then the commit (format_version), then the old arrays go
+    tables_doc_path = p / "tables" / "zarr.json"
+    tdoc = json.loads(tables_doc_path.read_text(encoding="utf-8"))
+    tdoc.setdefault("attributes", {})["niche3d"] = tables_attrs(schemas)
+    _atomic.atomic_write_bytes(tables_doc_path, json.dumps(tdoc, indent=2).encode())
+    doc = _root_doc(p)
+    nz = doc["attributes"]["niche3d"]
+    nz["format_version"] = FORMAT_VERSION
+    nz.setdefault("upgraded", []).append({
+        "from": version, "to": FORMAT_VERSION,
+        "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    })
+    _atomic.atomic_write_bytes(p / "zarr.json", json.dumps(doc, indent=2).encode())
+    _clean_old_layout(p)
+    return {"from": version, "to": FORMAT_VERSION, "tables": done}
+
+
+def upgrade(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Upgrade the run store at ``path`` to the current format, in place.
+
+    Takes the store's writer lock first, so a run that is writing the store is never
+    upgraded under it.
+
+    Returns
+    -------
+    dict or None
+        ``from`` and ``to`` versions and, per table, the rows converted and the part files
+        written; None when the store is already of the current format.
+
+    Raises
+    ------
+    StoreError
+        ``path`` is not a readable run store (the message says why), or a run is writing
+        it (:class:`~niche3d.io.lock.StoreLocked`).
+    """
+    from niche3d.io.lock import WriterLock
+    from niche3d.io.reader import check_store
+
+    p = Path(path)
+    check_store(p)
+    lock = WriterLock(p).acquire()
+    try:
+        _atomic.remove_stale_temp_files(p)
+        out = upgrade_tables(p)
+    except (OSError, KeyError, ValueError) as exc:
+        if isinstance(exc, StoreError):
+            raise
+        raise StoreError(f"{p}: could not be upgraded ({type(exc).__name__}: {exc}); nothing "
+                         "committed was lost (run the upgrade again)") from None
+    finally:
+        lock.release()
+    check_store(p)
+    return out
