@@ -5,7 +5,7 @@ writes its JSON under ``benchmarks/results/``. ``--quick`` gives every script it
 mode (a few minutes in all on 2 cores); without it the full modes run (about half an
 hour). ``--only NAME ...`` picks scripts by name (``threads``, ``store``, ``fields``,
 ``skip``, ``shape``, ``profile``, ``targets``, ``scaling``, ``vcycle``, ``cells``,
-``tissue``, ``ensemble``).
+``tissue``, ``ensemble``, ``tables``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str]]] = {
     "cells": ("bench_cells.py", ["--quick"], []),
     "tissue": ("bench_tissue.py", [], ["--large"]),
     "ensemble": ("bench_ensemble.py", ["--runs", "8", "--days", "2"], ["--runs", "8", "--days", "5"]),
+    "tables": ("bench_tables.py", ["--records", "60", "--cells", "5000"], []),
 }
 
 
