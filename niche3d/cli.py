@@ -4,6 +4,7 @@
     niche3d run --resume OUT
     niche3d info RUN
     niche3d upgrade RUN [RUN ...]
+    niche3d export RUN --to DIR [--format tiff,trackmate,napari,csv,parquet] [--records A:B[:S]]
     niche3d scenario docs | show SCENARIO | validate SCENARIO
     niche3d geometry SCENARIO [-o OUT]
     niche3d view RUN
@@ -125,8 +126,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("runs", nargs="+", metavar="RUN", help="run store path(s)")
     from niche3d.ensemble.cli import add_parsers
+    from niche3d.export.cli import add_parser as add_export_parser
 
     add_parsers(sub)
+    add_export_parser(sub)
     return p
 
 
@@ -383,6 +386,12 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     return cmd_sweep(a)
 
 
+def _cmd_export(a: argparse.Namespace) -> int:
+    from niche3d.export.cli import cmd_export
+
+    return cmd_export(a)
+
+
 def _cmd_sensitivity(a: argparse.Namespace) -> int:
     from niche3d.ensemble.cli import cmd_sensitivity
 
@@ -411,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         "upgrade": _cmd_upgrade,
         "sweep": _cmd_sweep,
         "sensitivity": _cmd_sensitivity,
+        "export": _cmd_export,
     }
     from niche3d.errors import SimulationError, SweepError
     from niche3d.scenario import ScenarioError
