@@ -4,6 +4,7 @@
     niche3d run --resume OUT
     niche3d info RUN
     niche3d upgrade RUN [RUN ...]
+    niche3d validate RUN [RUN ...] [--strict] [--json PATH|-] [--skip-days D]
     niche3d export RUN --to DIR [--format tiff,trackmate,napari,csv,parquet] [--records A:B[:S]]
     niche3d scenario docs | show SCENARIO | validate SCENARIO
     niche3d geometry SCENARIO [-o OUT]
@@ -125,11 +126,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "the current format are left as they are.",
     )
     u.add_argument("runs", nargs="+", metavar="RUN", help="run store path(s)")
+    from niche3d.analysis.validate import add_parser as add_validate_parser
     from niche3d.ensemble.cli import add_parsers
     from niche3d.export.cli import add_parser as add_export_parser
 
     add_parsers(sub)
     add_export_parser(sub)
+    add_validate_parser(sub)
     return p
 
 
@@ -392,6 +395,12 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return cmd_export(a)
 
 
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from niche3d.analysis.validate import cmd_validate
+
+    return cmd_validate(a)
+
+
 def _cmd_sensitivity(a: argparse.Namespace) -> int:
     from niche3d.ensemble.cli import cmd_sensitivity
 
@@ -421,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep": _cmd_sweep,
         "sensitivity": _cmd_sensitivity,
         "export": _cmd_export,
+        "validate": _cmd_validate,
     }
     from niche3d.errors import SimulationError, SweepError
     from niche3d.scenario import ScenarioError

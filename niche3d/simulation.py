@@ -186,6 +186,7 @@ class Simulation:
             self.writer.set_categories("cells", "state", STATE_NAMES)
             self.writer.set_categories("events", "kind", EVENT_NAMES)
             self.writer.set_categories("events", "state", STATE_NAMES)
+            self.writer.set_categories("events", "other_state", STATE_NAMES)
             self.writer = BackgroundWriter(self.writer)
             self._record()
             # a checkpoint right after set-up: a run killed before its first interval

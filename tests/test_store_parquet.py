@@ -29,6 +29,19 @@ def _tables(path: Path) -> dict[str, pd.DataFrame]:
     return {t: getattr(run, t) for t in TABLES}
 
 
+def _as_format3(tables: dict[str, pd.DataFrame], voxel_um: float) -> dict[str, pd.DataFrame]:
+    """Format 1-2 tables as format 3 holds them: the events' second position in µm voxel
+    centres (NaN for none) and its state with names."""
+    ev = tables["events"].copy()
+    for k in ("other_z", "other_y", "other_x"):
+        v = ev[k].to_numpy(dtype=float)
+        ev[k] = np.where(v < 0, np.nan, (v + 0.5) * voxel_um)
+    names = list(ev["state"].cat.categories)
+    codes = ev["other_state"].to_numpy()
+    ev["other_state"] = pd.Categorical.from_codes(np.where(codes < 0, -1, codes), categories=names)
+    return {**tables, "events": ev}
+
+
 def test_any_arrow_reader_opens_the_tables_without_niche3d(tiny_run: Path) -> None:
     run = open_run(tiny_run)
     assert run.format_version == FORMAT_VERSION == 3
@@ -54,6 +67,15 @@ def test_any_arrow_reader_opens_the_tables_without_niche3d(tiny_run: Path) -> No
     assert schema.field("z").metadata[b"unit"] == b"micrometer"
     assert schema.field("t").metadata[b"unit"] == b"hour"
     assert json.loads(schema.metadata[b"niche3d_table"])["name"] == "cells"
+    # an event's second cell (a division's daughter) is placed in µm like the first
+    ev = run.events
+    div = ev[ev["kind"] == "division"]
+    assert len(div) > 0 and ev.attrs["units"]["other_z"] == "micrometer"
+    for k in ("other_z", "other_y", "other_x"):
+        v = div[k].dropna().to_numpy() / run.voxel_um - 0.5
+        np.testing.assert_array_equal(v, np.round(v))  # voxel centres
+        assert (v >= 0).all()
+    assert set(div["other_state"].astype(str)) <= set(ev["state"].cat.categories)
 
 
 def test_lazy_scans_read_only_what_a_query_asks(tiny_run: Path) -> None:
@@ -133,7 +155,7 @@ def test_a_truncated_part_is_named(tmp_path: Path, tiny_run: Path) -> None:
 def test_old_stores_upgrade_losslessly_and_resume(version: int, tmp_path: Path) -> None:
     store = tmp_path / f"v{version}.zarr"
     shutil.copytree(REFERENCE / f"v{version}.zarr", store)
-    before = _tables(store)
+    before = _as_format3(_tables(store), open_run(store).voxel_um)
     assert open_run(store).format_version == version
     old_ds = open_run(store).dataset("metrics")  # old stores: an in-memory dataset
     assert old_ds.count_rows() == len(before["metrics"])
@@ -179,8 +201,9 @@ def test_an_interrupted_upgrade_leaves_a_store_that_opens_and_finishes(
     for t in TABLES:
         pd.testing.assert_frame_equal(getattr(run, t), before[t], obj=t)
     assert upgrade(store)["to"] == FORMAT_VERSION
+    want = _as_format3(before, run.voxel_um)
     for t, df in _tables(store).items():
-        pd.testing.assert_frame_equal(df, before[t], check_categorical=False, obj=t)
+        pd.testing.assert_frame_equal(df, want[t], check_categorical=False, obj=t)
 
 
 def test_a_writer_on_an_old_store_upgrades_it_and_continues_the_chain(tmp_path: Path) -> None:
@@ -214,8 +237,9 @@ def test_a_writer_on_an_old_store_upgrades_it_and_continues_the_chain(tmp_path: 
                        labels=None, cells=cells, metrics={key: m[key] for key in m.index},
                        niche=None if niche is None else niche[i])
     after = _tables(store)
+    want = _as_format3(before, run.voxel_um)
     for t in TABLES:
-        pd.testing.assert_frame_equal(after[t], before[t], check_categorical=False,
+        pd.testing.assert_frame_equal(after[t], want[t], check_categorical=False,
                                       check_dtype=t != "metrics", obj=t)
 
 

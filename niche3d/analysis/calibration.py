@@ -45,8 +45,12 @@ Targets
    ``hsc_per_mouse``, ``hsc_per_mm3`` (HSCs per mm³ of marrow, marrow and stroma voxels);
    ``asymmetric_border_share`` from the division counters (asymmetric divisions that
    straddle a niche border over all asymmetric divisions in the window, Wilson interval).
-   Seeding efficiency, convergence from any seeding density and the blood count are
-   checked by their own tests (tests/test_interventions.py, tests/test_niche_sites.py).
+
+The ranges, units and sources are data: ``niche3d/analysis/targets.toml`` (package data,
+:func:`load_targets`). :data:`TARGETS` holds the ones above (``calibration = true``); the
+file also holds the targets that need another experiment (G-CSF, seeding densities,
+transplants) or that the default model does not meet (the blood count, the free niche
+share), which :mod:`niche3d.analysis.validate` measures and reports.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from niche3d.tissue.lattice import Lattice
 __all__ = [
     "Target",
     "TARGETS",
+    "load_targets",
     "HSC_STATES",
     "CYCLING",
     "RESTING",
@@ -94,43 +99,84 @@ PERISINUSOIDAL_UM = 10.0
 
 @dataclass(frozen=True)
 class Target:
-    """One calibration target: a range of acceptable values and where it comes from."""
+    """One calibration target: a range of acceptable values and where it comes from.
+
+    ``key``, ``low``, ``high`` (inclusive), ``unit`` and ``source`` (the citation as
+    BIOLOGY.md gives it); the rest describe it for :mod:`niche3d.analysis.validate`:
+    ``item`` (BIOLOGY.md item, e.g. ``"6.3"``), ``description``, ``experiment`` (the kind
+    of run that measures it), ``calibration`` (part of :data:`TARGETS`), ``range_note``,
+    ``known_issue`` and ``needs`` (the run that would measure it).
+    """
 
     key: str
     low: float
     high: float
     unit: str
     source: str
+    item: str = ""
+    description: str = ""
+    experiment: str = "homeostasis"
+    calibration: bool = True
+    range_note: str = ""
+    known_issue: str = ""
+    needs: str = ""
 
 
-TARGETS: dict[str, Target] = {
-    t.key: t
-    for t in (
-        Target("perisinusoidal_share", 0.75, 0.95, "-", "~85 % within 10 µm of a sinusoid (Acar 2015)"),
-        Target("perisinusoidal_enrichment", 1.0, math.inf, "x null", "HSCs closer to sinusoids than random"),
-        Target("dividing_vs_resting_sinusoid_p", 0.01, 1.0, "p", "dividing and resting HSCs placed alike (Acar 2015)"),
-        Target("dormant_endosteal_enrichment", 1.0, math.inf, "x active", "label-retaining HSCs enriched at endosteum"),
-        Target("sg2m_fraction", 0.03, 0.06, "-", "4-5 % of HSCs in S/G2/M"),
-        Target("g0_fraction", 0.55, 0.75, "-", "60-70 % in G0"),
-        Target("dormant_fraction", 0.12, 0.30, "-", "~20 % dormant (Foudi 2009)"),
-        Target("dormant_residence_days", 90.0, 250.0, "day", "dormant division interval ~145 d (Wilson 2008)"),
-        Target("active_division_interval_days", 7.0, 40.0, "day", "active HSCs divide every ~9-36 d (Wilson 2008)"),
-        Target("hsc_drift_per_30d", -0.10, 0.10, "-", "stable HSC number (relative change per 30 days)"),
-        Target("mpp_output_weeks_share", 0.95, 1.0, "-", "continuous MPP output (share of weeks with output)"),
-        Target("mpp_zero_days_excess", -math.inf, 0.0, "days",
-               "no gaps in MPP output beyond Poisson chance (zero-output days above the 99.9 % bound)"),
-        # section 7 (niche capacity and trafficking) and section 3 (how many HSCs)
-        Target("asymmetric_border_share", 0.75, 1.0, "-",
-               "most asymmetric outcomes from daughters on two sides of a niche border (BIOLOGY 7.9)"),
-        Target("marrow_exchange_per_day", 0.005, 0.02, "1/day",
-               "~1 % of the marrow HSC pool passes through the blood per day (Wright 2001; "
-               "Bhattacharya 2009)"),
-        Target("blood_residence_minutes", 1.0, 60.0, "min", "HSCs spend minutes in blood (Wright 2001)"),
-        Target("hsc_per_mm3", 100.0, 600.0, "1/mm³",
-               "a few hundred HSCs per mm³ of marrow (0.02 % of 1-3 x 10^6 cells/mm³; Acar 2015)"),
-        Target("hsc_per_mouse", 1.0e4, 3.0e4, "-", "1-3 x 10^4 HSCs per mouse (Abkowitz 2002; Busch 2015)"),
-    )
-}
+_TARGET_KEYS = {"key", "item", "description", "low", "high", "unit", "source", "experiment",
+                "calibration", "range_note", "known_issue"}
+
+
+def load_targets(text: str | None = None) -> dict[str, Target]:
+    """Every target of BIOLOGY.md sections 3, 6 and 7 from ``targets.toml``.
+
+    Parameters
+    ----------
+    text
+        TOML text to read instead of the package's ``niche3d/analysis/targets.toml``.
+
+    Returns
+    -------
+    dict of str to Target
+        In the file's order, keyed by ``Target.key``.
+
+    Raises
+    ------
+    ValueError
+        A malformed entry (missing or unknown keys, an empty source, ``low > high``, an
+        experiment not in the file's ``[experiments]`` table, a duplicate key).
+    """
+    import tomllib
+    from importlib import resources
+
+    if text is None:
+        text = resources.files("niche3d.analysis").joinpath("targets.toml").read_text("utf-8")
+    doc = tomllib.loads(text)
+    experiments = doc.get("experiments", {})
+    out: dict[str, Target] = {}
+    for i, e in enumerate(doc.get("target", [])):
+        where = f"targets.toml target {i} ({e.get('key', '?')})"
+        need = _TARGET_KEYS - {"range_note", "known_issue"}
+        if set(e) - _TARGET_KEYS or need - set(e):
+            raise ValueError(f"{where}: unknown keys {sorted(set(e) - _TARGET_KEYS)}, "
+                             f"missing {sorted(need - set(e))}")
+        low, high = float(e["low"]), float(e["high"])
+        if not (low <= high and str(e["source"]).strip() and e["experiment"] in experiments):
+            raise ValueError(f"{where}: needs low <= high, a source and one of the experiments "
+                             f"{sorted(experiments)}")
+        if e["key"] in out:
+            raise ValueError(f"{where}: duplicate key")
+        out[e["key"]] = Target(e["key"], low, high, str(e["unit"]), str(e["source"]),
+                               item=str(e["item"]), description=str(e["description"]),
+                               experiment=str(e["experiment"]), calibration=bool(e["calibration"]),
+                               range_note=str(e.get("range_note", "")),
+                               known_issue=str(e.get("known_issue", "")),
+                               needs=str(experiments[e["experiment"]].get("needs", "")))
+    return out
+
+
+#: the homeostasis targets the default scenario is calibrated to (``calibration = true`` in
+#: targets.toml): the rows of :func:`calibration_table`, in the file's order
+TARGETS: dict[str, Target] = {k: t for k, t in load_targets().items() if t.calibration}
 
 
 def _check_states(states: tuple[str, ...]) -> None:

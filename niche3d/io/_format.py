@@ -34,6 +34,7 @@ __all__ = [
     "NICHE_SITE_DESCRIPTIONS",
     "NICHE_SITE_NAMES",
     "TABLES",
+    "POSITION_COLUMNS",
     "column_unit",
     "encode_columns",
     "decode_table",
@@ -60,6 +61,10 @@ FORMAT_VERSION = 3
 #: the first format whose tables are Parquet parts
 PARQUET_FORMAT = 3
 TABLES: tuple[str, ...] = ("cells", "events", "metrics")
+#: integer voxel-index columns the writer stores as µm voxel centres (NaN for -1); the
+#: ``other_*`` ones from format 3 on (formats 1 and 2 kept them as voxel indices, which
+#: ``niche3d upgrade`` converts)
+POSITION_COLUMNS: tuple[str, ...] = ("z", "y", "x", "other_z", "other_y", "other_x")
 MAX_EXACT_INT = 2**53
 
 #: name of the niche-site label image (``labels/niche``)
@@ -130,6 +135,9 @@ _KNOWN_UNITS: dict[str, str] = {
     "z": "micrometer",
     "y": "micrometer",
     "x": "micrometer",
+    "other_z": "micrometer",
+    "other_y": "micrometer",
+    "other_x": "micrometer",
 }
 _SUFFIX_UNITS: tuple[tuple[str, str], ...] = (
     ("_um", "micrometer"),

@@ -10,6 +10,9 @@ Crash safety: the parts are written first (a format-2 reader ignores them), then
 ``rows`` arrays deleted. A kill at any instant leaves a store that opens, as format 2
 before the commit and as format 3 after it; running the upgrade again finishes the job.
 
+The events' ``other_z, other_y, other_x`` become µm voxel centres (formats 1-2 kept
+voxel indices there) and ``other_state`` gets the state names, as format 3 writes them.
+
 Parts are cut where a resumed run may rewind to: at every record (cells) and at the
 checkpoint's row position (events, metrics), so that the parts a resumed run writes
 continue the chain (a part never straddles the checkpoint).
@@ -27,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from niche3d.io import _atomic, _parquet
-from niche3d.io._format import FORMAT_VERSION, PARQUET_FORMAT, TABLES, StoreError, tables_attrs
+from niche3d.io._format import (
+    FORMAT_VERSION,
+    PARQUET_FORMAT,
+    POSITION_COLUMNS,
+    TABLES,
+    StoreError,
+    tables_attrs,
+)
 
 __all__ = ["upgrade", "upgrade_tables"]
 
@@ -71,6 +81,21 @@ def _cuts(table: str, rows: np.ndarray, schema: dict[str, Any], n: int, ckpt: in
     return out
 
 
+def _old_positions(schema: dict[str, Any]) -> list[str]:
+    """The events' ``other_z, other_y, other_x`` columns that formats 1-2 kept as voxel
+    indices; their schema entries become µm floats, and ``other_state`` gets the names of
+    ``state`` (as format 3 writes them)."""
+    names = []
+    for col in schema["columns"]:
+        if col["name"] in POSITION_COLUMNS[3:] and np.issubdtype(np.dtype(col["dtype"]), np.integer):
+            col["dtype"], col["unit"] = "float64", "micrometer"
+            names.append(col["name"])
+    cats = schema["categories"]
+    if "state" in cats and "other_state" not in cats and any(c["name"] == "other_state" for c in schema["columns"]):
+        cats["other_state"] = list(cats["state"])
+    return names
+
+
 def _clean_old_layout(path: Path) -> None:
     """Delete the format-2 table arrays left in a format-3 store (after the commit)."""
     for t in TABLES:
@@ -106,6 +131,7 @@ def upgrade_tables(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         schemas[t] = schema
         n = int(nz["rows"][t])
         directory = p / "tables" / t
+        positions = _old_positions(schema) if t == "events" else []
         _parquet.remove_parts_from(directory, 0)  # a previous, interrupted upgrade's parts
         parts = 0
         if n:
@@ -114,6 +140,9 @@ def upgrade_tables(path: str | os.PathLike[str]) -> dict[str, Any] | None:
             for stop in _cuts(t, rows, schema, n, ckpt.get(t)):
                 block = rows[start:stop]
                 vals = {c["name"]: block[:, j] for j, c in enumerate(schema["columns"]) if j < block.shape[1]}
+                for name in positions:  # voxel index -> µm voxel centre, as format 3 writes
+                    v = vals[name]
+                    vals[name] = np.where(v < 0, np.nan, (v + 0.5) * float(nz["voxel_um"]))
                 _parquet.write_part(directory, t, schema, vals, start, stop - start)
                 parts += 1
                 start = stop

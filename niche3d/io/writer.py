@@ -34,6 +34,7 @@ from niche3d.io._format import (
     NICHE_SITE_COLORS,
     NICHE_SITE_DESCRIPTIONS,
     NICHE_SITE_NAMES,
+    POSITION_COLUMNS,
     TABLES,
     StoreError,
     column_unit,
@@ -490,7 +491,8 @@ class RunWriter:
     def append_events(self, events: Mapping[str, np.ndarray]) -> None:
         """Append event rows (equal-length columns, including ``t_hours``) and commit them.
 
-        Integer ``z, y, x`` columns are voxel indices and are stored as µm voxel centres.
+        Integer ``z, y, x`` (and ``other_z, other_y, other_x``, the second cell of an
+        event) columns are voxel indices and are stored as µm voxel centres (NaN for -1).
         The column set is fixed by the first call.
         """
         vals, types, n = encode_columns("events", events)
@@ -769,10 +771,10 @@ class RunWriter:
     def _positions(
         self, vals: dict[str, np.ndarray], types: dict[str, str], src: Mapping[str, Any]
     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        for k in ("z", "y", "x"):
+        for k in POSITION_COLUMNS:
             if k in vals and np.issubdtype(np.dtype(types[k]), np.integer):
                 v = np.asarray(src[k])
-                lim = self._shape["zyx".index(k)]
+                lim = self._shape["zyx".index(k[-1])]
                 if v.size and (v.max() >= lim):
                     raise ValueError(f"column {k!r} holds voxel index {int(v.max())} outside 0..{lim - 1}")
                 um = (v.astype(np.float64) + 0.5) * self._voxel
