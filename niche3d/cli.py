@@ -5,6 +5,7 @@
     niche3d info RUN
     niche3d upgrade RUN [RUN ...]
     niche3d validate RUN [RUN ...] [--strict] [--json PATH|-] [--skip-days D]
+    niche3d report RUN [-o report.html]
     niche3d export RUN --to DIR [--format tiff,trackmate,napari,csv,parquet] [--records A:B[:S]]
     niche3d scenario docs | show SCENARIO | validate SCENARIO
     niche3d geometry SCENARIO [-o OUT]
@@ -126,13 +127,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "the current format are left as they are.",
     )
     u.add_argument("runs", nargs="+", metavar="RUN", help="run store path(s)")
-    from niche3d.analysis.validate import add_parser as add_validate_parser
+    from niche3d.analysis.validation import add_parser as add_validate_parser
     from niche3d.ensemble.cli import add_parsers
     from niche3d.export.cli import add_parser as add_export_parser
+    from niche3d.report.cli import add_parser as add_report_parser
 
     add_parsers(sub)
     add_export_parser(sub)
     add_validate_parser(sub)
+    add_report_parser(sub)
     return p
 
 
@@ -396,9 +399,15 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
-    from niche3d.analysis.validate import cmd_validate
+    from niche3d.analysis.validation import cmd_validate
 
     return cmd_validate(a)
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from niche3d.report.cli import cmd_report
+
+    return cmd_report(a)
 
 
 def _cmd_sensitivity(a: argparse.Namespace) -> int:
@@ -431,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "sensitivity": _cmd_sensitivity,
         "export": _cmd_export,
         "validate": _cmd_validate,
+        "report": _cmd_report,
     }
     from niche3d.errors import SimulationError, SweepError
     from niche3d.scenario import ScenarioError

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from niche3d.analysis.calibration import TARGETS, calibration_table, load_targets
-from niche3d.analysis.validate import (
+from niche3d.analysis.validation import (
     FAIL,
     NOT_MEASURED,
     PASS,

@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from niche3d.analysis.dynamics import (  # noqa: E402
-    MODES,
     circulating_counts,
     division_modes,
     state_fractions,
@@ -49,17 +48,9 @@ from niche3d.analysis.sampling import field_at_cells  # noqa: E402
 from niche3d.analysis.source import as_source  # noqa: E402
 from niche3d.analysis.spatial import distance_distributions  # noqa: E402
 from niche3d.io import open_run  # noqa: E402
+from niche3d.report import figures as F  # noqa: E402
 
-STATE_COLORS = {"dormant": "#4c72b0", "active_g0": "#55a868", "active_g1": "#dd8452",
-                "active_sg2m": "#c44e52", "mpp": "#8172b3"}
-CAT_COLORS = {**STATE_COLORS, "G0": "#55a868", "G1": "#dd8452", "S/G2/M": "#c44e52",
-              "niche_site": "#c44e52", "marrow": "#937860", "blood": "#4c72b0",
-              "perisinusoidal": "#c44e52", "endosteal": "#55a868", "periarteriolar": "#8172b3",
-              "other": "#7f7f7f"}
-MODE_COLORS = {"symmetric_renewal": "#55a868", "asymmetric": "#dd8452",
-               "symmetric_differentiation": "#8172b3"}
-STRUCTURE_LABEL = {"sinusoid": "sinusoid wall", "endosteum": "endosteum", "arteriole": "arteriole"}
-plt.rcParams.update({"font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10})
+plt.rcParams.update(F._RC)
 
 
 def run_default(out: Path) -> float:
@@ -97,246 +88,8 @@ def md_table(df: pd.DataFrame, *, index: bool = False, digits: int = 3) -> str:
 
 
 # ----------------------------------------------------------------------------- figures
-def fig_distances(dd, path: Path) -> None:
-    s = dd.summary
-    present = [k for k in s.index if s.loc[k, "present"]]
-    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.9), squeeze=False)
-    for ax, name in zip(axes[0], present, strict=True):
-        e = dd.ecdf[dd.ecdf.structure == name]
-        r = s.loc[name]
-        # the step functions start at 0 µm with nothing below the first lattice distance
-        x = np.concatenate([[0.0], e.distance_um.to_numpy()])
-
-        def at0(col: str, e: pd.DataFrame = e) -> np.ndarray:
-            return np.concatenate([[0.0], e[col].to_numpy()])
-
-        ax.fill_between(x, at0("null_low"), at0("null_high"), step="post", color="0.75",
-                        label=f"95 % band: random sets of {int(r.n_eff)}")
-        ax.step(x, at0("null"), where="post", color="0.25", ls="--", lw=1.2,
-                label="uniform placement (exact)")
-        ax.step(x, at0("cells"), where="post", color="#c44e52", lw=2,
-                label=f"HSCs (n = {int(r.n_cells)})")
-        ax.axvline(r.within_um, color="0.4", lw=0.8, ls=":")
-        ax.set_xlim(0, float(np.quantile(x, 0.98)))
-        ax.set_ylim(0, 1.01)
-        ax.set_xlabel(f"distance to the {STRUCTURE_LABEL[name]} (µm)")
-        ax.set_title(f"{name}: KS D = {r.ks_statistic:.2f}, p = {r.p_value:.2g}\n"
-                     f"median {r.median_um:.0f} µm vs {r.null_median_um:.0f} µm at random")
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("cumulative fraction")
-    axes[0, 0].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-
-
-def fig_fractions(f: pd.DataFrame, path: Path) -> None:
-    groups = list(dict.fromkeys(f["by"]))
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
-    titles = {"state": "HSC state", "phase": "cell-cycle phase (dormant in G0)",
-              "location": "niche site / off-site marrow / blood", "zone": "nearest wall within 10 µm",
-              "binding": "adhesion"}
-    for ax, g in zip(axes.ravel(), groups, strict=False):
-        sub = f[f["by"] == g]
-        for cat, d in sub.groupby("category", sort=False):
-            t = d.t_hours.to_numpy() / 24
-            c = CAT_COLORS.get(cat, None)
-            ax.plot(t, d.fraction, color=c, lw=1.6, label=cat)
-            ax.fill_between(t, d.ci_low, d.ci_high, color=c, alpha=0.18, lw=0)
-        ax.set_title(titles[g])
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("fraction of HSCs")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right", ncol=2)
-    for ax in axes[-1]:
-        ax.set_xlabel("time (days)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-
-
-def fig_division_modes(dm, path: Path) -> None:
-    br = dm.by_record
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.9), gridspec_kw={"width_ratios": [2.2, 1]})
-    bottom = None
-    for m in MODES:
-        d = br[br["mode"] == m]
-        t = d.t_hours.to_numpy() / 24
-        a.bar(t, d["count"], bottom=bottom, width=0.8, color=MODE_COLORS[m], label=m.replace("_", " "))
-        bottom = d["count"].to_numpy() if bottom is None else bottom + d["count"].to_numpy()
-    a.set_xlabel("time (days; divisions in the day before each record)")
-    a.set_ylabel("divisions per day")
-    a.legend(fontsize=8)
-    a.grid(alpha=0.3, axis="y")
-    o = dm.overall
-    x = np.arange(len(o))
-    b.bar(x, o.fraction, color=[MODE_COLORS[m] for m in o.index],
-          yerr=[o.fraction - o.ci_low, o.ci_high - o.fraction], capsize=4)
-    for i, m in enumerate(o.index):
-        if o.loc[m, "same_side"] + o.loc[m, "border"] > 0:
-            b.text(i, min(o.loc[m, "ci_high"] + 0.03, 0.97),
-                   f"{o.loc[m, 'border_share']:.0%} at\na border", ha="center", fontsize=8)
-    b.set_xticks(x, [m.replace("symmetric_", "sym. ").replace("_", " ") for m in o.index],
-                 fontsize=8)
-    b.set_ylim(0, 1)
-    b.set_ylabel("fraction of all divisions (95 % CI)")
-    b.set_title(f"{int(o['count'].sum())} divisions in 30 days")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-
-
-def fig_clone_sizes(cs: pd.DataFrame, path: Path) -> None:
-    last = cs[cs.record == cs.record.max()]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.9))
-    size = last.n_cells.to_numpy()
-    k = np.arange(size.max() + 1)
-    hsc = np.array([np.sum((size == v) & (last.n_hsc.to_numpy() > 0)) for v in k])
-    none = np.array([np.sum((size == v) & (last.n_hsc.to_numpy() == 0)) for v in k])
-    a.bar(k, hsc, color="#55a868", label="clone still holds an HSC")
-    a.bar(k, none, bottom=hsc, color="#8172b3", label="MPPs only, or extinct (0)")
-    a.set_xlabel(f"cells of the clone in the block at day {last.t_hours.iloc[0] / 24:.0f}")
-    a.set_ylabel("founders")
-    a.legend(fontsize=8)
-    a.grid(alpha=0.3, axis="y")
-    g = cs.groupby("t_hours")
-    t = np.array(list(g.groups)) / 24
-    alive = g.apply(lambda d: float(np.mean(d.n_hsc > 0)), include_groups=False).to_numpy()
-    mean = g.apply(lambda d: float(d.n_cells[d.n_cells > 0].mean()), include_groups=False).to_numpy()
-    b.plot(t, alive, color="#55a868", lw=1.8, label="founders whose clone holds an HSC")
-    b.set_ylim(0, 1.05)
-    b.set_ylabel("fraction of founders")
-    b.set_xlabel("time (days)")
-    b2 = b.twinx()
-    b2.plot(t, mean, color="#4c72b0", lw=1.5, ls="--", label="mean size of surviving clones")
-    b2.set_ylabel("cells per surviving clone", color="#4c72b0")
-    b2.set_ylim(0, None)
-    h1, l1 = b.get_legend_handles_labels()
-    h2, l2 = b2.get_legend_handles_labels()
-    b.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower left")
-    b.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-
-
-def fig_lineage(tree, path: Path, founders: list[int], t_end_h: float) -> None:
-    n = tree.nodes.set_index("track_id")
-    fig, ax = plt.subplots(figsize=(10, 0.32 * len(n.loc[n.founder.isin(founders)]) + 1.6))
-    y = 0
-    ticks, labels = [], []
-    for f in founders:
-        order: list[int] = []
-        todo = [f]
-        while todo:  # depth first, daughters in birth order
-            k = todo.pop()
-            order.append(k)
-            todo.extend(reversed(tree.children(k)))
-        ypos = {}
-        for k in order:
-            ypos[k] = y
-            row = n.loc[k]
-            t0 = row.birth_hours / 24
-            t1 = (row.end_hours if row.end_hours == row.end_hours else t_end_h) / 24
-            colour = STATE_COLORS.get(row.birth_state, "0.4") if row.birth_state is not None else "0.4"
-            ax.plot([t0, t1], [y, y], color=colour, lw=2.2, solid_capstyle="butt")
-            if row.parent >= 0 and row.parent in ypos:
-                ax.plot([t0, t0], [ypos[row.parent], y], color="0.5", lw=0.8)
-            end = row.end_kind
-            if end in ("death", "exit", "egress"):
-                ax.plot(t1, y, marker={"death": "x", "exit": ">", "egress": "^"}[end], color="k", ms=5)
-            elif row.alive:
-                ax.plot(t1, y, marker="o", color=STATE_COLORS.get(row.last_state, "k"), ms=4)
-            ticks.append(y)
-            labels.append(f"{k}")
-            y += 1
-        y += 0.8
-    ax.set_yticks(ticks, labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("time (days)")
-    ax.set_ylabel("track id")
-    handles = [plt.Line2D([], [], color=c, lw=2.2, label=f"born {s}") for s, c in STATE_COLORS.items()
-               if s in set(n.birth_state.dropna())]
-    handles += [plt.Line2D([], [], marker=m, color="k", ls="", label=lab) for m, lab in
-                (("x", "death"), (">", "exit to progenitors"), ("^", "egress to blood"))]
-    handles.append(plt.Line2D([], [], marker="o", color="k", ls="",
-                              label="alive at the end\n(colour: its state then)"))
-    ax.legend(handles=handles, fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.set_title(f"track trees of the {len(founders)} founders with the most tracks (a division "
-                 "keeps the mother's track; grey: a daughter's birth)")
-    ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-
-
-def fig_circulating(c: pd.DataFrame, path: Path) -> None:
-    t = c.t_hours.to_numpy() / 24
-    fig, (a, b) = plt.subplots(2, 1, figsize=(9, 6.2), sharex=True)
-    a.plot(t, c.blood_hsc_per_mouse, color="#c44e52", lw=1.8, label="HSCs in blood, per mouse")
-    a.set_ylabel("HSCs in blood per mouse")
-    a2 = a.twinx()
-    a2.plot(t, c.blood_hsc_per_ul, color="#c44e52", lw=0)
-    a2.set_ylabel(f"per µL of blood ({c.blood_volume_ul.iloc[0]:g} µL)")
-    a2.set_ylim(np.array(a.get_ylim()) / c.blood_volume_ul.iloc[0])
-    a.grid(alpha=0.3)
-    a.set_title("blood pool (expected number, whole mouse)")
-    for col, colour, lab in (("mouse_egress_per_day", "#c44e52", "egress from marrow"),
-                             ("mouse_homed_per_day", "#55a868", "homed to marrow"),
-                             ("mouse_cleared_per_day", "#7f7f7f", "cleared")):
-        b.plot(t, c[col], color=colour, lw=1.6, label=f"{lab} (mouse)")
-    b.set_ylabel("HSCs per day, whole mouse")
-    flows = c[["mouse_egress_per_day", "mouse_homed_per_day", "mouse_cleared_per_day"]].to_numpy()
-    b.set_ylim(0, 1.45 * float(np.nanmax(flows)))
-    b2 = b.twinx()
-    b2.bar(t, c.block_egress_per_day, width=0.35, color="#dd8452", alpha=0.7,
-           label="egress events in the block")
-    b2.bar(t + 0.35, c.block_homing_per_day, width=0.35, color="#4c72b0", alpha=0.7,
-           label="homing events in the block")
-    b2.set_ylabel("events per day in the block")
-    b2.set_ylim(0, max(3.0, float(np.nanmax(c.block_egress_per_day)) + 1))
-    h1, l1 = b.get_legend_handles_labels()
-    h2, l2 = b2.get_legend_handles_labels()
-    b.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper left", ncol=2)
-    b.set_xlabel("time (days)")
-    b.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-
-
-def fig_fields(samples: dict[str, object], path: Path) -> None:
-    fig, axes = plt.subplots(2, len(samples), figsize=(5 * len(samples), 7))
-    for j, (name, fs) in enumerate(samples.items()):
-        s = fs.summary
-        t = s.t_hours.to_numpy() / 24
-        a = axes[0, j]
-        for key, colour, lab in (("cells", "#c44e52", "at HSCs"), ("random", "0.35", "random marrow voxels")):
-            a.plot(t, s[f"{key}_median"], color=colour, lw=1.8, label=f"{lab}: median")
-            a.fill_between(t, s[f"{key}_q25"], s[f"{key}_q75"], color=colour, alpha=0.2, lw=0,
-                           label=f"{lab}: IQR")
-        unit = s.unit.iloc[0]
-        a.set_ylabel(f"{name.upper()} ({unit})")
-        a.set_xlabel("time (days)")
-        a.set_ylim(0, None)
-        a.legend(fontsize=8)
-        a.grid(alpha=0.3)
-        a.set_title(f"{name.upper()} at HSCs vs random marrow")
-        v = fs.values[fs.values.record == s.record.max()]
-        b = axes[1, j]
-        bins = np.linspace(float(v.value.min()) * 0.98, float(v.value.max()) * 1.02, 40)
-        b.hist(v.value[v.group == "random"], bins=bins, density=True, color="0.6", alpha=0.8,
-               label=f"random voxels (n = {int((v.group == 'random').sum())})")
-        b.hist(v.value[v.group == "cells"], bins=bins, density=True, color="#c44e52", alpha=0.7,
-               label=f"HSCs (n = {int((v.group == 'cells').sum())})")
-        last = s.iloc[-1]
-        b.set_title(f"day {last.t_hours / 24:.0f}: P(HSC > random) = {last.prob_cells_higher:.2f}, "
-                    f"Mann-Whitney p = {last.mwu_p_value:.1e}", fontsize=9)
-        b.set_xlabel(f"{name.upper()} ({unit})")
-        b.set_ylabel(f"density (1/{unit})")
-        b.legend(fontsize=8)
-        b.grid(alpha=0.3)
-    fig.tight_layout()
+def save(fig, path: Path) -> None:
+    """Write one of niche3d.report.figures' figures (the HTML report draws the same)."""
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
@@ -372,24 +125,24 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     dd = timed("distance_distributions", distance_distributions, records="last", seed=0)
-    fig_distances(dd, img["distances"])
+    save(F.fig_distances(dd), img["distances"])
     fr = timed("state_fractions", state_fractions, by=("state", "phase", "location", "zone"))
-    fig_fractions(fr, img["fractions"])
+    save(F.fig_fractions(fr), img["fractions"])
     dm = timed("division_modes", division_modes)
-    fig_division_modes(dm, img["division_modes"])
+    save(F.fig_division_modes(dm), img["division_modes"])
     cs = timed("clone_sizes", clone_sizes)
-    fig_clone_sizes(cs, img["clone_sizes"])
+    save(F.fig_clone_sizes(cs), img["clone_sizes"])
     tree = timed("lineage_tree", lineage_tree)
     # the three founders with the most tracks (daughters that died or left included)
     size = tree.nodes.groupby("founder").size().rename("tracks").reset_index()
     big = [int(f) for f in size.sort_values(["tracks", "founder"], ascending=[False, True]).founder[:3]]
-    fig_lineage(tree, img["lineage_tree"], big, float(run.times_h[-1]))
+    save(F.fig_lineage(tree, big, float(run.times_h[-1])), img["lineage_tree"])
     sub = lineage_tree(run, root=big[0])
     cc = timed("circulating_counts", circulating_counts)
-    fig_circulating(cc, img["circulating"])
+    save(F.fig_circulating(cc), img["circulating"])
     fs = {"cxcl12": timed("field_at_cells", field_at_cells, "CXCL12", seed=0),
           "scf": field_at_cells(run, "SCF", seed=0)}
-    fig_fields(fs, img["field_at_cells"])
+    save(F.fig_fields(fs), img["field_at_cells"])
     write_doc(a.doc, run=run, src=as_source(run), dd=dd, fr=fr, dm=dm, cs=cs, big=big, sub=sub, cc=cc, fs=fs,
               timing=timing, img=img)
     for k, v in timing.items():

@@ -3,7 +3,8 @@
 #
 #   bash tools/install.sh          # the library, the CLI and the napari plugin
 #   bash tools/install.sh --test   # also test packages and the Debian packages for
-#                                  # headless Qt under Xvfb (needs root or sudo for apt)
+#                                  # headless Qt under Xvfb and a headless chromium
+#                                  # (needs root or sudo for apt)
 #
 # Safe to run again: it only adds what is missing.
 set -euo pipefail
@@ -13,7 +14,7 @@ want_test=0
 for arg in "$@"; do
   case "$arg" in
     --test) want_test=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option '$arg' (allowed: --test)" >&2; exit 2 ;;
   esac
 done
@@ -43,11 +44,12 @@ fi
 uvpip() { .venv/bin/uv pip install --quiet --python .venv/bin/python "$@"; }
 
 if [ "$want_test" = 1 ]; then
-  # Headless Qt/OpenGL for napari under Xvfb (see shared notes); only what is missing.
+  # Headless Qt/OpenGL for napari under Xvfb (see shared notes), and Debian's chromium,
+  # which the HTML report test drives through playwright; only what is missing.
   pkgs="xvfb xauth libgl1 libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
         libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xinput0 libxcb-shape0
         libxcb-cursor0 libxcb-xfixes0 libxcb-xkb1 libdbus-1-3 libfontconfig1 libglib2.0-0
-        libgl1-mesa-dri libegl-mesa0"
+        libgl1-mesa-dri libegl-mesa0 chromium fonts-dejavu-core"
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then

@@ -38,8 +38,8 @@ _EXPORTS = {
     "LineageTree": "niche3d.analysis.lineage",
     "field_at_cells": "niche3d.analysis.sampling",
     "FieldSample": "niche3d.analysis.sampling",
-    "validate": "niche3d.analysis.validate",
-    "Validation": "niche3d.analysis.validate",
+    "validate": "niche3d.analysis.validation",
+    "Validation": "niche3d.analysis.validation",
 }
 __all__ = list(_EXPORTS)
 

@@ -50,7 +50,7 @@ The ranges, units and sources are data: ``niche3d/analysis/targets.toml`` (packa
 :func:`load_targets`). :data:`TARGETS` holds the ones above (``calibration = true``); the
 file also holds the targets that need another experiment (G-CSF, seeding densities,
 transplants) or that the default model does not meet (the blood count, the free niche
-share), which :mod:`niche3d.analysis.validate` measures and reports.
+share), which :mod:`niche3d.analysis.validation` measures and reports.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Target:
     """One calibration target: a range of acceptable values and where it comes from.
 
     ``key``, ``low``, ``high`` (inclusive), ``unit`` and ``source`` (the citation as
-    BIOLOGY.md gives it); the rest describe it for :mod:`niche3d.analysis.validate`:
+    BIOLOGY.md gives it); the rest describe it for :mod:`niche3d.analysis.validation`:
     ``item`` (BIOLOGY.md item, e.g. ``"6.3"``), ``description``, ``experiment`` (the kind
     of run that measures it), ``calibration`` (part of :data:`TARGETS`), ``range_note``,
     ``known_issue`` and ``needs`` (the run that would measure it).
