@@ -304,8 +304,9 @@ class Simulation:
         """Advance ``n`` cell steps, recording and checkpointing on schedule; on return
         everything recorded is in the store."""
         self._check_open()
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ValueError(f"n must be a whole number >= 0, got {n!r}")
+        self._reserve_records(int(n))
         try:
             for _ in range(n):
                 self._one_step()
@@ -336,10 +337,7 @@ class Simulation:
             raise ValueError(
                 f"days = {days:g} is not a whole number of run.dt_hours = {self.dt_hours:g} steps"
             )
-        if self.writer is not None:
-            end_records = (self.step_index + n_steps) // self._steps_per_record + 1
-            if end_records > self.writer.n_records:
-                self.writer.extend(end_records - self.writer.n_records)
+        self._reserve_records(n_steps)
         bar = None
         if progress is True:
             from tqdm import tqdm
@@ -361,6 +359,14 @@ class Simulation:
                 bar.close()
             self._flush()
         return self
+
+    def _reserve_records(self, n_steps: int) -> None:
+        """Grow the store's time axis for the records the next ``n_steps`` steps write
+        (``step`` and ``run`` alike, so a run may be continued either way)."""
+        if self.writer is not None:
+            end_records = (self.step_index + n_steps) // self._steps_per_record + 1
+            if end_records > self.writer.n_records:
+                self.writer.extend(end_records - self.writer.n_records)
 
     def _one_step(self) -> None:
         changed = self._apply_effects()

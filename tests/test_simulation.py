@@ -57,6 +57,21 @@ def test_step_run_continue_same_as_one_run(tmp_path: Path, tiny_scenario) -> Non
         np.testing.assert_array_equal(a.snapshot()[k], b.snapshot()[k])
 
 
+def test_step_past_the_scenario_length_grows_the_store(tmp_path: Path, tiny_scenario) -> None:
+    """step() continues a run past run.days as run() does (the store's time axis grows)."""
+    from niche3d.io import open_run
+    from niche3d.simulation import Simulation
+
+    a = Simulation(tiny_scenario, tmp_path / "a.zarr").run(days=2.5)
+    b = Simulation(tiny_scenario, tmp_path / "b.zarr").run()  # run.days = 2
+    b.step(12)
+    assert b.t_hours == a.t_hours == 60.0
+    assert open_run(tmp_path / "b.zarr").n_records == 6
+    _tables_equal(open_run(tmp_path / "a.zarr"), open_run(tmp_path / "b.zarr"))
+    with pytest.raises(ValueError, match="n must be a whole number >= 0, got 1.5"):
+        b.step(1.5)  # type: ignore[arg-type]
+
+
 def test_in_memory_simulation_needs_no_store(tiny_scenario) -> None:
     from niche3d.simulation import Simulation
 
