@@ -291,3 +291,19 @@ def test_upgrade_cuts_parts_where_a_resume_rewinds_to() -> None:
     assert _cuts("events", rows, schema, 6, 4) == [4, 6]
     assert _cuts("events", rows, schema, 6, 6) == [6]
     assert _cuts("metrics", np.zeros((2_500_000, 2)), schema, 2_500_000, None) == [1_000_000, 2_000_000, 2_500_000]
+
+
+def test_categories_are_every_stored_name_in_code_order(tmp_path: Path) -> None:
+    """As format 2 read them: names no row has are still categories (a viewer colours by
+    them), and an unnamed code reads as unknown_<code>."""
+    path = tmp_path / "c.zarr"
+    w = _small_writer(path)  # names: dormant, active
+    w.write_record(0, 0.0, fields={"cxcl12": np.zeros((8, 8, 8), np.float32)}, labels=None,
+                   cells={"track_id": np.array([1, 2]), "state": np.array([1, 5], np.int8),
+                          "z": np.array([0, 1], np.int32), "y": np.array([0, 1], np.int32),
+                          "x": np.array([0, 1], np.int32)}, metrics={"n": 2})
+    state = open_run(path).cells["state"]
+    assert list(state.cat.categories) == ["dormant", "active", "unknown_5"]
+    assert state.astype(str).tolist() == ["active", "unknown_5"]
+    one = open_run(path).read_table("cells", columns=["state"], filter=ds.field("track_id") == 1)["state"]
+    assert list(one.cat.categories) == ["dormant", "active", "unknown_5"]

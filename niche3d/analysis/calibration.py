@@ -64,7 +64,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from niche3d.analysis.localisation import COMPARTMENTS, localisation_table
+from niche3d.analysis.localisation import (
+    COMPARTMENTS,
+    localisation_table,
+    wall_distance_um,
+    wilson_interval,
+)
 from niche3d.tissue.lattice import Lattice
 
 __all__ = [
@@ -267,22 +272,6 @@ def division_intervals(metrics: pd.DataFrame, *, confidence: float = 0.95) -> di
     return out
 
 
-def _wilson(k: float, n: float, confidence: float) -> tuple[float, float]:
-    if n <= 0:
-        return math.nan, math.nan
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    p = min(max(k / n, 0.0), 1.0)
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def _wall_distance(lattice: Lattice, compartment: str) -> np.ndarray:
-    d = lattice.distance_um(*COMPARTMENTS[compartment])
-    return np.maximum(d - 0.5 * lattice.voxel_um, 0.0)
-
-
 def _check_run(run: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
     for attr in ("cells", "metrics", "tissue", "voxel_um"):
         if not hasattr(run, attr):
@@ -341,7 +330,7 @@ def calibration_series(run: Any, *, within_um: float = PERISINUSOIDAL_UM) -> pd.
             out[f"{col}_share"] = math.nan
             out[f"{col}_null"] = math.nan
             continue
-        d = _wall_distance(lattice, comp)
+        d = wall_distance_um(lattice, comp)
         near = d[pos[:, 0], pos[:, 1], pos[:, 2]] <= within_um
         share = pd.Series(near, index=on.index).groupby(on["record"]).mean()
         out[f"{col}_share"] = share.reindex(m.index)
@@ -457,7 +446,7 @@ def calibration_table(
         pos = hsc_positions(late, voxel_um, states)
         if not len(pos):
             return 0.0, 0.0
-        d = _wall_distance(lattice, comp)[pos[:, 0], pos[:, 1], pos[:, 2]]
+        d = wall_distance_um(lattice, comp)[pos[:, 0], pos[:, 1], pos[:, 2]]
         return float(np.sum(d <= thr)) / n_rec, len(pos) / n_rec
 
     # 1. localisation, pooled over records after burn-in
@@ -467,7 +456,7 @@ def calibration_table(
         null = float(loc.loc["sinusoid", "null"])
         k, n = eff_counts(HSC_STATES, "sinusoid", PERISINUSOIDAL_UM)
         share = k / n
-        lo, hi = _wilson(k, n, confidence)
+        lo, hi = wilson_interval(k, n, confidence)
         ki, ni = round(k), max(round(n), 1)
         p = float(stats.binomtest(min(ki, ni), ni, null).pvalue) if 0 < null < 1 else math.nan
         row("perisinusoidal_share", share, ci_low=lo, ci_high=hi, null=null, p_value=p, n_eff=n)
@@ -508,7 +497,7 @@ def calibration_table(
             ("dormant_fraction", counts.get("dormant", 0)),
         ):
             share = float(k) / len(hsc)
-            lo, hi = _wilson(share * n, n, confidence)
+            lo, hi = wilson_interval(share * n, n, confidence)
             row(key, share, ci_low=lo, ci_high=hi, n_eff=n)
     mlate = metrics[metrics["t"] >= t0] if (metrics["t"] >= t0).sum() >= 2 else metrics
     iv = division_intervals(mlate, confidence=confidence)
@@ -560,7 +549,7 @@ def calibration_table(
             a = b + float(m7["total_asymmetric_divisions_same_side"].iloc[-1]
                           - m7["total_asymmetric_divisions_same_side"].iloc[0])
             if a > 0:
-                lo, hi = _wilson(b, a, confidence)
+                lo, hi = wilson_interval(b, a, confidence)
                 row("asymmetric_border_share", b / a, ci_low=lo, ci_high=hi, n_eff=a)
         marrow_mm3 = float(lattice.enterable.sum()) * lattice.voxel_volume_mm3
         if marrow_mm3 > 0:

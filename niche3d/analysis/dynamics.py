@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from niche3d.analysis._common import check_choices, check_number
-from niche3d.analysis.calibration import HSC_STATES, _wall_distance, hsc_positions
-from niche3d.analysis.localisation import COMPARTMENTS, _wilson
+from niche3d.analysis.calibration import HSC_STATES, hsc_positions
+from niche3d.analysis.localisation import COMPARTMENTS, wall_distance_um, wilson_interval
 from niche3d.analysis.source import Source, SourceLike, as_source
 
 __all__ = [
@@ -55,7 +55,7 @@ def _interval(k: float, n: float, conf: float) -> tuple[float, float]:
     """Wilson interval of k in n (NaN for n = 0; rounding noise at 0 and 1 removed)."""
     if not n > 0:
         return math.nan, math.nan
-    lo, hi = _wilson(k, n, conf)
+    lo, hi = wilson_interval(k, n, conf)
     return (0.0 if lo < 1e-12 else lo), (1.0 if hi > 1 - 1e-12 else hi)
 
 
@@ -79,7 +79,7 @@ def _zones(s: Source, record: int, pos: np.ndarray, within_um: float) -> np.ndar
     for name, label in _ZONE_OF.items():  # ties go to the earlier structure
         if not len(pos) or not lat.mask(*COMPARTMENTS[name]).any():
             continue
-        d = _wall_distance(lat, name)[pos[:, 0], pos[:, 1], pos[:, 2]]
+        d = wall_distance_um(lat, name)[pos[:, 0], pos[:, 1], pos[:, 2]]
         take = (d <= within_um) & (d < best)
         zone[take] = label
         best = np.where(take, d, best)

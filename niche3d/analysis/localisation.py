@@ -22,7 +22,7 @@ from scipy import stats
 from niche3d.tissue.codes import Tissue
 from niche3d.tissue.lattice import Lattice
 
-__all__ = ["localisation_table", "COMPARTMENTS"]
+__all__ = ["localisation_table", "COMPARTMENTS", "wall_distance_um", "wilson_interval"]
 
 #: compartment name -> tissues whose distance map defines it
 COMPARTMENTS: dict[str, tuple[Tissue, ...]] = {
@@ -88,7 +88,7 @@ def localisation_table(
             obs_d = d[pos[:, 0], pos[:, 1], pos[:, 2]]
             k = int(np.sum(obs_d <= thr))
             share = k / n
-            lo, hi = _wilson(k, n, confidence)
+            lo, hi = wilson_interval(k, n, confidence)
             p = float(stats.binomtest(k, n, null).pvalue) if 0 < null < 1 else math.nan
             med = float(np.median(obs_d))
         else:
@@ -111,10 +111,22 @@ def localisation_table(
     return pd.DataFrame(rows).set_index("compartment")
 
 
-def _wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
+def wilson_interval(k: float, n: float, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` at ``confidence``; (NaN, NaN) for
+    ``n <= 0`` (no observation)."""
+    if n <= 0:
+        return math.nan, math.nan
     z = stats.norm.ppf(0.5 + confidence / 2)
-    p = k / n
+    p = min(max(k / n, 0.0), 1.0)
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def wall_distance_um(lattice: Lattice, compartment: str) -> np.ndarray:
+    """Distance (µm) of every voxel centre to the wall of ``compartment`` (a key of
+    :data:`COMPARTMENTS`): the distance to its nearest voxel's centre less half a voxel,
+    0 inside it. The distance every localisation statistic of niche3d uses."""
+    d = lattice.distance_um(*COMPARTMENTS[compartment])
+    return np.maximum(d - 0.5 * lattice.voxel_um, 0.0)

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from niche3d.analysis._common import check_choices, check_int, check_number
-from niche3d.analysis.calibration import HSC_STATES, _wall_distance, hsc_positions
-from niche3d.analysis.localisation import COMPARTMENTS, _wilson
+from niche3d.analysis.calibration import HSC_STATES, hsc_positions
+from niche3d.analysis.localisation import COMPARTMENTS, wall_distance_um, wilson_interval
 from niche3d.analysis.source import SourceLike, as_source
 
 __all__ = ["DistanceDistributions", "distance_distributions", "STRUCTURES", "POSITIONED_STATES"]
@@ -174,7 +174,7 @@ def distance_distributions(
             rows.append(row)
             continue
         row["present"] = True
-        d_map = _wall_distance(lat, name)
+        d_map = wall_distance_um(lat, name)
         null = np.sort(d_map[enter])
         obs = d_map[pos[:, 0], pos[:, 1], pos[:, 2]] if n else np.zeros(0)
         obs_sorted = np.sort(obs)
@@ -213,7 +213,7 @@ def distance_distributions(
         k = int(np.sum(obs <= within_um))
         null_share = float(np.mean(null <= within_um))
         share = k / n if n else math.nan
-        ci = _wilson(share * n_eff, n_eff, conf) if n_eff else (math.nan, math.nan)
+        ci = wilson_interval(share * n_eff, n_eff, conf) if n_eff else (math.nan, math.nan)
         row.update(median_um=med, null_median_um=null_med,
                    median_ratio=med / null_med if null_med > 0 else math.nan,
                    ks_statistic=ks, p_value=p, within_um=within_um, share_within=share,

@@ -269,8 +269,14 @@ def to_pandas(tab: pa.Table, schema: Mapping[str, Any]) -> pd.DataFrame:
             df[name] = col.astype(np.int64) if not col.isna().any() else pd.array(col, dtype="Int64")
         else:
             df[name] = col.astype(np.float64)
-    for name in cats:
-        if name in df.columns and not isinstance(df[name].dtype, pd.CategoricalDtype):
-            df[name] = df[name].astype("category")
+    for name, names in cats.items():
+        if name not in df.columns:
+            continue
+        col = df[name] if isinstance(df[name].dtype, pd.CategoricalDtype) else df[name].astype("category")
+        # every stored name in code order, even those no row has (an empty table too), then
+        # any unknown_<code> a part had to add: the categories decode_table gives
+        present = [str(c) for c in col.cat.categories]
+        full = _unique([*names, *(c for c in present if c not in names)])
+        df[name] = col.astype(str).where(col.notna()).astype(pd.CategoricalDtype(full))
     df.attrs["units"] = {c["name"]: c.get("unit", "1") for c in schema.get("columns", [])}
     return df
