@@ -263,7 +263,7 @@ def _finish(sim: Any, out: Path) -> None:
     print(f"\ndone: day {sim.t_days:g}; {summary}")
     exe = _invoked_as()
     print(f"run store: {out.resolve()}")
-    print(f"look at it:  {exe} info {out}    |    {exe} view {out}")
+    print(f"look at it:  {exe} info {out}    |    {exe} view {out}    |    {exe} report {out}")
     print(f"in Python:   import niche3d; run = niche3d.open_run({str(out)!r})")
 
 
