@@ -298,11 +298,23 @@ def _cmd_upgrade(a: argparse.Namespace) -> int:
 
 
 def _summary(run: Any) -> str:
-    sc = run.scenario
+    import tomllib
+
+    from niche3d.io import StoreError
+
+    try:
+        sc = run.scenario
+        about = f"{sc.name!r}: {sc.description}".rstrip(": ")
+    except StoreError:
+        # written by a model whose keys this niche3d no longer has: the store still reads
+        sc = None
+        raw = tomllib.loads(run.scenario_toml)
+        about = (f"{raw.get('name', '?')!r} (its scenario is not valid with this niche3d: written "
+                 "by an older model; its records and tables read, it resumes with that version)")
     shape = tuple(run.tissue.shape[1:])
     lines = [
         f"run store   {run.path}",
-        f"scenario    {sc.name!r}: {sc.description}".rstrip(": "),
+        f"scenario    {about}",
         f"code        {run.code_version}; seed {run.seed}",
         f"store       format {run.format_version}"
         + (" (float64 table arrays; 'niche3d upgrade RUN' converts them to Parquet)"
@@ -319,7 +331,7 @@ def _summary(run: Any) -> str:
         keys = [k for k in ("hsc_total", "n_dormant", "frac_sg2m", "total_exits", "blood_pool") if k in last]
         if keys:
             lines.append("last record " + ", ".join(f"{k} = {last[k]:.4g}" for k in keys))
-    if sc.interventions:
+    if sc is not None and sc.interventions:
         lines.append("interventions " + ", ".join(iv.kind for iv in sc.interventions))
     if run.failure is not None:
         lines.append(f"FAILED      {run.failure.get('message', run.failure.get('what'))}")

@@ -307,3 +307,13 @@ def test_categories_are_every_stored_name_in_code_order(tmp_path: Path) -> None:
     assert state.astype(str).tolist() == ["active", "unknown_5"]
     one = open_run(path).read_table("cells", columns=["state"], filter=ds.field("track_id") == 1)["state"]
     assert list(one.cat.categories) == ["dormant", "active", "unknown_5"]
+
+
+def test_info_shows_a_store_of_a_retired_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """The v2 reference store was written by the model before finite niches: its scenario
+    no longer validates, but the store reads, and info says so instead of failing."""
+    assert main(["info", str(REFERENCE / "v2.zarr")]) == 0
+    out = capsys.readouterr().out
+    assert "not valid with this niche3d: written by an older model" in out
+    assert "format 2 (float64 table arrays; 'niche3d upgrade RUN' converts them to Parquet)" in out
+    assert "cells       414 rows" in out
