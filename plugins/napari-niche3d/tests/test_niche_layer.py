@@ -70,7 +70,7 @@ def test_niche_layer_from_the_store(niche_store: str) -> None:
     from niche3d.io import open_run
 
     layers = {kw["name"]: (data, kw, kind) for data, kw, kind in read_run(niche_store)}
-    assert list(layers) == ["tissue", "niche sites", "cells", "lineage"]  # no fields stored
+    assert list(layers) == ["tissue", "niche sites", "lineage", "cells"]  # no fields stored
     data, kw, kind = layers["niche sites"]
     assert kind == "labels" and kw["visible"] is False and kw["opacity"] == 0.8
     assert kw["scale"] == layers["tissue"][1]["scale"] == (RECORD_H, VOXEL, VOXEL, VOXEL)
@@ -91,7 +91,7 @@ def test_store_without_niche_has_no_niche_layer(plain_store: str) -> None:
 
     assert open_run(plain_store).niche is None
     names = [kw["name"] for _, kw, _ in read_run(plain_store)]
-    assert names == ["cxcl12", "scf", "tissue", "cells", "lineage"]
+    assert names == ["cxcl12", "scf", "tissue", "lineage", "cells"]
 
 
 def test_niche_layer_follows_the_time_slider(niche_store: str) -> None:

@@ -90,6 +90,63 @@ def test_viewer_2d_time_steps_and_tissue_pixels(viewer: Any, run_store: str) -> 
     assert (img[..., :3].max(axis=-1) > 0).mean() < 0.25
 
 
+def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a[..., :3].astype(int) - b[..., :3].astype(int)).max(axis=-1) > 30
+
+
+def test_scale_bar_time_cells_and_legend_are_drawn(viewer: Any, run_store: str, tmp_path: Any) -> None:
+    """What a user looks at: the scale bar and the time are drawn on the canvas, the cells
+    are discs of their state colour ringed in white, and the legend shows the same colours."""
+    from napari_niche3d._display import decorate
+    from napari_niche3d._legend import Legend, legend_entries
+    from napari_niche3d._reader import state_colors
+    from PIL import Image
+
+    viewer.open(run_store, plugin="napari-niche3d")
+    viewer.dims.set_point(1, 52.0)  # the plane of cells 1 (dormant), 2 and 3 (active)
+    viewer.dims.set_point(0, 24.0)
+    viewer.reset_view()
+    plain = _shot(viewer)
+    decorate(viewer)
+    day1 = _shot(viewer)
+    h, w = day1.shape[:2]
+    corner = (slice(int(0.85 * h), h), slice(int(0.6 * w), w))
+    assert _diff(day1[corner], plain[corner]).sum() > 150  # the scale bar and its box
+    top = (slice(0, int(0.12 * h)), slice(0, int(0.45 * w)))
+    assert _diff(day1[top], plain[top]).sum() > 50  # the time text
+    viewer.dims.set_point(0, 0.0)
+    day0 = _shot(viewer)
+    assert _diff(day0[top], day1[top]).sum() > 20  # "day 0" is not "day 1"
+    viewer.dims.set_point(0, 24.0)
+    # the dormant cell: a disc of its colour inside a white ring
+    rgb = np.rint(255 * np.array(state_colors(["dormant", "active"])["dormant"][:3]))
+    m = _mask(day1, rgb)
+    assert m.sum() > 30
+    ys, xs = np.nonzero(m)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    r = int(np.sqrt(m.sum() / np.pi)) + 6
+    ring = day1[max(cy - r, 0): cy + r, max(cx - r, 0): cx + r, :3]
+    assert (ring.min(axis=-1) > 230).sum() > 10  # white border pixels around it
+    # the legend: a swatch of every state colour, as drawn on the canvas
+    legend = Legend(viewer)
+    entries = legend_entries(viewer)
+    assert [n for n, _ in entries["cells"]] == list(viewer.layers["cells"].features["state"].cat.categories)
+    assert "sinusoid" in [n for n, _ in entries["tissue"]] and "marrow" not in [n for n, _ in entries["tissue"]]
+    path = tmp_path / "legend.png"
+    legend.adjustSize()  # its natural size, as in a dock
+    legend.grab().save(str(path))
+    pix = np.asarray(Image.open(path).convert("RGB"))
+    for name, rgba in entries["cells"] + entries["tissue"]:
+        want = np.rint(255 * np.array(rgba[:3]))
+        # a 14 x 14 swatch in a 1-pixel frame (tolerance: pytest-xvfb's 16-bit screen keeps 5-6
+        # bits a channel, so a widget's colours come back up to 8 off)
+        assert _mask(pix, want, tol=9).sum() >= 100, name
+    legend.depth.setValue(0.0)
+    assert viewer.dims.margin_left[1] == 0.0
+    legend.depth.setValue(24.0)
+    assert viewer.dims.margin_left[1] == viewer.dims.margin_right[1] == 24.0
+
+
 def test_viewer_3d_render(viewer: Any, run_store: str) -> None:
     from niche3d.tissue.codes import Tissue
 
@@ -135,15 +192,25 @@ def test_view_opens_run_with_widgets(run_store: str, qtbot: Any, monkeypatch: py
     view(run_store)
     v = napari.current_viewer()
     try:
-        assert [ly.name for ly in v.layers] == ["cxcl12", "scf", "tissue", "cells", "lineage"]
-        assert set(v.window.dock_widgets) >= {"Run metrics", "Cell inspector", "Intervention timeline"}
+        assert [ly.name for ly in v.layers] == ["cxcl12", "scf", "tissue", "lineage", "cells"]
+        docks = set(v.window.dock_widgets)
+        assert docks >= {"Legend", "Run metrics", "Cell inspector"}
+        # the test run has no interventions: no empty timeline taking a fifth of the window
+        assert "Intervention timeline" not in docks
         metrics = v.window.dock_widgets["Run metrics"]
         assert metrics.path == run_store
+        # units and orientation: scale bar (µm, from the layers' units), axes, the time
+        assert v.scale_bar.visible and v.axes.visible and v.axes.labels
+        assert str(v.dims.units[1]) == "micrometer"
+        v.dims.set_point(0, 24.0)
+        assert v.text_overlay.visible and v.text_overlay.text == "t = day 1, 0 h"
+        assert v.dims.axis_labels[0] == "t: day 1, 0 h"
     finally:
         v.close()
 
 
 def test_widgets_from_the_plugins_menu(viewer: Any, run_store: str) -> None:
+    from napari_niche3d._legend import Legend
     from napari_niche3d._widgets import CellInspector, InterventionTimeline, MetricsPanel, RunPanel
 
     viewer.open(run_store, plugin="napari-niche3d")
@@ -152,6 +219,7 @@ def test_widgets_from_the_plugins_menu(viewer: Any, run_store: str) -> None:
         "Run metrics": MetricsPanel,
         "Cell inspector": CellInspector,
         "Intervention timeline": InterventionTimeline,
+        "Legend": Legend,
     }
     for name, cls in expected.items():
         _dock, widget = viewer.window.add_plugin_dock_widget("napari-niche3d", name)

@@ -74,7 +74,7 @@ def _by_name(layers: list) -> dict:
 
 def test_layers_from_real_store(run_store: str) -> None:
     layers = _by_name(read_run(run_store))
-    assert list(layers) == ["cxcl12", "scf", "tissue", "cells", "lineage"]
+    assert list(layers) == ["cxcl12", "scf", "tissue", "lineage", "cells"]
     kinds = {k: v[2] for k, v in layers.items()}
     assert kinds == {"cxcl12": "image", "scf": "image", "tissue": "labels", "cells": "points", "lineage": "tracks"}
     for _name, (_, kw, _) in layers.items():
@@ -144,7 +144,7 @@ def test_viewer_model_opens_store_with_plugin(run_store: str) -> None:
     npe2.PluginManager.instance().discover()
     vm = ViewerModel()
     layers = vm.open(run_store, plugin="napari-niche3d")
-    assert [ly.name for ly in layers] == ["cxcl12", "scf", "tissue", "cells", "lineage"]
+    assert [ly.name for ly in layers] == ["cxcl12", "scf", "tissue", "lineage", "cells"]
     assert tuple(vm.dims.axis_labels) == AXIS_LABELS
     assert [str(u) for u in vm.dims.units] == ["hour", "micrometer", "micrometer", "micrometer"]
     t_range = vm.dims.range[0]
@@ -327,7 +327,7 @@ def test_manifest_is_discoverable_and_importable() -> None:
     assert all(i.startswith("napari-niche3d.") for i in ids)
     assert {r.command for r in m.contributions.readers} == {"napari-niche3d.get_reader"}
     assert [s.key for s in m.contributions.sample_data] == ["synthetic_run"]
-    assert len(m.contributions.widgets) == 4
+    assert len(m.contributions.widgets) == 5
     m.validate_imports()  # every python_name resolves
     pm = npe2.PluginManager.instance()
     pm.discover()
@@ -354,7 +354,7 @@ def test_open_sample_through_npe2() -> None:
     layers = vm.open_sample("napari-niche3d", "synthetic_run")
     names = [ly.name for ly in layers]
     # the sample is a simulation store: its niche-site labels sit right above the tissue
-    assert names[-4:] == ["tissue", "niche sites", "cells", "lineage"] or \
+    assert names[-4:] == ["tissue", "niche sites", "lineage", "cells"] or \
         names[-3:] == ["tissue", "niche sites", "cells"]
     store = Path(vm.layers["tissue"].metadata["niche3d"]["path"])
     assert is_run_store(store) and store.name == "sample.zarr"

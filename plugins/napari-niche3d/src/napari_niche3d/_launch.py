@@ -10,7 +10,7 @@ from typing import Any
 
 from napari_niche3d._reader import is_run_store, read_run
 
-__all__ = ["PLUGIN_NAME", "add_run_layers", "find_run_layers", "run_paths", "view"]
+__all__ = ["PLUGIN_NAME", "add_run_layers", "dock_widgets", "find_run_layers", "run_paths", "view"]
 
 #: npe2 plugin name (the distribution name).
 PLUGIN_NAME = "napari-niche3d"
@@ -126,14 +126,39 @@ def view(path: str) -> None:
         raise ValueError(f"path {str(path)!r} is not a niche3d run store (no 'niche3d' attribute in zarr.json)")
     import napari
 
-    from napari_niche3d._widgets import CellInspector, InterventionTimeline, MetricsPanel
-
     viewer = napari.Viewer(title=f"niche3d — {Path(path).name}")
     if str(path).rstrip("/").endswith(".zarr"):
         viewer.open(str(Path(path).resolve()), plugin=PLUGIN_NAME)
     else:  # npe2 matches readers by file name; any store name works through the reader function
         add_run_layers(viewer, path)
+    dock_widgets(viewer, path)
+    napari.run()
+
+
+def dock_widgets(viewer: Any, path: str | os.PathLike[str]) -> None:
+    """Give ``viewer`` the niche3d overlays (:func:`napari_niche3d._display.decorate`) and
+    docks: the legend, the run metrics, the cell inspector, and the intervention timeline
+    only when the run's scenario has interventions (an empty timeline would only take room).
+
+    Parameters
+    ----------
+    viewer
+        A napari ``Viewer`` (with a window).
+    path
+        The run store shown.
+    """
+    from napari_niche3d._display import decorate
+    from napari_niche3d._legend import Legend
+    from napari_niche3d._widgets import (
+        CellInspector,
+        InterventionTimeline,
+        MetricsPanel,
+        open_run_cached,
+    )
+
+    decorate(viewer)
+    viewer.window.add_dock_widget(Legend(viewer), name="Legend", area="left")
     viewer.window.add_dock_widget(MetricsPanel(viewer), name="Run metrics", area="right")
     viewer.window.add_dock_widget(CellInspector(viewer), name="Cell inspector", area="right")
-    viewer.window.add_dock_widget(InterventionTimeline(viewer), name="Intervention timeline", area="bottom")
-    napari.run()
+    if open_run_cached(str(Path(path).resolve())).scenario.interventions:
+        viewer.window.add_dock_widget(InterventionTimeline(viewer), name="Intervention timeline", area="bottom")

@@ -21,6 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from napari_niche3d._display import cell_point_style
+
 __all__ = [
     "AXIS_LABELS",
     "AXIS_UNITS",
@@ -484,25 +486,8 @@ def layers_from_run(run: RunLike, *, path: str | None = None) -> list[LayerDataT
                 "labels",
             )
         )
-    data, feats = cell_layer_data(run)
-    cats = [str(c) for c in feats["state"].cat.categories]
-    layers.append(
-        (
-            data,
-            {
-                "name": "cells",
-                "features": feats,
-                "face_color": "state",
-                "face_color_cycle": state_colors(cats),
-                "border_width": 0.0,
-                "size": 1.5,
-                "out_of_slice_display": False,
-                "metadata": meta("cells", state_colors=state_colors(cats)),
-                **common,
-            },
-            "points",
-        )
-    )
+    # the lineage below the cells, and the cells last: drawn on top, and the layer napari
+    # selects (not the tracks)
     tdata, graph, tfeats = track_layer_data(run)
     if len(tdata):
         layers.append(
@@ -513,8 +498,8 @@ def layers_from_run(run: RunLike, *, path: str | None = None) -> list[LayerDataT
                     "graph": graph,
                     "features": tfeats,
                     "color_by": "generation" if "generation" in tfeats.columns else "track_id",
-                    "tail_length": 2,
-                    "tail_width": 1.5,
+                    "tail_length": 4,
+                    "tail_width": 3.0,
                     "opacity": 0.7,
                     "metadata": meta("tracks"),
                     **common,
@@ -522,4 +507,21 @@ def layers_from_run(run: RunLike, *, path: str | None = None) -> list[LayerDataT
                 "tracks",
             )
         )
+    data, feats = cell_layer_data(run)
+    cats = [str(c) for c in feats["state"].cat.categories]
+    layers.append(
+        (
+            data,
+            {
+                "name": "cells",
+                "features": feats,
+                "face_color": "state",
+                "face_color_cycle": state_colors(cats),
+                **cell_point_style(float(run.voxel_um)),
+                "metadata": meta("cells", state_colors=state_colors(cats)),
+                **common,
+            },
+            "points",
+        )
+    )
     return layers

@@ -45,6 +45,7 @@ from napari_niche3d._analysis import (
     intervention_schedule,
     nearest_record,
 )
+from napari_niche3d._display import decorate
 from napari_niche3d._launch import add_run_layers, run_paths
 
 __all__ = ["CellInspector", "InterventionTimeline", "MetricsPanel", "RunPanel", "open_run_cached"]
@@ -84,8 +85,9 @@ def open_run_cached(path: str) -> Any:
 
 def _time_axis(viewer: Any) -> int | None:
     labels = tuple(viewer.dims.axis_labels)
-    if "t" in labels:
-        return labels.index("t")
+    for i, label in enumerate(labels):
+        if label == "t" or label.startswith("t:"):  # "t: day 3, 12 h" (napari_niche3d._display)
+            return i
     return 0 if viewer.dims.ndim == 4 else None
 
 
@@ -353,6 +355,7 @@ class RunPanel(QWidget):
         # were read (never the simulation's count), so the final refresh is not skipped.
         committed = _records_written(self.out_path)
         add_run_layers(self.viewer, self.out_path)
+        decorate(self.viewer)  # scale bar, time, axes, the 2D slab of cells (once)
         self._shown_records = committed
         self._last_refresh = time.monotonic()
         run = open_run_cached(self.out_path)
@@ -421,6 +424,11 @@ class _PlotWidget(QWidget):
             self.redraw()
 
 
+#: what the metrics panel plots first: the HSCs in the block, the dormant ones, and the
+#: HSCs in the mouse's blood (the trafficking a mobilization changes)
+DEFAULT_METRICS: tuple[str, ...] = ("hsc_total", "n_dormant", "blood_hsc_per_mouse")
+
+
 class MetricsPanel(_PlotWidget):
     """Time series of the selected run's metrics, with a cursor at the time slider.
 
@@ -479,7 +487,7 @@ class MetricsPanel(_PlotWidget):
             m = run.metrics
             cols = [c for c in m.columns if c not in _NOT_METRICS and np.issubdtype(m[c].dtype, np.number)]
         self.metric_list.addItems(cols)
-        chosen = [c for c in cols if c in keep] or cols[:3]
+        chosen = [c for c in cols if c in keep] or [c for c in DEFAULT_METRICS if c in cols] or cols[:3]
         for i in range(self.metric_list.count()):
             it = self.metric_list.item(i)
             it.setSelected(it.text() in chosen)
