@@ -10,6 +10,7 @@
     niche3d scenario docs | show SCENARIO | validate SCENARIO
     niche3d geometry SCENARIO [-o OUT]
     niche3d view RUN
+    niche3d movie RUN -o run.mp4 [--mode 2d|3d]
     niche3d warmup
     niche3d sweep SCENARIO --vary key=v1,v2 [--replicates N] --out DIR [--scheduler ADDR]
     niche3d sensitivity SCENARIO --param key=low:high ... --method sobol|morris --out DIR
@@ -110,6 +111,20 @@ def _build_parser() -> argparse.ArgumentParser:
         "view", help="open a run store in napari", description="Open RUN in napari with niche3d's plugin."
     )
     w.add_argument("run")
+    mv = sub.add_parser(
+        "movie", help="render a time-lapse movie of a run (napari-animation)",
+        description="Render RUN record by record in a hidden napari viewer, as a 2D slice or a "
+        "3D view turning once over the run, with the time on every frame, and write an mp4 "
+        "(mov, avi, mkv) or gif. Needs a display (a desktop, or xvfb-run).",
+    )
+    mv.add_argument("run")
+    mv.add_argument("-o", "--out", required=True, help="movie file (.mp4, .mov, .avi, .mkv or .gif)")
+    mv.add_argument("--mode", choices=["2d", "3d"], default="2d", help="a 2D slice or a turning 3D view")
+    mv.add_argument("--fps", type=float, default=6.0, help="frames per second (1-60, default 6)")
+    mv.add_argument("--frames-per-record", type=int, metavar="N",
+                    help="frames from one record to the next (default 1 in 2D, 4 in 3D)")
+    mv.add_argument("--z", type=float, metavar="UM", help="the 2D slice, µm (default: the plane with most cells)")
+    mv.add_argument("--size", default="960x720", metavar="WxH", help="window size in pixels (default 960x720)")
     sub.add_parser(
         "warmup",
         help="compile the numba kernels now (tools/install.sh does)",
@@ -383,6 +398,33 @@ def _cmd_geometry(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_movie(a: argparse.Namespace) -> int:
+    from niche3d.io import open_run
+
+    open_run(a.run)  # a clear error for a wrong path before napari starts
+    try:
+        w, h = (int(x) for x in a.size.lower().split("x"))
+    except ValueError:
+        raise _UsageError(f"--size must be WIDTHxHEIGHT in pixels (e.g. 960x720), got {a.size!r}") from None
+    try:
+        from napari_niche3d._movie import _check, render_movie
+    except ImportError:
+        raise _UsageError(
+            "napari, napari-animation and the napari-niche3d plugin are needed; "
+            "run: bash tools/install.sh"
+        ) from None
+    fpr = a.frames_per_record if a.frames_per_record is not None else (4 if a.mode == "3d" else 1)
+    try:
+        _check(a.out, a.mode, a.fps, fpr)
+        if not all(200 <= s <= 4000 for s in (w, h)):
+            raise ValueError(f"--size must be in 200..4000 pixels a side, got {a.size}")
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
+    out = render_movie(a.run, a.out, mode=a.mode, fps=a.fps, frames_per_record=fpr, z_um=a.z, size=(w, h))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def _cmd_view(a: argparse.Namespace) -> int:
     from niche3d.io import open_run
 
@@ -446,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenario": _cmd_scenario,
         "geometry": _cmd_geometry,
         "view": _cmd_view,
+        "movie": _cmd_movie,
         "warmup": _cmd_warmup,
         "upgrade": _cmd_upgrade,
         "sweep": _cmd_sweep,

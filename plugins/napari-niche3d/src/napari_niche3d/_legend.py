@@ -1,5 +1,5 @@
-"""The legend dock: what each tissue colour and each cell colour means, and the depth of
-the slab of cells shown in 2D."""
+"""The legend dock: what each tissue colour and each cell colour means, the depth of the
+slab of cells shown in 2D, and a button that saves a movie of the run."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtGui import QColor, QPainter, QPixmap
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
     QLabel,
+    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -86,14 +88,39 @@ class Legend(QWidget):
         self.depth.valueChanged.connect(self.decor.set_depth)
         form = QFormLayout()
         form.addRow("cells shown within", self.depth)
+        self.movie_button = QPushButton("Save movie...")
+        self.movie_button.setToolTip("Step through every record of the run as shown now (2D slice or "
+                                     "3D view, turning once in 3D) and save an mp4 or gif")
+        self.movie_button.clicked.connect(self._ask_movie)
+        self.movie_status = QLabel("")
         lay = QVBoxLayout(self)
         lay.addWidget(self.cells_box)
         lay.addWidget(self.tissue_box)
         lay.addLayout(form)
+        lay.addWidget(self.movie_button)
+        lay.addWidget(self.movie_status)
         lay.addStretch(1)
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         self.refresh()
+
+    def _ask_movie(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save movie", "run.mp4", "Movies (*.mp4 *.mov *.avi *.mkv *.gif)")
+        if path:
+            self.save_movie(path)
+
+    def save_movie(self, path: str) -> None:
+        """Write the movie of the view as it is now (2D or 3D) to ``path``; errors are shown
+        under the button."""
+        from napari_niche3d._movie import save_movie
+
+        mode = "3d" if self.viewer.dims.ndisplay == 3 else "2d"
+        try:
+            out = save_movie(self.viewer, path, mode=mode, frames_per_record=4 if mode == "3d" else 1)
+        except ValueError as exc:
+            self.movie_status.setText(f"not saved: {exc}")
+            return
+        self.movie_status.setText(f"saved {out.name}")
 
     def refresh(self, *_: Any) -> None:
         """Rebuild the keys from the viewer's run layers."""
