@@ -12,6 +12,8 @@ import math
 import weakref
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "CELL_DIAMETER_UM",
     "DEFAULT_DEPTH_UM",
@@ -83,8 +85,10 @@ class Decor:
         viewer.text_overlay.visible = True
         viewer.text_overlay.position = "top_left"
         viewer.text_overlay.font_size = 12
+        self._meshed: set[Any] = set()
         viewer.dims.events.point.connect(self.update)
         viewer.dims.events.ndisplay.connect(self.update)
+        viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         viewer.layers.events.inserted.connect(self._on_layer)
         for layer in list(viewer.layers):
             self._on_layer(layer)
@@ -119,6 +123,56 @@ class Decor:
             return ""
         return f"t = {format_time(float(v.dims.point[0]))}"
 
+    def _on_ndisplay(self, *_: Any) -> None:
+        """3D: smooth surfaces of the vessels and bone in place of the tissue's voxel cubes
+        (meshed the first time, :mod:`napari_niche3d._surfaces`); 2D: the tissue slice."""
+        v = self.viewer
+        if v is None:
+            return
+        three = v.dims.ndisplay == 3
+        if three:
+            self._add_surfaces()
+        for layer in list(v.layers):
+            role = _role(layer)
+            if role == "tissue":
+                layer.visible = not three
+            elif role == "niche" and three:
+                layer.visible = False  # opaque site voxels would hide the cells
+            elif role == "surface":
+                layer.visible = three
+            elif role == "cells":
+                # lit spheres in 3D; flat discs of the state colour in 2D (the legend's colour)
+                layer.shading = "spherical" if three else "none"
+
+    def _add_surfaces(self) -> None:
+        from napari.layers import Surface
+        from napari.utils import Colormap
+
+        from napari_niche3d._surfaces import SURFACE_TISSUES, tissue_surfaces
+        from niche3d.tissue.codes import TISSUE_COLORS, tissue_code
+
+        v = self.viewer
+        for layer in list(v.layers):
+            meta = layer.metadata.get("niche3d", {}) if isinstance(layer.metadata, dict) else {}
+            path = meta.get("path")
+            if meta.get("role") != "tissue" or path in self._meshed:
+                continue
+            self._meshed.add(path)
+            labels = np.asarray(layer.data[0])  # the first record's tissue (lazy: one record read)
+            scale, translate = tuple(layer.scale[1:]), tuple(layer.translate[1:])
+            at = v.layers.index(layer) + 1
+            for name, (verts, faces, values) in tissue_surfaces(labels).items():
+                rgb = TISSUE_COLORS[tissue_code(SURFACE_TISSUES[name][0])][:3]
+                surf = Surface(
+                    (verts, faces, values), name=f"{name} surface", scale=scale, translate=translate,
+                    units=tuple(layer.units[1:]), axis_labels=tuple(layer.axis_labels[1:]),
+                    colormap=Colormap([[*rgb, 1.0], [*rgb, 1.0]], name=f"niche3d-{name}"),
+                    opacity=_SURFACE_OPACITY.get(name, 0.5), shading="smooth", blending="translucent",
+                    metadata={"niche3d": {"path": path, "role": "surface", "structure": name}},
+                )
+                v.layers.insert(at, surf)
+                at += 1
+
     def update(self, *_: Any) -> None:
         v = self.viewer
         if v is None:
@@ -143,6 +197,15 @@ class Decor:
                 left[z] = right[z] = depth
                 v.dims.margin_left = tuple(left)
                 v.dims.margin_right = tuple(right)
+
+
+#: opacity of the 3D surfaces: the cells inside must show through
+_SURFACE_OPACITY = {"sinusoids": 0.45, "arterioles": 0.6, "bone": 0.3}
+
+
+def _role(layer: Any) -> str | None:
+    meta = getattr(layer, "metadata", None)
+    return meta.get("niche3d", {}).get("role") if isinstance(meta, dict) else None
 
 
 _DECORS: weakref.WeakKeyDictionary[Any, Decor] = weakref.WeakKeyDictionary()
