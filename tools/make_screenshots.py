@@ -9,8 +9,8 @@ A real viewer needs OpenGL: on a machine without a screen run it under Xvfb::
     xvfb-run -a -s "-screen 0 1600x1200x24" python tools/make_screenshots.py
 
 Options: ``--store RUN`` to use an existing store, ``--days``, ``--shape Z Y X``, ``--seed``,
-``--out-dir``, ``--size W H``, ``--window`` (whole window with layer list and controls
-instead of the canvas only).
+``--out-dir``, ``--size W H``, ``--window`` (whole window with layer list, controls and the
+docks of ``niche3d view``: legend, run metrics, cell inspector, instead of the canvas only).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             store = simulate(Path(tmp) / "screenshot.zarr", days=a.days, shape=tuple(a.shape), seed=a.seed)
         shots = render_views(store, size=tuple(a.size), canvas_only=not a.window,
-                             angles=(-20.0, -35.0, -40.0))
+                             angles=(-20.0, -35.0, -40.0), docks=a.window)
     for key, img in shots.items():
         lit = float((img[..., :3].max(axis=-1) > 10).mean())
         if lit < 0.01:

@@ -112,7 +112,7 @@ def test_scale_bar_time_cells_and_legend_are_drawn(viewer: Any, run_store: str, 
     h, w = day1.shape[:2]
     corner = (slice(int(0.85 * h), h), slice(int(0.6 * w), w))
     assert _diff(day1[corner], plain[corner]).sum() > 150  # the scale bar and its box
-    top = (slice(0, int(0.12 * h)), slice(0, int(0.45 * w)))
+    top = (slice(0, int(0.12 * h)), slice(int(0.55 * w), w))  # top right (the axes are top left)
     assert _diff(day1[top], plain[top]).sum() > 50  # the time text
     viewer.dims.set_point(0, 0.0)
     day0 = _shot(viewer)

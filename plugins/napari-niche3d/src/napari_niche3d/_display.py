@@ -83,7 +83,7 @@ class Decor:
         viewer.axes.labels = True
         viewer.axes.colored = True
         viewer.text_overlay.visible = True
-        viewer.text_overlay.position = "top_left"
+        viewer.text_overlay.position = "top_right"  # the axes take the top left
         viewer.text_overlay.font_size = 12
         self._meshed: set[Any] = set()
         viewer.dims.events.point.connect(self.update)
@@ -119,8 +119,8 @@ class Decor:
         """What the canvas shows: the time of the current record in days and hours."""
         v = self.viewer
         labels = tuple(v.dims.axis_labels)
-        if not labels or "t" not in labels[:1]:
-            return ""
+        if not labels or not (labels[0] == "t" or labels[0].startswith("t:")):
+            return ""  # not a run's time axis
         return f"t = {format_time(float(v.dims.point[0]))}"
 
     def _on_ndisplay(self, *_: Any) -> None:

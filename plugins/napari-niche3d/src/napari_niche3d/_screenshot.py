@@ -53,6 +53,8 @@ def render_views(
     angles: tuple[float, float, float] = (-20.0, -35.0, -40.0),
     canvas_only: bool = True,
     tracks_in_2d: bool = False,
+    decorated: bool = True,
+    docks: bool = False,
 ) -> dict[str, np.ndarray]:
     """Open ``path`` in a hidden napari Viewer and screenshot a 2D slice and a 3D view.
 
@@ -73,6 +75,12 @@ def render_views(
     tracks_in_2d
         Show the lineage tracks in the 2D shot. napari draws tracks projected through all
         z, not sliced, so by default the 2D shot hides them (the 3D shot shows them).
+    decorated
+        As ``niche3d view`` shows a run (:func:`napari_niche3d._display.decorate`): scale
+        bar, axes, the time, the 2D slab of cells, and surfaces in 3D.
+    docks
+        Also dock the widgets of ``niche3d view`` (legend, metrics, inspector); they show
+        in a window shot (``canvas_only=False``).
 
     Returns
     -------
@@ -100,6 +108,14 @@ def render_views(
             viewer.open(store, plugin=PLUGIN_NAME)
         else:
             add_run_layers(viewer, store)
+        if docks:
+            from napari_niche3d._launch import dock_widgets
+
+            dock_widgets(viewer, store)
+        elif decorated:
+            from napari_niche3d._display import decorate
+
+            decorate(viewer)
         win: Any = viewer.window._qt_window
         win.resize(int(size[0]), int(size[1]))
         win.grab()  # a hidden window renders black until it has painted once
