@@ -11,6 +11,9 @@ A real viewer needs OpenGL: on a machine without a screen run it under Xvfb::
 Options: ``--store RUN`` to use an existing store, ``--days``, ``--shape Z Y X``, ``--seed``,
 ``--out-dir``, ``--size W H``, ``--window`` (whole window with layer list, controls and the
 docks of ``niche3d view``: legend, run metrics, cell inspector, instead of the canvas only).
+
+``--tutorial HOMEOSTASIS_RUN GCSF_RUN`` writes the pictures of docs/napari.md's tutorial
+instead (``docs/img/tutorial_*.png``).
 """
 
 from __future__ import annotations
@@ -79,5 +82,71 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def tutorial(homeostasis: Path, gcsf: Path, out_dir: Path, size: tuple[int, int] = (1500, 950)) -> list[Path]:
+    """The pictures of docs/napari.md's tutorial: the whole window of ``niche3d view`` on the
+    default run, its dormant HSCs alone at the last record (the endosteum in green), and the
+    G-CSF run during its course (the blood curve in the metrics, the doses in the timeline)."""
+    import napari
+    from napari_niche3d._launch import PLUGIN_NAME, dock_widgets
+    from napari_niche3d._screenshot import busiest_slice
+
+    out: list[Path] = []
+
+    def window(path: Path, t_hours: float, name: str, *, dormant_only: bool = False,
+               metrics: list[str] | None = None) -> None:
+        v = napari.Viewer(show=False, title="niche3d")
+        try:
+            v.open(str(path), plugin=PLUGIN_NAME)
+            dock_widgets(v, path)
+            win = v.window._qt_window
+            win.resize(*size)
+            win.grab()
+            v.dims.set_point(0, t_hours)
+            cells = v.layers["cells"]
+            centre = None
+            if dormant_only:
+                # the console line of the tutorial: only the dormant HSCs
+                cells.shown = np.asarray(cells.features["state"] == "dormant")
+                here = cells.data[cells.shown & (cells.data[:, 0] == cells.data[:, 0].max())]
+                if len(here):
+                    # the plane with most dormant HSCs within the slab, centred on them
+                    zs = here[:, 1]
+                    z = max(np.unique(zs), key=lambda q: int(np.sum(np.abs(zs - q) <= 2)))
+                    near = here[np.abs(zs - z) <= 2]
+                    world = near[:, 1:] * np.asarray(cells.scale[1:]) + np.asarray(cells.translate[1:])
+                    v.dims.set_point(1, float(world[0, 0]))
+                    centre = world.mean(axis=0)
+            else:
+                v.dims.set_point(1, busiest_slice(path, t_hours))
+            if metrics:
+                v.window.dock_widgets["Run metrics"].select(metrics)
+            v.reset_view()
+            if centre is not None:
+                v.camera.center = (float(centre[1]), float(centre[2]))
+                v.camera.zoom *= 2.5
+            img = np.asarray(v.screenshot(canvas_only=False, flash=False))
+            dest = out_dir / f"tutorial_{name}.png"
+            save_png(dest, img)
+            out.append(dest)
+        finally:
+            v.close()
+
+    from niche3d.io import open_run
+
+    t_end = float(open_run(homeostasis).times_h[-1])
+    window(homeostasis, t_end, "open")
+    window(homeostasis, t_end, "dormant", dormant_only=True)
+    window(gcsf, 7 * 24.0, "gcsf", metrics=["hsc_total", "blood_hsc_per_mouse"])
+    return out
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--tutorial":
+        ap = argparse.ArgumentParser(description="the tutorial pictures of docs/napari.md")
+        ap.add_argument("--tutorial", nargs=2, type=Path, metavar=("HOMEOSTASIS_RUN", "GCSF_RUN"), required=True)
+        ap.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "img")
+        t = ap.parse_args()
+        for f in tutorial(*t.tutorial, t.out_dir):
+            print(f)
+        raise SystemExit(0)
     raise SystemExit(main())

@@ -387,6 +387,8 @@ class _PlotWidget(QWidget):
         self.viewer = viewer
         self.figure = Figure(figsize=(4.0, height), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
+        # a dock shared with other widgets must not squeeze the plot to a strip
+        self.canvas.setMinimumHeight(int(70 * height))
         self.canvas.mpl_connect("button_press_event", self._on_click)
         self.chooser = _RunChooser(viewer)
         self.chooser.currentTextChanged.connect(lambda _: self.redraw())
