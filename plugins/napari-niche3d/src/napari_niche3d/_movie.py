@@ -161,25 +161,12 @@ def render_movie(
     size
         Window size (width, height), each 200..4000.
     """
-    import napari
+    from napari_niche3d._screenshot import busiest_slice, open_hidden
 
-    from napari_niche3d._launch import PLUGIN_NAME, add_run_layers
-    from napari_niche3d._reader import is_run_store
-    from napari_niche3d._screenshot import busiest_slice
-
-    if not is_run_store(path):
-        raise ValueError(f"path {str(path)!r} is not a niche3d run store")
     fpr = (4 if mode == "3d" else 1) if frames_per_record is None else frames_per_record
     _check(out, mode, fps, fpr)
-    if len(size) != 2 or not all(200 <= int(s) <= 4000 for s in size):
-        raise ValueError(f"size must be (width, height) with each in 200..4000, got {size!r}")
-    store = str(Path(path).resolve())
-    viewer = napari.Viewer(show=False, title="niche3d movie")
+    store, viewer = open_hidden(path, size)
     try:
-        if store.endswith(".zarr"):
-            viewer.open(store, plugin=PLUGIN_NAME)
-        else:
-            add_run_layers(viewer, store)
         win = viewer.window._qt_window
         win.resize(int(size[0]), int(size[1]))
         win.grab()  # a hidden window renders black until it has painted once

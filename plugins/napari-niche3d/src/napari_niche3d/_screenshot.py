@@ -12,7 +12,38 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["busiest_slice", "render_views"]
+__all__ = ["busiest_slice", "open_hidden", "render_views"]
+
+
+def open_hidden(path: str | os.PathLike[str], size: tuple[int, int]) -> tuple[str, Any]:
+    """``(store path, viewer)``: a hidden napari Viewer showing the run at ``path``, for
+    pictures and movies; the caller closes it.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a run store or ``size`` is not (width, height) in 200..4000.
+    """
+    import napari
+
+    from napari_niche3d._launch import PLUGIN_NAME, add_run_layers
+    from napari_niche3d._reader import is_run_store
+
+    if not is_run_store(path):
+        raise ValueError(f"path {str(path)!r} is not a niche3d run store")
+    if len(size) != 2 or not all(200 <= int(s) <= 4000 for s in size):
+        raise ValueError(f"size must be (width, height) with each in 200..4000, got {size!r}")
+    store = str(Path(path).resolve())
+    viewer = napari.Viewer(show=False, title="niche3d")
+    try:
+        if store.endswith(".zarr"):
+            viewer.open(store, plugin=PLUGIN_NAME)
+        else:
+            add_run_layers(viewer, store)
+    except BaseException:
+        viewer.close()
+        raise
+    return store, viewer
 
 
 def busiest_slice(path: str | os.PathLike[str], t_hours: float) -> float:
@@ -92,22 +123,8 @@ def render_views(
     ValueError
         If ``path`` is not a run store or ``size`` is out of range.
     """
-    import napari
-
-    from napari_niche3d._launch import PLUGIN_NAME, add_run_layers
-    from napari_niche3d._reader import is_run_store
-
-    if not is_run_store(path):
-        raise ValueError(f"path {str(path)!r} is not a niche3d run store")
-    if len(size) != 2 or not all(200 <= int(s) <= 4000 for s in size):
-        raise ValueError(f"size must be (width, height) with each in 200..4000, got {size!r}")
-    store = str(Path(path).resolve())
-    viewer = napari.Viewer(show=False, title="niche3d")
+    store, viewer = open_hidden(path, size)
     try:
-        if store.endswith(".zarr"):
-            viewer.open(store, plugin=PLUGIN_NAME)
-        else:
-            add_run_layers(viewer, store)
         if docks:
             from napari_niche3d._launch import dock_widgets
 
