@@ -471,7 +471,7 @@ def _cmd_sensitivity(a: argparse.Namespace) -> int:
 
 
 class _UsageError(ValueError):
-    pass
+    """Bad command-line input: one line on stderr, exit status 2."""
 
 
 #: OSError numbers of a full, read-only or forbidden output (a clear message, exit 2)
@@ -503,12 +503,9 @@ def main(argv: list[str] | None = None) -> int:
 
     known: tuple[type[BaseException], ...] = (ScenarioError, _UsageError, FileNotFoundError,
                                               LabelImageError, SimulationError, SweepError)
-    try:
-        from niche3d.io import StoreError
+    from niche3d.io import StoreError
 
-        known = (*known, StoreError)
-    except ImportError:
-        pass
+    known = (*known, StoreError)
     try:
         return handlers[a.command](a)
     except known as exc:
