@@ -7,6 +7,7 @@ with layer opacity o over the black canvas ('translucent' blending) is o * a * (
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -205,6 +206,27 @@ def test_view_opens_run_with_widgets(run_store: str, qtbot: Any, monkeypatch: py
         v.dims.set_point(0, 24.0)
         assert v.text_overlay.visible and v.text_overlay.text == "t = day 1, 0 h"
         assert v.dims.axis_labels[0] == "t: day 1, 0 h"
+    finally:
+        v.close()
+
+
+def test_view_docks_for_a_store_of_an_older_model(qtbot: Any) -> None:
+    """The v2 reference store's scenario has keys this niche3d no longer has: it still
+    opens with the legend and metrics, and no timeline (its interventions cannot be read)."""
+    import napari
+    from napari_niche3d._launch import add_run_layers, dock_widgets
+
+    from niche3d.io import open_run
+
+    store = Path(__file__).resolve().parents[3] / "tests" / "data" / "reference_stores" / "v2.zarr"
+    v = napari.Viewer(show=False)
+    try:
+        add_run_layers(v, store)
+        dock_widgets(v, store)
+        docks = set(v.window.dock_widgets)
+        assert {"Legend", "Run metrics", "Cell inspector"} <= docks
+        assert "Intervention timeline" not in docks
+        assert len(v.layers["cells"].data) == (open_run(store).cells["z"].notna()).sum()
     finally:
         v.close()
 

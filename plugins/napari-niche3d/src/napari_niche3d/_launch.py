@@ -160,5 +160,16 @@ def dock_widgets(viewer: Any, path: str | os.PathLike[str]) -> None:
     viewer.window.add_dock_widget(Legend(viewer), name="Legend", area="left")
     viewer.window.add_dock_widget(MetricsPanel(viewer), name="Run metrics", area="right")
     viewer.window.add_dock_widget(CellInspector(viewer), name="Cell inspector", area="right")
-    if open_run_cached(str(Path(path).resolve())).scenario.interventions:
+    if _has_interventions(str(Path(path).resolve()), open_run_cached):
         viewer.window.add_dock_widget(InterventionTimeline(viewer), name="Intervention timeline", area="bottom")
+
+
+def _has_interventions(path: str, opener: Any) -> bool:
+    """Whether the run's scenario has interventions; False for a store whose scenario this
+    niche3d cannot read (an older model's keys): its records still show."""
+    from niche3d.io import StoreError
+
+    try:
+        return bool(opener(path).scenario.interventions)
+    except StoreError:
+        return False
