@@ -226,12 +226,12 @@ def test_direct_shard_writes_read_back_like_zarr_writes(
     cut into several inner chunks with padded edges (chunk_bytes=1000)."""
     import zarr
 
+    import niche3d.io._layout as L
     import niche3d.io._shard as S
-    import niche3d.io.writer as W
 
-    monkeypatch.setattr(W, "IMAGE_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(L, "IMAGE_CHUNK_BYTES", chunk_bytes)
     direct = _create(tmp_path / "direct.zarr")
-    assert S.can_write(direct._image) and S.can_write(direct._tissue)
+    assert S.can_write(direct._image[0]) and S.can_write(direct._tissue[0])
     _write(direct, 5)
     monkeypatch.setattr(S, "can_write", lambda arr: False)
     _write(_create(tmp_path / "zarr.zarr"), 5)

@@ -31,6 +31,7 @@ from niche3d.io._format import (
     StoreError,
     decode_table,
 )
+from niche3d.io._layout import halve
 from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_NAMES
 
 if TYPE_CHECKING:  # dask, xarray and pandas are imported when first needed (fast CLI start)
@@ -203,6 +204,18 @@ def check_store(path: str | os.PathLike[str]) -> dict[str, Any]:
         arrays[f"labels/{NICHE_LABEL}/s0"] = ("niche-site labels", shape)
     for sub, what in groups:
         _read_json(root / sub / "zarr.json", what, root)
+    # coarser pyramid levels (big lattices): every level the OME multiscales lists
+    for key in list(arrays):
+        what, tail = arrays[key]
+        base = key[: -len("s0")]
+        doc = attrs if not base else _read_json(root / base / "zarr.json", what, root).get("attributes", {})
+        lshape = shape
+        for k, path in enumerate(_level_paths(doc, root, base)[1:], start=1):
+            if path != f"s{k}" or max(lshape) == 1:
+                raise StoreError(f"{root}: {base or 'the root image'} lists a pyramid level {path!r} "
+                                 f"where s{k} of the lattice {list(shape)} belongs; the store is damaged")
+            lshape = halve(lshape)
+            arrays[f"{base}{path}"] = (f"{what} (level {k})", (*tail[:-3], *lshape))
     for key, (what, tail) in arrays.items():
         meta = _read_json(root / key / "zarr.json", what, root)
         ashape = tuple(meta.get("shape", ()))
@@ -259,6 +272,16 @@ def _listed_labels(labels_doc: dict[str, Any]) -> list[str]:
     ome = attrs.get("ome") if isinstance(attrs, dict) else None
     names = ome.get("labels") if isinstance(ome, dict) else None
     return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _level_paths(attrs: Any, root: Path, base: str) -> list[str]:
+    """Paths of the levels listed in an image's OME multiscales (``["s0"]`` when none)."""
+    try:
+        dsets = attrs["ome"]["multiscales"][0]["datasets"]
+        return [str(d["path"]) for d in dsets]
+    except (KeyError, TypeError, IndexError):
+        raise StoreError(f"{root}: {base or 'the root image'} has no OME multiscales datasets; "
+                         "the store is damaged") from None
 
 
 def _check_shards(root: Path, key: str, meta: dict[str, Any], n_lead: int) -> None:
@@ -497,6 +520,69 @@ class Run:
                 attrs={"units": f["unit"], "window": tuple(f["window"]), "color": f["color"]},
             )
         return xr.Dataset(data_vars, coords=coords, attrs={"voxel_um": self.voxel_um})
+
+    # ------------------------------------------------------------------ pyramid
+    @property
+    def levels(self) -> int:
+        """Number of stored resolutions of the images (1, or more for a big lattice: see
+        :mod:`niche3d.io._layout`)."""
+        return len(self._datasets(""))
+
+    def _datasets(self, prefix: str) -> list[tuple[str, tuple[int, int, int]]]:
+        """(path, factor) of each level listed in the OME multiscales at ``prefix``."""
+        node = self._group[prefix.rstrip("/")] if prefix else self._group
+        try:
+            dsets = node.attrs["ome"]["multiscales"][0]["datasets"]  # type: ignore[index]
+        except (KeyError, TypeError, IndexError):
+            return [("s0", (1, 1, 1))]
+        out = []
+        v = self.voxel_um
+        for d in dsets:
+            scale = next((t["scale"] for t in d.get("coordinateTransformations", []) if t.get("type") == "scale"), None)
+            fac = (1, 1, 1) if scale is None else tuple(max(1, round(float(s) / v)) for s in scale[-3:])
+            out.append((str(d["path"]), fac))
+        return out  # type: ignore[return-value]
+
+    def pyramid(self, name: str) -> list[Any]:
+        """Every stored resolution of one image, finest first, read lazily without dask.
+
+        Parameters
+        ----------
+        name
+            A field name (:attr:`field_names`), ``"tissue"``, ``"niche"`` (the niche-site
+            map, when :attr:`has_niche`) or ``"cells"`` (the occupancy image of a run that
+            stored no fields).
+
+        Returns
+        -------
+        list of niche3d.io.pyramid.Level
+            Each with a (t, z, y, x) :class:`~niche3d.io.pyramid.LazyArray` of the committed
+            records, its downsampling factor, voxel size and the centre of voxel 0 (µm).
+            One level for a small lattice or a store written before pyramids.
+
+        Raises
+        ------
+        KeyError
+            ``name`` is not one of the run's images.
+        """
+        from niche3d.io.pyramid import LazyArray, Level
+
+        if name in ("tissue", NICHE_LABEL) and (name == "tissue" or self.has_niche):
+            prefix, channel = f"labels/{name}/", None
+        elif name in self.field_names or (name == "cells" and self.attrs["image"] == "occupancy"):
+            prefix = ""
+            channel = self.field_names.index(name) if self.field_names else 0
+        else:
+            images = [*self.field_names, "tissue", *([NICHE_LABEL] if self.has_niche else []),
+                      *(["cells"] if self.attrs["image"] == "occupancy" else [])]
+            raise KeyError(f"{name!r} is not an image of this run; its images are {images}")
+        v = self.voxel_um
+        out = []
+        for path, fac in self._datasets(prefix):
+            arr = LazyArray(self._group[prefix + path], self.path, self.n_records, channel)
+            size = tuple(v * f for f in fac)
+            out.append(Level(arr, fac, size, tuple(s / 2 for s in size)))  # type: ignore[arg-type]
+        return out
 
     @cached_property
     def occupancy(self) -> xr.DataArray | None:

@@ -25,13 +25,12 @@ import zarr
 from numcodecs import BitRound
 from zarr.codecs import BloscCodec
 
-from niche3d.io import _atomic, _parquet, _shard
+from niche3d.io import _atomic, _layout, _parquet, _shard
 from niche3d.io._atomic import AtomicLocalStore, remove_stale_temp_files
 from niche3d.io._format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     NICHE_LABEL,
-    NICHE_SITE_COLORS,
     NICHE_SITE_DESCRIPTIONS,
     NICHE_SITE_NAMES,
     POSITION_COLUMNS,
@@ -42,7 +41,6 @@ from niche3d.io._format import (
     is_finite_number,
     tables_attrs,
 )
-from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_DESCRIPTIONS, TISSUE_NAMES
 
 __all__ = ["RunWriter", "read_checkpoint", "CHECKPOINT_DIR"]
 
@@ -63,12 +61,11 @@ CHECKPOINT_FILE = "state.npz"
 _META_KEY = "__niche3d_meta_json__"
 _POS_KEY = "__niche3d_store_position_json__"
 
-#: Layout of the image and label arrays: one shard (one data file) per record, holding
-#: every channel, cut into spatial inner chunks of about IMAGE_CHUNK_BYTES so a viewer
-#: decodes only the part of a big lattice it shows. A record therefore never rewrites
-#: anything but its own file (zarr rewrites a whole shard on a partial write: shards of
-#: several records cost 2-100x write amplification). Files per array = records.
-IMAGE_CHUNK_BYTES = 4 * 2**20
+#: Layout of the image and label arrays (niche3d.io._layout): one shard (one data file) per
+#: record and pyramid level, holding every channel, cut into spatial inner chunks so a
+#: viewer decodes only the part of a big lattice it shows. A record therefore never
+#: rewrites anything but its own files (zarr rewrites a whole shard on a partial write:
+#: shards of several records cost 2-100x write amplification).
 #: Fast lossless codecs (measured on CXCL12/SCF records, 2 cores: zstd level 1 with
 #: bit-shuffle compresses float32 fields 1.40x in 5 ms per 3.5 MB, zstd level 5 with
 #: byte-shuffle 1.55x in 48 ms; lz4 1.34x in 3 ms). Stores written with other codecs
@@ -102,10 +99,6 @@ def _check_int(name: str, value: Any, lo: int) -> int:
     return int(value)
 
 
-def _rgba255(rgba: Sequence[float]) -> list[int]:
-    return [int(round(255 * float(c))) for c in rgba]
-
-
 class _Table:
     """Writer-side state of one table: its schema (saved in the ``tables`` group's
     attributes) and the rows written so far (committed ones are in the root attributes)."""
@@ -135,11 +128,13 @@ class RunWriter:
         # the root metadata document, kept to rewrite on each commit (_commit)
         self._root_doc: dict[str, Any] = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
         self._attrs: dict[str, Any] = dict(group.attrs["niche3d"])  # type: ignore[arg-type]
-        self._image: zarr.Array = _dense(group["s0"])
-        self._tissue: zarr.Array = _dense(group["labels/tissue/s0"])
+        # every image is a list of its pyramid levels (s0 first; one level for a small
+        # lattice and for stores written before pyramids)
+        self._image: list[zarr.Array] = _levels(group, "")
+        self._tissue: list[zarr.Array] = _levels(group, "labels/tissue/")
         # niche-site labels: only in stores created with niche=True (None in older stores)
-        self._niche: zarr.Array | None = (
-            _dense(group[f"labels/{NICHE_LABEL}/s0"]) if NICHE_LABEL in _listed_labels(group) else None
+        self._niche: list[zarr.Array] | None = (
+            _levels(group, f"labels/{NICHE_LABEL}/") if NICHE_LABEL in _listed_labels(group) else None
         )
         self._shape: tuple[int, int, int] = tuple(int(n) for n in self._attrs["shape"])  # type: ignore[assignment]
         self._voxel = float(self._attrs["voxel_um"])
@@ -153,7 +148,7 @@ class RunWriter:
             t: _Table(t, path / "tables" / t, dict(schemas[t]), int(rows[t])) for t in TABLES
         }
         idx = self._n_written - 1 if self._n_written > 0 else 0
-        self._last_labels = np.asarray(self._tissue[idx])
+        self._last_labels = np.asarray(self._tissue[0][idx])
         self._last_sites: np.ndarray | None = None  # the niche map of the last record
         last_t = self._attrs.get("last_t_hours")
         self._last_t: float | None = None if last_t is None else float(last_t)
@@ -285,52 +280,59 @@ class RunWriter:
             "creating": True,
         }
         # root first: a store killed while being created is recognisably ours (and truncated)
-        root.update_attributes({"ome": _image_ome(channels, shape, voxel_um, record_hours, occupancy=occupancy), "niche3d": attrs})
+        root.update_attributes({"ome": _layout.image_ome(channels, shape, voxel_um, record_hours, occupancy=occupancy),
+                                "niche3d": attrs})
 
+        # one array per pyramid level (s0 = the lattice; s1, s2, ... for a big lattice)
         c = len(channels)
-        inner = _inner_chunk(shape, 1 if occupancy else 4)
-        root.create_array(
-            "s0",
-            shape=(n_records, c, *shape),
-            dtype=np.uint8 if occupancy else np.float32,
-            chunks=(1, 1, *inner),
-            shards=(1, c, *_cover(shape, inner)),
-            fill_value=0 if occupancy else np.nan,
-            compressors=_COMPRESSOR,
-            dimension_names=["t", "c", "z", "y", "x"],
-        )
+        levels = _layout.level_shapes(shape)
+        for k, lshape in enumerate(levels):
+            inner = _layout.inner_chunk(lshape, 1 if occupancy else 4)
+            root.create_array(
+                f"s{k}",
+                shape=(n_records, c, *lshape),
+                dtype=np.uint8 if occupancy else np.float32,
+                chunks=(1, 1, *inner),
+                shards=(1, c, *_layout.cover(lshape, inner)),
+                fill_value=0 if occupancy else np.nan,
+                compressors=_COMPRESSOR,
+                dimension_names=["t", "c", "z", "y", "x"],
+            )
         label_names = ["tissue", NICHE_LABEL] if niche else ["tissue"]
         lab_root = root.create_group("labels", attributes={"ome": {"version": "0.5", "labels": label_names}})
-        tissue = lab_root.create_group("tissue", attributes={"ome": _label_ome(shape, voxel_um, record_hours)})
-        lab_inner = _inner_chunk(shape, 1)
+        tissue = lab_root.create_group("tissue", attributes={"ome": _layout.label_ome(shape, voxel_um, record_hours)})
 
-        def label_array(group: zarr.Group, attributes: dict[str, Any] | None = None) -> zarr.Array:
-            return group.create_array(
-                "s0",
-                shape=(n_records, *shape),
-                dtype=np.uint8,
-                chunks=(1, *lab_inner),
-                shards=(1, *_cover(shape, lab_inner)),
-                fill_value=0,
-                compressors=_LABEL_COMPRESSOR,
-                dimension_names=["t", "z", "y", "x"],
-                attributes=attributes,
-            )
+        def label_arrays(group: zarr.Group, attributes: dict[str, Any] | None = None) -> None:
+            for k, lshape in enumerate(levels):
+                inner = _layout.inner_chunk(lshape, 1)
+                group.create_array(
+                    f"s{k}",
+                    shape=(n_records, *lshape),
+                    dtype=np.uint8,
+                    chunks=(1, *inner),
+                    shards=(1, *_layout.cover(lshape, inner)),
+                    fill_value=0,
+                    compressors=_LABEL_COMPRESSOR,
+                    dimension_names=["t", "z", "y", "x"],
+                    attributes=attributes,
+                )
 
-        tarr = label_array(tissue)
-        _dense(tarr)[0] = labels  # record 0's tissue unless write_record gives other labels
+        label_arrays(tissue)
         if niche:
             # same layout, chunks, shards and compression as the tissue; written with every
             # record (zeros when write_record is given no niche map)
             nsites = lab_root.create_group(
-                NICHE_LABEL, attributes={"ome": _niche_label_ome(shape, voxel_um, record_hours)}
+                NICHE_LABEL, attributes={"ome": _layout.niche_label_ome(shape, voxel_um, record_hours)}
             )
-            label_array(nsites, attributes=_NICHE_ARRAY_ATTRS)
+            label_arrays(nsites, attributes=_NICHE_ARRAY_ATTRS)
         root.create_group("tables", attributes={"niche3d": tables_attrs(
             {t: {"columns": [], "categories": {}} for t in TABLES})})
         for t in TABLES:
             (p / "tables" / t).mkdir()
         w = cls(p, root)
+        # record 0's tissue (every level) unless write_record gives other labels
+        w._put_levels(w._tissue, 0, labels, _layout.downsample_mode)
+        w._last_labels = labels.copy()
         del w._attrs["creating"]
         w._commit()
         return w
@@ -461,19 +463,19 @@ class RunWriter:
         metric_vals, metric_types = self._metric_columns(metrics)
 
         # data first ...
-        self._put_record(self._image, index, image)
+        self._put_levels(self._image, index, image, _image_down(self._occupancy))
         # Label images are encoded only when they change: an unchanged record's data file
         # is a hard link to the previous record's (every record still has its file, so
         # any OME-Zarr reader sees the tissue at every time point).
         same = np.array_equal(lab, self._last_labels)
         stored = index == 0 and same  # create() stored record 0's tissue
-        if not stored and not (index > 0 and same and self._link_record(self._tissue, index)):
-            self._put_record(self._tissue, index, lab)
+        if not stored and not (index > 0 and same and self._link_records(self._tissue, index)):
+            self._put_levels(self._tissue, index, lab, _layout.downsample_mode)
         if self._niche is not None:
             if not (index > 0 and self._last_sites is not None
                     and np.array_equal(sites, self._last_sites)
-                    and self._link_record(self._niche, index)):
-                self._put_record(self._niche, index, sites)
+                    and self._link_records(self._niche, index)):
+                self._put_levels(self._niche, index, sites, _niche_down)
             self._last_sites = sites
         rec = np.full(n_cells, index, dtype=np.int64)
         cell_vals = {"record": rec.astype(np.float64), "t": np.full(n_cells, t_hours), **cell_vals}
@@ -529,10 +531,8 @@ class RunWriter:
         """Grow the time axis by ``n_more`` records (so a run can be continued)."""
         n_more = _check_int("n_more", n_more, 1)
         n = self.n_records + n_more
-        self._image.resize((n, *self._image.shape[1:]))
-        self._tissue.resize((n, *self._tissue.shape[1:]))
-        if self._niche is not None:
-            self._niche.resize((n, *self._niche.shape[1:]))
+        for arr in [*self._image, *self._tissue, *(self._niche or [])]:
+            arr.resize((n, *arr.shape[1:]))
         self._attrs["n_records"] = n
         self._commit()
 
@@ -582,7 +582,7 @@ class RunWriter:
         for t in TABLES:
             self._tables[t].n_rows = int(pos["rows"][t])
         self._last_t = pos["last_t_hours"]
-        self._last_labels = np.asarray(self._tissue[max(n - 1, 0)])
+        self._last_labels = np.asarray(self._tissue[0][max(n - 1, 0)])
         self._last_sites = None
         # labels/niche needs nothing here: like the fields, each record's niche map is
         # written whole by write_record, so records past the checkpoint are simply
@@ -610,7 +610,7 @@ class RunWriter:
     @property
     def initial_labels(self) -> np.ndarray:
         """The tissue labels of record 0 (stored when the store was created)."""
-        return np.asarray(self._tissue[0])
+        return np.asarray(self._tissue[0][0])
 
     @property
     def has_checkpoint(self) -> bool:
@@ -659,6 +659,21 @@ class RunWriter:
             arr[index] = np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
         else:
             arr[index] = block
+
+    def _put_levels(self, levels: list[zarr.Array], index: int, block: np.ndarray | None,
+                    down: Any) -> None:
+        """Write record ``index`` of an image at every pyramid level: ``block`` at ``s0``,
+        then each coarser level made from the one before by ``down``
+        (:mod:`niche3d.io._layout`); ``None`` (fields not recorded) at every level."""
+        for k, arr in enumerate(levels):
+            if k > 0 and block is not None:
+                block = down(block)
+            self._put_record(arr, index, block)
+
+    def _link_records(self, levels: list[zarr.Array], index: int) -> bool:
+        """:meth:`_link_record` at every level; False (the caller encodes the record) unless
+        every level could link."""
+        return all(self._link_record(arr, index) for arr in levels)
 
     def _link_record(self, arr: zarr.Array, index: int) -> bool:
         """Make record ``index`` of a label array share record ``index - 1``'s data file.
@@ -839,20 +854,25 @@ class RunWriter:
         tab.n_rows += n
 
 
-def _inner_chunk(shape: Sequence[int], itemsize: int) -> tuple[int, int, int]:
-    """Spatial inner chunk (z, y, x) of at most ~IMAGE_CHUNK_BYTES: the whole lattice when
-    it is small, else halved along its longest axis until it fits."""
-    c = [int(n) for n in shape]
-    while int(np.prod(c)) * itemsize > IMAGE_CHUNK_BYTES and max(c) > 1:
-        i = int(np.argmax(c))
-        c[i] = -(-c[i] // 2)
-    return (c[0], c[1], c[2])
+def _levels(group: zarr.Group, prefix: str) -> list[zarr.Array]:
+    """The pyramid levels of the image whose multiscales are at ``group[prefix]``: the
+    arrays its OME ``datasets`` list, in order (``s0`` alone in stores before pyramids)."""
+    node = group[prefix.rstrip("/")] if prefix else group
+    try:
+        paths = [str(d["path"]) for d in node.attrs["ome"]["multiscales"][0]["datasets"]]  # type: ignore[index]
+    except (KeyError, TypeError, IndexError):
+        paths = ["s0"]
+    return [_dense(group[prefix + p]) for p in paths]
 
 
-def _cover(shape: Sequence[int], inner: Sequence[int]) -> tuple[int, int, int]:
-    """The smallest multiple of ``inner`` covering ``shape`` (a shard holds whole chunks)."""
-    z, y, x = (-(-int(n) // int(k)) * int(k) for n, k in zip(shape, inner, strict=True))
-    return (z, y, x)
+def _image_down(occupancy: bool) -> Any:
+    """How the root image's levels are made: field means, or for the occupancy image (1
+    where a cell sits) "a cell somewhere in the block"."""
+    return _niche_down if occupancy else _layout.downsample_mean
+
+
+def _niche_down(block: np.ndarray) -> np.ndarray:
+    return _layout.downsample_mode(block, ignore_zero=True)
 
 
 def _dense(node: Any) -> zarr.Array:
@@ -955,82 +975,6 @@ def _prepare_path(p: Path, *, overwrite: bool) -> None:
     p.mkdir(parents=True, exist_ok=True)
 
 
-def _axes(with_c: bool) -> list[dict[str, str]]:
-    ax = [{"name": "t", "type": "time", "unit": "hour"}]
-    if with_c:
-        ax.append({"name": "c", "type": "channel"})
-    ax += [{"name": n, "type": "space", "unit": "micrometer"} for n in ("z", "y", "x")]
-    return ax
-
-
-def _transforms(voxel: float, record_hours: float, with_c: bool) -> list[dict[str, Any]]:
-    scale = [record_hours] + ([1.0] if with_c else []) + [voxel] * 3
-    shift = [0.0] + ([0.0] if with_c else []) + [voxel / 2] * 3
-    return [{"type": "scale", "scale": scale}, {"type": "translation", "translation": shift}]
-
-
-def _image_ome(
-    channels: list[dict[str, Any]], shape: tuple[int, ...], voxel: float, rh: float, *, occupancy: bool
-) -> dict[str, Any]:
-    return {
-        "version": "0.5",
-        "multiscales": [
-            {
-                "name": "occupancy" if occupancy else "fields",
-                "axes": _axes(True),
-                "datasets": [{"path": "s0", "coordinateTransformations": _transforms(voxel, rh, True)}],
-            }
-        ],
-        "omero": {
-            "channels": [
-                {
-                    "label": ch["name"],
-                    "color": ch["color"],
-                    "active": True,
-                    "coefficient": 1.0,
-                    "family": "linear",
-                    "inverted": False,
-                    "window": {
-                        "start": ch["window"][0],
-                        "end": ch["window"][1],
-                        "min": ch["window"][0],
-                        "max": ch["window"][1],
-                    },
-                }
-                for ch in channels
-            ],
-            "rdefs": {"model": "color", "defaultT": 0, "defaultZ": int(shape[0]) // 2},
-        },
-    }
-
-
-def _label_ome(shape: tuple[int, ...], voxel: float, rh: float) -> dict[str, Any]:
-    codes = sorted(TISSUE_NAMES)
-    return {
-        "version": "0.5",
-        "image-label": {
-            "version": "0.5",
-            "colors": [{"label-value": c, "rgba": _rgba255(TISSUE_COLORS[c])} for c in codes],
-            "properties": [
-                {
-                    "label-value": c,
-                    "name": TISSUE_NAMES[c],
-                    "description": TISSUE_DESCRIPTIONS[TISSUE_NAMES[c]],
-                }
-                for c in codes
-            ],
-            "source": {"image": "../../"},
-        },
-        "multiscales": [
-            {
-                "name": "tissue",
-                "axes": _axes(False),
-                "datasets": [{"path": "s0", "coordinateTransformations": _transforms(voxel, rh, False)}],
-            }
-        ],
-    }
-
-
 #: attributes of the ``labels/niche/s0`` array: what its values mean, and their unit
 _NICHE_ARRAY_ATTRS: dict[str, Any] = {
     "values": {str(k): v for k, v in NICHE_SITE_DESCRIPTIONS.items()},
@@ -1051,29 +995,6 @@ def _listed_labels(root: zarr.Group) -> list[str]:
     except (KeyError, TypeError):
         return []
     return [str(n) for n in names] if isinstance(names, list) else []
-
-
-def _niche_label_ome(shape: tuple[int, ...], voxel: float, rh: float) -> dict[str, Any]:
-    codes = sorted(NICHE_SITE_NAMES)
-    return {
-        "version": "0.5",
-        "image-label": {
-            "version": "0.5",
-            "colors": [{"label-value": c, "rgba": _rgba255(NICHE_SITE_COLORS[c])} for c in codes],
-            "properties": [
-                {"label-value": c, "name": NICHE_SITE_NAMES[c], "description": NICHE_SITE_DESCRIPTIONS[c]}
-                for c in codes
-            ],
-            "source": {"image": "../../"},
-        },
-        "multiscales": [
-            {
-                "name": NICHE_LABEL,
-                "axes": _axes(False),
-                "datasets": [{"path": "s0", "coordinateTransformations": _transforms(voxel, rh, False)}],
-            }
-        ],
-    }
 
 
 # ---------------------------------------------------------------------- checkpoints

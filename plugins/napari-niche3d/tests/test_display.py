@@ -50,12 +50,36 @@ def test_overlays_follow_time_layers_and_depth(run_store: str) -> None:
     assert _current_t(vm) == 24.0  # the widgets still find the time axis by its label
     vm.add_points(np.zeros((1, 4)), name="extra")  # a new layer resets the labels: labelled again
     assert vm.text_overlay.text == "t = day 1, 0 h" and vm.dims.axis_labels[0] == "t: day 1, 0 h"
-    assert vm.dims.margin_left[1] == vm.dims.margin_right[1] == DEFAULT_DEPTH_UM
+    voxel = vm.layers["cells"].scale[-3]
+    assert vm.dims.margin_left[1] == vm.dims.margin_right[1] == DEFAULT_DEPTH_UM + voxel / 2
     d.set_depth(40.0)
-    assert vm.dims.margin_left[1] == 40.0
+    assert vm.dims.margin_left[1] == 40.0 + voxel / 2
+    d.set_depth(0.0)
+    assert vm.dims.margin_left[1] == 0.0
     vm.dims.ndisplay = 3  # no slab in 3D: every cell is drawn
     assert vm.dims.margin_left[1] == 0.0
     with pytest.raises(ValueError, match="depth_um must be a number >= 0"):
         d.set_depth(-1.0)
     fields = [ly for ly in vm.layers if ly.metadata.get("niche3d", {}).get("role") == "field"]
     assert fields and all(ly.colorbar.visible for ly in fields)
+
+
+def test_cells_near_the_plane_are_shown_smaller_with_distance() -> None:
+    """What napari draws in 2D: cells 0, 1 and 2 voxels (0, 8, 16 µm) from the plane, at
+    full, 3/5 and 1/5 of the cell size; one 3 voxels (24 µm) away, or at another time, not."""
+    from napari.components import ViewerModel
+    from napari_niche3d._display import DEFAULT_DEPTH_UM, cell_point_style, decorate
+
+    assert DEFAULT_DEPTH_UM == 16.0
+    vm = ViewerModel()
+    pts = np.array([[0, 5, 2, 2], [0, 6, 4, 4], [0, 3, 6, 6], [0, 8, 8, 8], [1, 5, 9, 9]], float)
+    layer = vm.add_points(pts, scale=(12.0, 8.0, 8.0, 8.0), name="cells",
+                          metadata={"niche3d": {"role": "cells"}}, **cell_point_style(8.0))
+    decorate(vm)
+    vm.dims.set_point(0, 0.0)
+    vm.dims.set_point(1, 5 * 8.0)
+    shown = dict(zip(layer._view_indices.tolist(), (layer._view_size / layer.size[0]).tolist(), strict=True))
+    assert set(shown) == {0, 1, 2}
+    assert shown[0] == pytest.approx(1.0) and shown[1] == pytest.approx(0.6) and shown[2] == pytest.approx(0.2)
+    vm.dims.ndisplay = 3  # in 3D every cell of the record, at full size
+    assert set(layer._view_indices.tolist()) == {0, 1, 2, 3}

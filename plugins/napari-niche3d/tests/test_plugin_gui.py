@@ -144,8 +144,9 @@ def test_scale_bar_time_cells_and_legend_are_drawn(viewer: Any, run_store: str, 
         assert _mask(pix, want, tol=9).sum() >= 100, name
     legend.depth.setValue(0.0)
     assert viewer.dims.margin_left[1] == 0.0
-    legend.depth.setValue(24.0)
-    assert viewer.dims.margin_left[1] == viewer.dims.margin_right[1] == 24.0
+    legend.depth.setValue(24.0)  # and half a voxel, so a cell 24 µm away still shows
+    half = viewer.layers["cells"].scale[-3] / 2
+    assert viewer.dims.margin_left[1] == viewer.dims.margin_right[1] == 24.0 + half
 
 
 def test_viewer_3d_render(viewer: Any, run_store: str) -> None:

@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,6 +28,8 @@ from plugin_testdata import (
     cxcl12_value,
     store_fixture,
 )
+
+from niche3d.io.pyramid import LazyArray
 
 run_store = store_fixture()
 intervention_store = store_fixture(INTERVENTIONS)
@@ -85,16 +86,16 @@ def test_layers_from_real_store(run_store: str) -> None:
         assert kw["metadata"]["niche3d"]["path"] == run_store
 
     data, kw, _ = layers["cxcl12"]
-    assert isinstance(data, da.Array)  # lazy
+    assert isinstance(data, LazyArray) and not kw["multiscale"]  # lazy, one level on a small lattice
     assert data.shape == (N_REC, *SHAPE)
     assert kw["contrast_limits"] == (0.0, 5000.0)
     assert kw["colormap"] == "magma"
     assert kw["metadata"]["niche3d"]["units"] == "nM"
-    assert float(data[2, 5, 7, 9].compute()) == cxcl12_value(2, 5, 7, 9)
+    assert float(data[2, 5, 7, 9]) == cxcl12_value(2, 5, 7, 9)
     assert layers["scf"][1]["contrast_limits"] == (0.0, 2.0)
 
     tdata, tkw, _ = layers["tissue"]
-    assert isinstance(tdata, da.Array) and tdata.dtype == np.uint8
+    assert isinstance(tdata, LazyArray) and tdata.dtype == np.uint8
     from niche3d.tissue.codes import TISSUE_COLORS, TISSUE_NAMES, Tissue
 
     t0 = np.asarray(tdata[0])
@@ -362,3 +363,41 @@ def test_open_sample_through_npe2() -> None:
     assert (t.start, t.stop, t.step) == (0.0, 48.0, 6.0)  # 2 days recorded every 6 h
     assert vm.layers["tissue"].data.shape == (9, 24, 48, 48)
     assert len(vm.layers["cells"].data) > 0
+
+
+def test_a_run_with_a_pyramid_opens_as_multiscale_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store with coarser levels (its threshold lowered here: the test lattice has 3,840
+    voxels) gives multiscale field, tissue and niche layers in the same world frame; the 3D
+    surfaces are meshed from the coarse tissue, placed on the fine blocks it summarises."""
+    from napari.components import ViewerModel
+    from napari_niche3d._display import _first_tissue
+    from napari_niche3d._launch import add_run_layers
+    from plugin_testdata import write_test_store
+
+    import niche3d.io._layout as layout
+
+    monkeypatch.setattr(layout, "PYRAMID_MIN_VOXELS", 1000)
+    store = write_test_store(tmp_path / "p.zarr")
+    layers = _by_name(read_run(str(store)))
+    data, kw, _ = layers["cxcl12"]
+    assert kw["multiscale"] and [d.shape for d in data] == [(N_REC, *SHAPE), (N_REC, 6, 8, 10)]
+    assert float(data[1][2, 0, 0, 0]) == np.mean([cxcl12_value(2, z, y, x) for z in (0, 1) for y in (0, 1) for x in (0, 1)])
+    vm = ViewerModel()
+    add_run_layers(vm, str(store))
+    tissue = vm.layers["tissue"]
+    assert tissue.multiscale and vm.layers["cxcl12"].multiscale
+    # the same world frame as a one-level layer: voxel centres from VOXEL / 2, in µm
+    want = [[VOXEL / 2] * 3, [VOXEL / 2 + (n - 1) * VOXEL for n in SHAPE]]
+    np.testing.assert_allclose(tissue.extent.world[:, 1:], want)
+    assert tuple(tissue.scale[1:]) == (VOXEL,) * 3 and tuple(tissue.translate[1:]) == (VOXEL / 2,) * 3
+    import napari_niche3d._surfaces as surfaces
+
+    monkeypatch.setattr(surfaces, "MAX_SURFACE_VOXELS", 1000)
+    labels, scale, translate = _first_tissue(tissue)
+    assert labels.shape == (6, 8, 10)
+    assert scale == (2 * VOXEL,) * 3 and translate == (VOXEL,) * 3  # centred on 2x2x2 blocks
+    from niche3d.tissue.codes import Tissue
+
+    z, y, x = np.argwhere(labels == Tissue.SINUSOID).mean(axis=0)
+    world_y = translate[1] + y * scale[1]
+    assert abs(world_y - (8 + 0.5) * VOXEL) < VOXEL  # the vessel's axis is at y = 8 voxels

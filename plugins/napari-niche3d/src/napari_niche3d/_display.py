@@ -8,6 +8,7 @@ reader makes, so a plain File > Open gets cells at cell size too.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
 from typing import Any
@@ -27,7 +28,7 @@ __all__ = [
 #: default 8 µm (docs/tissue.md), so a cell fills its voxel
 CELL_DIAMETER_UM = 8.0
 #: in 2D, cells whose centre lies within this distance (µm) of the plane are shown,
-#: drawn smaller the farther they are (a sphere of the cell's size sliced by the plane)
+#: drawn smaller the farther they are (linearly; see Decor.slab_margin_um)
 DEFAULT_DEPTH_UM = 16.0
 
 
@@ -48,9 +49,11 @@ def cell_point_style(voxel_um: float) -> dict[str, Any]:
         "border_width": 0.2,
         "border_width_is_relative": True,
         "border_color": "white",
-        # a cell seen from a plane it does not cross is drawn as the slice of its sphere
-        # the slab margins allow (Decor sets them): nearer cells look larger
-        "projection_mode": "rescale_spherical",
+        # cells within the slab around the plane (the dims margins Decor sets) are drawn,
+        # shrinking linearly with their distance from the plane: nearer cells look larger.
+        # (Not "rescale_spherical": it drops every cell whose own radius does not reach the
+        # plane, i.e. every cell off the plane, whatever the slab.)
+        "projection_mode": "rescale_linear",
     }
 
 
@@ -105,6 +108,17 @@ class Decor:
         self.depth_um = float(depth_um)
         self.update()
 
+    def slab_margin_um(self) -> float:
+        """The dims margin (µm) either side of the plane in 2D: the depth plus half a voxel
+        of the cells layer, so that a cell exactly ``depth_um`` away (its size shrinks
+        linearly to nothing at the margin) is still drawn, a fifth of its size at the
+        default 16 µm and 8 µm voxels, and one a voxel farther is not."""
+        if self.depth_um == 0:
+            return 0.0
+        v = self.viewer
+        voxels = [float(ly.scale[-3]) for ly in (v.layers if v is not None else []) if _role(ly) == "cells"]
+        return self.depth_um + (min(voxels) / 2 if voxels else 0.0)
+
     def _on_layer(self, event_or_layer: Any) -> None:
         layer = getattr(event_or_layer, "value", event_or_layer)
         meta = getattr(layer, "metadata", {}) or {}
@@ -158,8 +172,7 @@ class Decor:
             if meta.get("role") != "tissue" or path in self._meshed:
                 continue
             self._meshed.add(path)
-            labels = np.asarray(layer.data[0])  # the first record's tissue (lazy: one record read)
-            scale, translate = tuple(layer.scale[1:]), tuple(layer.translate[1:])
+            labels, scale, translate = _first_tissue(layer)
             at = v.layers.index(layer) + 1
             for name, (verts, faces, values) in tissue_surfaces(labels).items():
                 rgb = TISSUE_COLORS[tissue_code(SURFACE_TISSUES[name][0])][:3]
@@ -189,14 +202,37 @@ class Decor:
         if v.dims.ndim >= 4:
             # a slab around the plane along z (world µm) in 2D; none in 3D, where every
             # cell is drawn anyway
-            depth = self.depth_um if v.dims.ndisplay == 2 else 0.0
+            depth = self.slab_margin_um() if v.dims.ndisplay == 2 else 0.0
             left = list(v.dims.margin_left)
             right = list(v.dims.margin_right)
             z = v.dims.ndim - 3
             if left[z] != depth or right[z] != depth:
+                both = right[z] != depth
                 left[z] = right[z] = depth
-                v.dims.margin_left = tuple(left)
+                # the viewer slices on each margin's change, and one margin set without
+                # the other divides by a zero slab half (rescale_linear): slice once, when
+                # both are set
+                with v.dims.events.margin_left.blocker() if both else contextlib.nullcontext():
+                    v.dims.margin_left = tuple(left)
                 v.dims.margin_right = tuple(right)
+
+
+def _first_tissue(layer: Any) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
+    """The first record's tissue of a tissue layer (one record read) with the scale and
+    translation that place it: of a multiscale layer, the finest level small enough to mesh
+    whole (MAX_SURFACE_VOXELS), its voxels centred on the fine blocks they summarise."""
+    from napari_niche3d._surfaces import MAX_SURFACE_VOXELS
+
+    scale = np.asarray(layer.scale[1:], dtype=float)
+    translate = np.asarray(layer.translate[1:], dtype=float)
+    if not getattr(layer, "multiscale", False):
+        return np.asarray(layer.data[0]), tuple(scale), tuple(translate)
+    shapes = [np.asarray(s[1:], dtype=float) for s in layer.level_shapes]
+    k = next((i for i, s in enumerate(shapes) if s.prod() <= MAX_SURFACE_VOXELS), len(shapes) - 1)
+    # levels halve their axes (rounding up): the factor is the power of two nearest the ratio
+    factor = 2.0 ** np.round(np.log2(shapes[0] / shapes[k]))
+    labels = np.asarray(layer.data[k][0])
+    return labels, tuple(scale * factor), tuple(translate + (factor - 1) / 2 * scale)
 
 
 #: opacity of the 3D surfaces: the cells inside must show through

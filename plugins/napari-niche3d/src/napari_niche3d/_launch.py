@@ -4,13 +4,23 @@ a run streams records into an open viewer.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from napari_niche3d._reader import is_run_store, read_run
 
-__all__ = ["PLUGIN_NAME", "add_run_layers", "dock_widgets", "find_run_layers", "run_paths", "view"]
+__all__ = [
+    "PLUGIN_NAME",
+    "add_run_layers",
+    "dock_widgets",
+    "find_run_layers",
+    "label_colors_without_numba",
+    "run_paths",
+    "view",
+]
 
 #: npe2 plugin name (the distribution name).
 PLUGIN_NAME = "napari-niche3d"
@@ -82,12 +92,33 @@ def add_run_layers(viewer: Any, path: str | os.PathLike[str]) -> list[Any]:
     out: list[Any] = []
     for data, kwargs, kind in read_run(str(path)):
         ly = existing.get(_key(kwargs["metadata"]))
-        if ly is None:
-            ly = viewer.add_layer(Layer.create(data, kwargs, kind))
-        else:
-            _update_layer(ly, data, kwargs, kind)
+        with label_colors_without_numba():
+            if ly is None:
+                ly = viewer.add_layer(Layer.create(data, kwargs, kind))
+            else:
+                _update_layer(ly, data, kwargs, kind)
         out.append(ly)
     return out
+
+
+@contextlib.contextmanager
+def label_colors_without_numba() -> Iterator[None]:
+    """napari's numpy colour mapping for label layers made inside the block.
+
+    A uint8 label layer's colours come from a 256-entry table napari builds once per
+    colormap; with numba installed it builds it through a numba typed dict, whose first use
+    in a process compiles for 1.2 s (measured: a third of a run's first frame). The numpy
+    path builds the same table at once. Rendering is unchanged: uint8 label textures are
+    mapped on the GPU. napari's own setting is restored on leaving.
+    """
+    from napari.utils.colormap_backend import ColormapBackend, get_backend, set_backend
+
+    before = get_backend()
+    set_backend(ColormapBackend.pure_python)
+    try:
+        yield
+    finally:
+        set_backend(before)
 
 
 def _update_layer(layer: Any, data: Any, kwargs: dict[str, Any], kind: str) -> None:
@@ -128,7 +159,8 @@ def view(path: str) -> None:
 
     viewer = napari.Viewer(title=f"niche3d — {Path(path).name}")
     if str(path).rstrip("/").endswith(".zarr"):
-        viewer.open(str(Path(path).resolve()), plugin=PLUGIN_NAME)
+        with label_colors_without_numba():
+            viewer.open(str(Path(path).resolve()), plugin=PLUGIN_NAME)
     else:  # npe2 matches readers by file name; any store name works through the reader function
         add_run_layers(viewer, path)
     dock_widgets(viewer, path)

@@ -279,9 +279,50 @@ def world_frame(run: RunLike) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if times.size == 0:
         raise ValueError("the run has no records yet (n_records = 0); nothing to show")
     t0 = float(times[0])
-    coords = run.tissue.coords
-    origin = tuple(float(coords[d].values[0]) if d in coords else 0.5 * v for d in ("z", "y", "x"))
+    if callable(getattr(run, "pyramid", None)):  # a stored run: no xarray needed
+        origin = tuple(float(o) for o in run.pyramid("tissue")[0].origin_um)
+    else:
+        coords = run.tissue.coords
+        origin = tuple(float(coords[d].values[0]) if d in coords else 0.5 * v for d in ("z", "y", "x"))
     return (rh, v, v, v), (t0, *origin)
+
+
+def _fields(run: RunLike) -> list[tuple[str, Any, str, Any]]:
+    """(name, display window, unit, xarray variable or None) of each stored field; a stored
+    run's from its attributes (its dask-backed ``fields`` are not built)."""
+    if callable(getattr(run, "pyramid", None)) and isinstance(getattr(run, "attrs", None), dict):
+        return [(str(f["name"]), tuple(f["window"]), str(f.get("unit", "")), None)
+                for f in run.attrs["fields"]]  # type: ignore[attr-defined]
+    out = []
+    for name in run.fields.data_vars:
+        var = run.fields[name]
+        out.append((str(name), var.attrs.get("window", (0.0, 1.0)), str(var.attrs.get("units", "")), var))
+    return out
+
+
+def _niche(run: RunLike) -> tuple[dict[int, str], Any, Any] | None:
+    """(site names, colours, xarray or None) of the run's niche-site map; None without one."""
+    if callable(getattr(run, "pyramid", None)) and isinstance(getattr(run, "has_niche", None), bool):
+        if not run.has_niche:  # type: ignore[attr-defined]
+            return None
+        from niche3d.io._format import NICHE_SITE_COLORS, NICHE_SITE_NAMES
+
+        return dict(NICHE_SITE_NAMES), dict(NICHE_SITE_COLORS), None
+    niche = getattr(run, "niche", None)
+    if niche is None:
+        return None
+    return dict(niche.attrs.get("names", {})), niche.attrs.get("colors"), niche
+
+
+def _image_data(run: RunLike, name: str, fallback: Callable[[], Any]) -> tuple[Any, bool]:
+    """Layer data of one of the run's images and whether it is multiscale: every stored
+    level of a run with a pyramid (napari then reads the level the view needs), read
+    without dask (``Run.pyramid``); for other runs the data of ``fallback()`` (an xarray)."""
+    pyramid = getattr(run, "pyramid", None)
+    if not callable(pyramid):
+        return fallback().data, False
+    levels = [lv.array for lv in pyramid(name)]
+    return (levels, True) if len(levels) > 1 else (levels[0], False)
 
 
 def _record_index(t_hours: np.ndarray, times_h: np.ndarray) -> np.ndarray:
@@ -423,18 +464,18 @@ def layers_from_run(run: RunLike, *, path: str | None = None) -> list[LayerDataT
 
     layers: list[LayerDataTuple] = []
     extra_cm = iter(_EXTRA_COLORMAPS * 4)
-    for name in run.fields.data_vars:
-        var = run.fields[name]
-        lo, hi = (float(x) for x in var.attrs.get("window", (0.0, 1.0)))
+    for name, window, units, var in _fields(run):
+        lo, hi = (float(x) for x in window)
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
             raise ValueError(f"field {name!r} has window {(lo, hi)}; a window needs finite lo < hi")
-        units = str(var.attrs.get("units", ""))
         cmap = FIELD_COLORMAPS.get(str(name).lower()) or next(extra_cm)
+        data, multiscale = _image_data(run, str(name), lambda var=var: var)
         layers.append(
             (
-                var.data,
+                data,
                 {
                     "name": str(name),
+                    "multiscale": multiscale,
                     "colormap": cmap,
                     "contrast_limits": (lo, hi),
                     "blending": "additive",
@@ -446,11 +487,13 @@ def layers_from_run(run: RunLike, *, path: str | None = None) -> list[LayerDataT
             )
         )
     codes = sorted(TISSUE_NAMES)
+    data, multiscale = _image_data(run, "tissue", lambda: run.tissue)
     layers.append(
         (
-            run.tissue.data,
+            data,
             {
                 "name": "tissue",
+                "multiscale": multiscale,
                 "colormap": tissue_colormap(),
                 "features": pd.DataFrame(
                     {"index": codes, "tissue": [TISSUE_NAMES[c] for c in codes]}
@@ -463,16 +506,18 @@ def layers_from_run(run: RunLike, *, path: str | None = None) -> list[LayerDataT
             "labels",
         )
     )
-    niche = getattr(run, "niche", None)
+    niche = _niche(run)
     if niche is not None:
-        names = dict(niche.attrs.get("names", {}))
+        names, colors, var = niche
         site_codes = sorted(int(c) for c in names) or [0, 1, 2, 3]
+        data, multiscale = _image_data(run, "niche", lambda: var)
         layers.append(
             (
-                niche.data,
+                data,
                 {
                     "name": "niche sites",
-                    "colormap": niche_colormap(niche.attrs.get("colors")),
+                    "multiscale": multiscale,
+                    "colormap": niche_colormap(colors),
                     "features": pd.DataFrame(
                         {"index": site_codes, "niche site": [str(names.get(c, c)) for c in site_codes]}
                     ),

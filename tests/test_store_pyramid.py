@@ -1,0 +1,231 @@
+"""Resolution pyramids of big lattices (niche3d.io._layout, writer, Run.pyramid, LazyArray).
+
+The pyramid threshold (2**22 voxels) is lowered for most tests so that a small lattice
+with odd lengths gets three levels; one test writes a lattice above the real threshold.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import niche3d.io._layout as L
+from niche3d.io import RunWriter, StoreError, check_store, open_run
+from niche3d.io.pyramid import LazyArray
+from niche3d.scenario import Scenario
+
+SHAPE = (9, 33, 40)  # 11,880 voxels: 3 levels with the threshold at 512
+VOXEL = 8.0
+FIELDS = [("cxcl12", "nM", (0.0, 40.0)), ("scf", "nM", (0.0, 5.0))]
+
+
+# ---------------------------------------------------------------------- the rules
+def test_only_big_lattices_get_levels_and_each_halves_every_axis() -> None:
+    assert L.level_factors((48, 64, 64)) == [(1, 1, 1)]  # the default lattice: one level
+    assert L.level_shapes((144, 144, 1248)) == [(144, 144, 1248), (72, 72, 624)]  # the femur
+    # an axis of one voxel stays; levels stop once a level is small enough
+    assert L.level_factors((1, 4096, 2048)) == [(1, 1, 1), (1, 2, 2)]
+    assert L.level_shapes((1, 4096, 2048))[1] == (1, 2048, 1024)
+    assert L.halve((9, 33, 1)) == (5, 17, 1)
+    with pytest.raises(ValueError, match="three positive lengths"):
+        L.level_factors((0, 4, 4))
+
+
+def test_big_lattices_are_cut_into_thin_slabs_and_small_ones_stay_whole() -> None:
+    assert L.inner_chunk((48, 64, 64), 4) == (48, 64, 64)
+    z, y, x = L.inner_chunk((144, 144, 1248), 4)
+    assert z <= L.SLAB_DEPTH and z * y * x * 4 <= L.IMAGE_CHUNK_BYTES
+    assert (z, y, x) == (8, 144, 624)  # a y-x plane decodes 2 chunks of 2.9 MB, not 104 MB
+
+
+def test_mean_of_each_block_in_float32_with_edges_and_nan() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 6, 4, 8), dtype=np.float32)
+    want = a.reshape(2, 3, 2, 2, 2, 4, 2).mean(axis=(2, 4, 6))
+    got = L.downsample_mean(a)
+    assert got.dtype == np.float32 and got.shape == (2, 3, 2, 4)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # an odd length: the last coarse voxel summarises the one fine voxel at the edge
+    b = np.arange(3 * 1 * 5, dtype=np.float32).reshape(3, 1, 5)
+    got = L.downsample_mean(b)
+    assert got.shape == (2, 1, 3)  # y has one voxel: it stays
+    assert got[1, 0, 2] == b[2, 0, 4]
+    assert got[0, 0, 0] == np.float32(b[:2, 0, :2].mean())
+    # a record whose fields were not stored stays NaN
+    assert np.isnan(L.downsample_mean(np.full((4, 4, 4), np.nan, np.float32))).all()
+
+
+def test_mode_of_each_block_with_ties_to_the_higher_code() -> None:
+    marrow, sinusoid, bone = 1, 5, 2
+    a = np.full((2, 2, 4), marrow, np.uint8)
+    a[0, 0, :3] = sinusoid  # block 0: 3 sinusoid, 5 marrow -> marrow
+    a[:, :, 2:] = marrow
+    a[0, :, 2:] = bone  # block 1: 4 bone, 4 marrow -> a tie: bone (the higher code)
+    got = L.downsample_mode(a)
+    assert got.shape == (1, 1, 2)
+    assert got.tolist() == [[[marrow, bone]]]
+    # sparse labels: one site among zeros survives with ignore_zero, not without
+    s = np.zeros((2, 2, 2), np.uint8)
+    s[1, 1, 1] = 2
+    assert L.downsample_mode(s, ignore_zero=True).item() == 2
+    assert L.downsample_mode(s).item() == 0
+    assert L.downsample_mode(np.zeros((2, 2, 2), np.uint8), ignore_zero=True).item() == 0
+    with pytest.raises(ValueError, match="uint8"):
+        L.downsample_mode(np.zeros((2, 2, 2), np.int32))
+
+
+# ---------------------------------------------------------------------- written by a run
+def _labels(i: int) -> np.ndarray:
+    lab = np.ones(SHAPE, np.uint8)
+    lab[:, :4] = 2  # bone
+    lab[:, 10:13, 5 + i:9 + i] = 5  # a vessel that moves at record 2
+    return lab
+
+
+def _write(path: Path, n: int = 4, *, grow: bool = False) -> dict:
+    sc = Scenario.default().with_overrides({"domain.shape": list(SHAPE)})
+    w = RunWriter.create(path, scenario=sc, labels=_labels(0), voxel_um=VOXEL, record_hours=2.0,
+                         n_records=2 if grow else n, fields=FIELDS, seed=1, code_version="test",
+                         dt_hours=1.0, niche=True)
+    written: dict = {"fields": [], "labels": [], "niche": []}
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        if grow and i >= w.n_records:
+            w.extend(n - w.n_records)
+        f = {k: rng.random(SHAPE, dtype=np.float32) * 10 for k, *_ in FIELDS}
+        stored = None if i == 1 else f  # record 1: fields not recorded
+        lab = _labels(0 if i < 2 else 1)
+        sites = np.zeros(SHAPE, np.uint8)
+        sites[4, 12, 3 + i] = 2
+        w.write_record(i, 2.0 * i, fields=stored, labels=lab, niche=sites,
+                       cells={"track_id": np.arange(2), "z": np.array([0, 4]), "y": np.array([1, 12]),
+                              "x": np.array([2, 3])}, metrics={"n": 2.0})
+        written["fields"].append(stored)
+        written["labels"].append(lab)
+        written["niche"].append(sites)
+    return written
+
+
+@pytest.fixture
+def low_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(L, "PYRAMID_MIN_VOXELS", 512)
+
+
+def test_every_level_is_written_with_every_record(tmp_path: Path, low_threshold: None) -> None:
+    written = _write(tmp_path / "p.zarr")
+    g = zarr.open_group(tmp_path / "p.zarr", mode="r")
+    shapes = L.level_shapes(SHAPE)
+    assert shapes == [(9, 33, 40), (5, 17, 20), (3, 9, 10)]
+    for k, s in enumerate(shapes):
+        assert g[f"s{k}"].shape == (4, 2, *s)
+        assert g[f"labels/tissue/s{k}"].shape == (4, *s)
+        assert g[f"labels/niche/s{k}"].shape == (4, *s)
+    for i in range(4):
+        fields = written["fields"][i]
+        block = None if fields is None else np.stack([fields[k] for k, *_ in FIELDS])
+        lab, sites = written["labels"][i], written["niche"][i]
+        for k in range(1, 3):
+            if block is not None:
+                block = L.downsample_mean(block)
+                np.testing.assert_array_equal(g[f"s{k}"][i], block)
+            else:  # not recorded: NaN at every level
+                assert np.isnan(g[f"s{k}"][i]).all()
+            lab = L.downsample_mode(lab)
+            sites = L.downsample_mode(sites, ignore_zero=True)
+            np.testing.assert_array_equal(g[f"labels/tissue/s{k}"][i], lab)
+            np.testing.assert_array_equal(g[f"labels/niche/s{k}"][i], sites)
+            assert (sites > 0).sum() == 1  # the one site survives at every level
+    # the unchanged tissue of record 1 shares record 0's file at every level
+    for k in range(3):
+        f0 = tmp_path / f"p.zarr/labels/tissue/s{k}/c/0/0/0/0"
+        assert f0.stat().st_nlink == 2
+
+
+def test_levels_are_valid_ome_zarr_multiscales(tmp_path: Path, low_threshold: None) -> None:
+    from ome_zarr_models.v05 import Image, ImageLabel
+
+    _write(tmp_path / "p.zarr")
+    g = zarr.open_group(tmp_path / "p.zarr", mode="r")
+    ms = Image.from_zarr(g).attributes.ome.multiscales[0]
+    assert [d.path for d in ms.datasets] == ["s0", "s1", "s2"]
+    assert ms.type == "mean"
+    for k, d in enumerate(ms.datasets):
+        size = VOXEL * 2**k
+        assert list(d.coordinateTransformations[0].scale) == [2.0, 1.0, size, size, size]
+        # a coarse voxel is centred on the block it summarises
+        assert list(d.coordinateTransformations[1].translation) == [0, 0, size / 2, size / 2, size / 2]
+    for name in ("tissue", "niche"):
+        lms = ImageLabel.from_zarr(g[f"labels/{name}"]).attributes.ome.multiscales[0]
+        assert [d.path for d in lms.datasets] == ["s0", "s1", "s2"] and lms.type == "mode"
+
+
+def test_run_pyramid_reads_each_level_lazily(tmp_path: Path, low_threshold: None) -> None:
+    written = _write(tmp_path / "p.zarr")
+    run = open_run(tmp_path / "p.zarr")
+    assert run.levels == 3
+    lv = run.pyramid("scf")
+    assert [x.factor for x in lv] == [(1, 1, 1), (2, 2, 2), (4, 4, 4)]
+    assert lv[2].voxel_um == (32.0, 32.0, 32.0) and lv[2].origin_um == (16.0, 16.0, 16.0)
+    a = lv[0].array
+    assert isinstance(a, LazyArray) and a.shape == (4, *SHAPE) and a.dtype == np.float32
+    np.testing.assert_array_equal(a[3], written["fields"][3]["scf"])
+    np.testing.assert_array_equal(a[-1, 4], written["fields"][3]["scf"][4])
+    np.testing.assert_array_equal(a[::2, 2:5, ..., 7], np.stack([written["fields"][i]["scf"][2:5, :, 7] for i in (0, 2)]))
+    np.testing.assert_array_equal(np.asarray(a), run.fields["scf"].values, strict=False)
+    assert lv[1].array[0].shape == (5, 17, 20)
+    np.testing.assert_array_equal(run.pyramid("tissue")[0].array[2], written["labels"][2])
+    np.testing.assert_array_equal(run.pyramid("niche")[1].array[1],
+                                  L.downsample_mode(written["niche"][1], ignore_zero=True))
+    for bad in (np.array([0, 1]), [0], True, 1.5):
+        with pytest.raises(IndexError, match="basic indexing"):
+            a[bad]
+    with pytest.raises(IndexError, match=r"index 4 is out of range for an axis of length 4 \(committed records\)"):
+        a[4]
+    # views are lazy, compose, and read only when asked
+    v = a[1:, :, 3:9]
+    assert isinstance(v, LazyArray) and v.shape == (3, 9, 6, 40)
+    np.testing.assert_array_equal(v[-1, ::-2, 1], written["fields"][3]["scf"][::-2, 4])
+    assert np.isnan(v[0, 0, 0, 0])  # record 1: fields not recorded
+    assert v[1, 2, 0, 5] == written["fields"][2]["scf"][2, 3, 5]
+    assert np.asarray(a[2:2]).shape == (0, *SHAPE)
+    with pytest.raises(IndexError, match="too many indices"):
+        a[0, 0, 0, 0, 0]
+    with pytest.raises(KeyError, match=r"its images are \['cxcl12', 'scf', 'tissue', 'niche'\]"):
+        run.pyramid("sno")
+
+
+def test_a_small_lattice_and_an_old_store_have_one_level(tmp_path: Path) -> None:
+    _write(tmp_path / "small.zarr", 2)  # the real threshold: 11,880 voxels need no pyramid
+    run = open_run(tmp_path / "small.zarr")
+    assert run.levels == 1 and [x.factor for x in run.pyramid("tissue")] == [(1, 1, 1)]
+    assert not (tmp_path / "small.zarr" / "s1").exists()
+    ref = Path(__file__).parent / "data" / "reference_stores" / "v3.zarr"
+    assert open_run(ref).levels == 1
+
+
+def test_levels_grow_with_the_run_and_their_files_are_checked(tmp_path: Path, low_threshold: None) -> None:
+    _write(tmp_path / "g.zarr", 4, grow=True)
+    assert check_store(tmp_path / "g.zarr")["n_records_written"] == 4
+    run = open_run(tmp_path / "g.zarr")
+    assert run.pyramid("cxcl12")[2].array.shape == (4, 3, 9, 10)
+    (tmp_path / "g.zarr" / "labels" / "niche" / "s2" / "c" / "3" / "0" / "0" / "0").unlink()
+    with pytest.raises(StoreError, match=r"labels/niche/s2/c/3/0/0/0 of committed records is missing"):
+        check_store(tmp_path / "g.zarr")
+
+
+def test_a_lattice_above_the_real_threshold_gets_its_pyramid(tmp_path: Path) -> None:
+    shape = (17, 256, 1000)  # 4.35 M voxels > 2**22
+    sc = Scenario.default().with_overrides({"domain.shape": list(shape)})
+    w = RunWriter.create(tmp_path / "big.zarr", scenario=sc, labels=np.ones(shape, np.uint8),
+                         voxel_um=VOXEL, record_hours=1.0, n_records=1, fields=FIELDS[:1], seed=1,
+                         code_version="test", dt_hours=1.0)
+    f = np.broadcast_to(np.arange(shape[2], dtype=np.float32), shape)
+    w.write_record(0, 0.0, fields={"cxcl12": f}, labels=None, cells={}, metrics={})
+    run = open_run(tmp_path / "big.zarr")
+    assert run.levels == 2
+    coarse = run.pyramid("cxcl12")[1].array
+    assert coarse.shape == (1, 9, 128, 500)
+    np.testing.assert_array_equal(coarse[0, 0, 0], np.arange(500) * 2 + 0.5)  # means of x pairs
