@@ -229,3 +229,50 @@ def test_a_lattice_above_the_real_threshold_gets_its_pyramid(tmp_path: Path) -> 
     coarse = run.pyramid("cxcl12")[1].array
     assert coarse.shape == (1, 9, 128, 500)
     np.testing.assert_array_equal(coarse[0, 0, 0], np.arange(500) * 2 + 0.5)  # means of x pairs
+
+
+@pytest.mark.parametrize("density", [0.01, 0.5])
+def test_mode_matches_counting_each_block_by_hand(density: float) -> None:
+    """Both paths of downsample_mode (every block; the non-zero voxels of sparse labels)
+    against a count of each 2x2x2 block, on odd lengths and random codes."""
+    from collections import Counter
+
+    rng = np.random.default_rng(7)
+    a = np.where(rng.random((5, 7, 3)) < density, rng.integers(1, 5, (5, 7, 3)), 0).astype(np.uint8)
+    for ignore_zero in (False, True):
+        got = L.downsample_mode(a, ignore_zero=ignore_zero)
+        assert got.shape == (3, 4, 2)
+        for c in np.ndindex(got.shape):
+            block = a[2 * c[0]: 2 * c[0] + 2, 2 * c[1]: 2 * c[1] + 2, 2 * c[2]: 2 * c[2] + 2].ravel()
+            n = Counter(int(v) for v in block if v or not ignore_zero)
+            want = max(n, key=lambda k: (n[k], k)) if n else 0
+            assert got[c] == want, (c, block, ignore_zero)
+
+
+def test_big_files_are_read_by_range_from_the_version_first_opened(
+        tmp_path: Path, low_threshold: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data file above WHOLE_BYTES (here: every one) is read by byte range from one open
+    file, so a plane of a femur record reads its chunks, not 150 MB; a writer renaming a
+    new file into place meanwhile does not mix versions; at most MAX_OPEN files stay open."""
+    import os
+
+    from niche3d.io.reader import _SnapshotStore
+
+    monkeypatch.setattr(_SnapshotStore, "WHOLE_BYTES", 0)
+    monkeypatch.setattr(_SnapshotStore, "MAX_OPEN", 2)
+    written = _write(tmp_path / "r.zarr")
+    run = open_run(tmp_path / "r.zarr")
+    store = run._group.store
+    a = run.pyramid("cxcl12")[0].array
+    for i in (0, 2, 3):
+        np.testing.assert_array_equal(a[i], written["fields"][i]["cxcl12"])
+        assert len(store._open) <= 2 and not store._cache
+    np.testing.assert_array_equal(a[3, 0], written["fields"][3]["cxcl12"][0])
+    shard = tmp_path / "r.zarr" / "s0" / "c" / "3" / "0" / "0" / "0" / "0"
+    other = tmp_path / "r.zarr" / "s0" / "c" / "2" / "0" / "0" / "0" / "0"
+    tmp = shard.with_suffix(".new")
+    tmp.write_bytes(other.read_bytes())
+    os.replace(tmp, shard)  # as a writer would: a new file renamed into place
+    np.testing.assert_array_equal(a[3, 5], written["fields"][3]["cxcl12"][5])  # the version opened
+    np.testing.assert_array_equal(open_run(tmp_path / "r.zarr").pyramid("cxcl12")[0].array[3],
+                                  written["fields"][2]["cxcl12"])  # a new reader: the new file

@@ -123,50 +123,25 @@ def level_shapes(shape: Sequence[int]) -> list[tuple[int, int, int]]:
     return out
 
 
-def _halved(a: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """The even and odd planes of ``a`` along ``axis`` (an odd length's last plane paired
-    with itself): a coarse voxel at the edge summarises the one fine voxel there."""
-    n = a.shape[axis]
-    lo = [slice(None)] * a.ndim
-    hi = [slice(None)] * a.ndim
-    lo[axis] = slice(0, n, 2)
-    hi[axis] = slice(1, n, 2)
-    even, odd = a[tuple(lo)], a[tuple(hi)]
-    if odd.shape[axis] < even.shape[axis]:
-        last = [slice(None)] * a.ndim
-        last[axis] = slice(n - 1, n)
-        odd = np.concatenate([odd, a[tuple(last)]], axis=axis)
-    return even, odd
-
-
-def _spatial_axes(block: np.ndarray) -> list[int]:
-    if block.ndim < 3:
-        raise ValueError(f"block must have at least 3 dimensions (..., z, y, x), got shape {block.shape}")
-    return [block.ndim - 3 + i for i in range(3) if block.shape[block.ndim - 3 + i] > 1]
-
-
 def downsample_mean(block: np.ndarray) -> np.ndarray:
     """The next pyramid level of a float block (..., z, y, x): the mean of each 2x2x2 block
     of voxels (axes of length 1 stay), in float32.
 
-    Sums are taken in a fixed order (pairs along z, then y, then x), so the result does
-    not depend on threads or memory layout; NaN (a record whose fields were not stored)
-    stays NaN.
+    An odd length's last voxel is paired with itself, so the last coarse voxel summarises
+    the one fine voxel at the edge. Sums are taken in a fixed order (pairs along z, then
+    y, then x), so the result does not depend on the machine; NaN (a record whose fields
+    were not stored) stays NaN. A numba kernel (:mod:`niche3d.io._downsample`).
     """
-    a = np.asarray(block, dtype=np.float32)
-    axes = _spatial_axes(a)
-    for ax in axes:
-        even, odd = _halved(a, ax)
-        a = even + odd
-    if axes:
-        a *= np.float32(1.0 / 2 ** len(axes))
-    return np.ascontiguousarray(a, dtype=np.float32)
+    from niche3d.io._downsample import mean_2x
+
+    return mean_2x(np.asarray(block))
 
 
 def downsample_mode(block: np.ndarray, *, ignore_zero: bool = False) -> np.ndarray:
     """The next pyramid level of a label block (..., z, y, x) of uint8 codes: the most
-    frequent code of each 2x2x2 block (axes of length 1 stay); a tie goes to the higher
-    code (tissue structures win a tie against marrow, code 1).
+    frequent code of each 2x2x2 block (axes of length 1 stay; an odd length's last voxel
+    counts twice, with itself); a tie goes to the higher code (tissue structures win a tie
+    against marrow, code 1).
 
     Parameters
     ----------
@@ -177,29 +152,12 @@ def downsample_mode(block: np.ndarray, *, ignore_zero: bool = False) -> np.ndarr
         sparse labels (the niche-site map: one site per voxel at vessel and bone walls)
         stay visible at coarse levels instead of vanishing under the zeros around them.
     """
+    from niche3d.io._downsample import mode_2x
+
     a = np.asarray(block)
     if a.dtype != np.uint8:
         raise ValueError(f"label block must be uint8, got {a.dtype}")
-    axes = _spatial_axes(a)
-    if not axes:
-        return a.copy()
-    # the 2**len(axes) fine voxels of every coarse voxel, stacked on a new first axis
-    parts = [a]
-    for ax in axes:
-        parts = [p for q in parts for p in _halved(q, ax)]
-    stack = np.stack(parts)
-    best = np.zeros(stack.shape[1:], dtype=np.uint8)
-    best_n = np.zeros(stack.shape[1:], dtype=np.uint8)
-    for code in np.flatnonzero(np.bincount(a.ravel(), minlength=256)):
-        if ignore_zero and code == 0:
-            continue
-        n = np.count_nonzero(stack == code, axis=0).astype(np.uint8)
-        take = n >= best_n  # codes ascend: a tie goes to the higher code
-        if ignore_zero or code > 0:
-            take &= n > 0
-        best[take] = np.uint8(code)
-        best_n[take] = n[take]
-    return best
+    return mode_2x(a, ignore_zero)
 
 
 # ---------------------------------------------------------------------- OME metadata

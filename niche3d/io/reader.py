@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -309,21 +311,36 @@ def _check_shards(root: Path, key: str, meta: dict[str, Any], n_lead: int) -> No
 
 
 class _SnapshotStore(LocalStore):
-    """Read-only LocalStore that reads each data file (shard) whole, once, and serves byte
-    ranges from that copy.
+    """Read-only LocalStore that serves every data file (shard) from one snapshot of it.
 
     zarr reads a shard's index and its chunks with separate opens; a writer replacing
     the shard in between (a run being viewed while it is written) would pair an old
-    index with new bytes. Reading the file once makes every shard a consistent snapshot;
-    the small LRU cache also makes scrubbing through neighbouring time points cheap.
+    index with new bytes. Here a file up to WHOLE_BYTES is read whole, once, and its byte
+    ranges are served from that copy (a small LRU cache also makes scrubbing through
+    neighbouring time points cheap); a bigger file (a femur record: 150 MB of which a
+    plane needs 3 MB) is opened once and its ranges read from that open file, which keeps
+    the version it opened when a writer renames a new one into place.
     """
+
+    #: files up to this size are read whole; bigger ones are read by range from an open file
+    WHOLE_BYTES = 16 * 2**20
+    #: open files kept (the least recently used is closed beyond)
+    MAX_OPEN = 64
 
     def __init__(self, root: Path | str, *, max_bytes: int = 512 * 2**20) -> None:
         super().__init__(root, read_only=True)
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached_bytes = 0
         self._max_bytes = max_bytes
+        self._open: OrderedDict[str, tuple[int, int]] = OrderedDict()  # key -> (fd, size)
         self._lock = threading.Lock()
+
+    def __del__(self) -> None:
+        for fd, _ in getattr(self, "_open", {}).values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def with_read_only(self, read_only: bool = False) -> LocalStore:
         """A plain LocalStore when write access is asked for; this store otherwise."""
@@ -348,11 +365,65 @@ class _SnapshotStore(LocalStore):
                     self._cached_bytes -= len(old)
             return self._cache[key]
 
+    def _ranged(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
+        """A range of a big file, read from the file as it was when first opened here;
+        None when the file is small (read whole instead) or missing."""
+        with self._lock:
+            entry = self._open.get(key)
+            if entry is None and key in self._cache:
+                return None  # a small file, already read whole
+            if entry is None:
+                with self._lock_free():
+                    try:
+                        size = (self.root / key).stat().st_size
+                    except (FileNotFoundError, NotADirectoryError):
+                        return None
+                    if size <= self.WHOLE_BYTES:
+                        return None
+                    try:
+                        fd = os.open(self.root / key, os.O_RDONLY)
+                    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                        return None
+                entry = (fd, os.fstat(fd).st_size)
+                if key in self._open:  # another thread opened it meanwhile
+                    os.close(fd)
+                    entry = self._open[key]
+                self._open[key] = entry
+                while len(self._open) > self.MAX_OPEN:
+                    _, (old, _) = self._open.popitem(last=False)
+                    os.close(old)
+            self._open.move_to_end(key)
+            fd, size = entry
+            if byte_range is None:
+                start, stop = 0, size
+            elif isinstance(byte_range, RangeByteRequest):
+                start, stop = byte_range.start, min(byte_range.end, size)
+            elif isinstance(byte_range, OffsetByteRequest):
+                start, stop = byte_range.offset, size
+            elif isinstance(byte_range, SuffixByteRequest):
+                start, stop = max(0, size - byte_range.suffix), size
+            else:
+                raise TypeError(f"unexpected byte range {byte_range!r}")
+            # read under the lock: an evicted file is closed only between reads
+            return os.pread(fd, max(0, stop - start), start)
+
+    @contextlib.contextmanager
+    def _lock_free(self) -> Iterator[None]:
+        """Release the lock around slow file-system calls (re-taken on leaving)."""
+        self._lock.release()
+        try:
+            yield
+        finally:
+            self._lock.acquire()
+
     def _slice(self, key: str, prototype: BufferPrototype | None, byte_range: ByteRequest | None) -> Buffer | None:
         if prototype is None:
             prototype = default_buffer_prototype()
         if key.endswith("zarr.json"):
             return super().get_sync(key, prototype=prototype, byte_range=byte_range)
+        part = self._ranged(key, byte_range)
+        if part is not None:
+            return prototype.buffer.from_bytes(part)
         data = self._whole(key)
         if data is None:
             return None
