@@ -312,6 +312,15 @@ def _cmd_upgrade(a: argparse.Namespace) -> int:
     return 0
 
 
+def _levels_line(run: Any) -> str:
+    """The image resolutions of a run: ``1 (no pyramid)`` or each level's shape."""
+    levels = run.pyramid("tissue")
+    if len(levels) == 1:
+        return "1 (no pyramid: the lattice is small enough to show whole)"
+    return f"{len(levels)}: " + ", ".join(
+        f"s{k} {' x '.join(map(str, lv.array.shape[1:]))} at {lv.voxel_um[-1]:g} µm" for k, lv in enumerate(levels))
+
+
 def _summary(run: Any) -> str:
     import tomllib
 
@@ -336,6 +345,7 @@ def _summary(run: Any) -> str:
            if run.format_version < 3 else " (Parquet tables)"),
         f"lattice     {shape} voxels at {run.voxel_um:g} µm "
         f"({' x '.join(f'{n * run.voxel_um / 1000:.3g}' for n in shape)} mm)",
+        f"levels      {_levels_line(run)}",
         f"records     {run.n_records} every {run.record_hours:g} h "
         f"(t = {run.times_h[0] if run.n_records else 0:g} .. {run.times_h[-1] if run.n_records else 0:g} h)",
         f"fields      {', '.join(f'{n} [{run.fields[n].attrs.get("units", "?")}]' for n in run.fields.data_vars) or 'not stored'}",

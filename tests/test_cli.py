@@ -44,6 +44,7 @@ def test_run_writes_store_and_prints_where(tmp_path: Path) -> None:
     info = cli("info", str(out))
     assert info.returncode == 0, info.stderr
     assert "records     3 every 12 h" in info.stdout
+    assert "levels      1 (no pyramid" in info.stdout  # a small lattice
     # an existing store is never overwritten silently
     again = cli("run", str(REPO / "scenarios/homeostasis.toml"), "-o", str(out), "--days", "1", "-q", *TINY_SET)
     assert again.returncode == 2

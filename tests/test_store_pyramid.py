@@ -276,3 +276,23 @@ def test_big_files_are_read_by_range_from_the_version_first_opened(
     np.testing.assert_array_equal(a[3, 5], written["fields"][3]["cxcl12"][5])  # the version opened
     np.testing.assert_array_equal(open_run(tmp_path / "r.zarr").pyramid("cxcl12")[0].array[3],
                                   written["fields"][2]["cxcl12"])  # a new reader: the new file
+
+
+def test_info_lists_the_levels(tmp_path: Path, low_threshold: None) -> None:
+    from niche3d.cli import _levels_line
+
+    _write(tmp_path / "p.zarr", 2)
+    line = _levels_line(open_run(tmp_path / "p.zarr"))
+    assert line == "3: s0 9 x 33 x 40 at 8 µm, s1 5 x 17 x 20 at 16 µm, s2 3 x 9 x 10 at 32 µm"
+
+
+def test_napari_ome_zarr_opens_the_pyramid(tmp_path: Path, low_threshold: None) -> None:
+    """Any OME-Zarr reader sees the levels: napari-ome-zarr gives every layer its 3 levels."""
+    from napari_ome_zarr import napari_get_reader
+
+    written = _write(tmp_path / "p.zarr")
+    layers = napari_get_reader(str(tmp_path / "p.zarr"))(str(tmp_path / "p.zarr"))
+    for data, _, kind in layers:
+        assert [tuple(d.shape[-3:]) for d in data] == L.level_shapes(SHAPE), kind
+    scf = next(d for d, props, kind in layers if kind == "image" and props["name"].endswith("scf"))
+    np.testing.assert_array_equal(np.asarray(scf[1][3]), L.downsample_mean(written["fields"][3]["scf"]))
