@@ -137,9 +137,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="convert run stores of an older format to the current one, in place",
         description="Rewrite the tables of run stores written by an older niche3d (store "
         "formats 1 and 2: one float64 zarr array per table) as Parquet part files (format "
-        "3), which any Arrow reader opens. Lossless and crash-safe: a store interrupted "
+        "3), which any Arrow reader opens, and give a big lattice's store written before "
+        "resolution pyramids its coarser levels (what a run writes today: fields averaged, "
+        "labels by block mode; docs/store.md). Lossless and crash-safe: a store interrupted "
         "mid-way still opens, and running the command again finishes the job. Stores of "
-        "the current format are left as they are.",
+        "the current format with their levels are left as they are.",
     )
     u.add_argument("runs", nargs="+", metavar="RUN", help="run store path(s)")
     from niche3d.analysis.validation import add_parser as add_validate_parser
@@ -307,8 +309,12 @@ def _cmd_upgrade(a: argparse.Namespace) -> int:
         if done is None:
             print(f"{path}: already of the current format")
             continue
-        tables = ", ".join(f"{t} {d['rows']} rows in {d['parts']} part(s)" for t, d in done["tables"].items())
-        print(f"{path}: format {done['from']} -> {done['to']} ({tables})")
+        if done["tables"]:
+            tables = ", ".join(f"{t} {d['rows']} rows in {d['parts']} part(s)" for t, d in done["tables"].items())
+            print(f"{path}: format {done['from']} -> {done['to']} ({tables})")
+        for image, shapes in done.get("levels", {}).items():
+            sizes = ", ".join(f"s{k} {' x '.join(map(str, s))}" for k, s in enumerate(shapes, start=1))
+            print(f"{path}: {image or 'fields'}: pyramid levels added ({sizes})")
     return 0
 
 

@@ -296,3 +296,35 @@ def test_napari_ome_zarr_opens_the_pyramid(tmp_path: Path, low_threshold: None) 
         assert [tuple(d.shape[-3:]) for d in data] == L.level_shapes(SHAPE), kind
     scf = next(d for d, props, kind in layers if kind == "image" and props["name"].endswith("scf"))
     np.testing.assert_array_equal(np.asarray(scf[1][3]), L.downsample_mean(written["fields"][3]["scf"]))
+
+
+def test_upgrade_adds_the_levels_a_store_from_before_pyramids_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big lattice written before pyramids (one level) gets the levels a run of today
+    writes, byte for byte the same values, unchanged label records hard-linked; a second
+    upgrade has nothing to do."""
+    from niche3d.io.upgrade import upgrade
+
+    monkeypatch.setattr(L, "PYRAMID_MIN_VOXELS", 2**40)  # "before pyramids": one level
+    written = _write(tmp_path / "old.zarr")
+    assert open_run(tmp_path / "old.zarr").levels == 1
+    monkeypatch.setattr(L, "PYRAMID_MIN_VOXELS", 512)
+    _write(tmp_path / "new.zarr")
+    done = upgrade(tmp_path / "old.zarr")
+    assert done is not None and done["levels"] == {k: [(5, 17, 20), (3, 9, 10)]
+                                                   for k in ("", "labels/tissue", "labels/niche")}
+    old, new = open_run(tmp_path / "old.zarr"), open_run(tmp_path / "new.zarr")
+    assert old.levels == 3
+    for name in ("cxcl12", "scf", "tissue", "niche"):
+        for a, b in zip(old.pyramid(name), new.pyramid(name), strict=True):
+            assert a.factor == b.factor
+            np.testing.assert_array_equal(np.asarray(a.array), np.asarray(b.array))
+    assert np.isnan(np.asarray(old.pyramid("scf")[2].array[1])).all()  # record 1: not recorded
+    assert (tmp_path / "old.zarr/labels/tissue/s2/c/1/0/0/0").stat().st_nlink == 2  # linked as s0
+    g_old, g_new = (zarr.open_group(tmp_path / n, mode="r") for n in ("old.zarr", "new.zarr"))
+    for key in ("", "labels/tissue", "labels/niche"):
+        a = (g_old[key] if key else g_old).attrs["ome"]["multiscales"]
+        b = (g_new[key] if key else g_new).attrs["ome"]["multiscales"]
+        assert a == b
+    assert check_store(tmp_path / "old.zarr")["n_records_written"] == 4
+    assert upgrade(tmp_path / "old.zarr") is None
+    np.testing.assert_array_equal(written["labels"][3], np.asarray(old.pyramid("tissue")[0].array[3]))

@@ -39,7 +39,7 @@ from niche3d.io._format import (
     tables_attrs,
 )
 
-__all__ = ["upgrade", "upgrade_tables"]
+__all__ = ["add_levels", "upgrade", "upgrade_tables"]
 
 #: rows per part when nothing else cuts a table (events and metrics of upgraded stores)
 _MAX_PART_ROWS = 1_000_000
@@ -164,6 +164,88 @@ def upgrade_tables(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return {"from": version, "to": FORMAT_VERSION, "tables": done}
 
 
+def add_levels(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, int, int]]]:
+    """Give a big lattice's store written before resolution pyramids its coarser levels.
+
+    For every image (fields, tissue, niche sites) whose OME multiscales lists ``s0`` alone
+    while the lattice calls for levels (:func:`niche3d.io._layout.level_shapes`), the
+    levels are made from each committed record as a run writes them (an unchanged label
+    record hard-linked to the previous one at every level), and only then listed in the
+    image's metadata: a kill before that leaves arrays no reader looks at, and running
+    it again rewrites them. The caller holds the writer lock.
+
+    Returns
+    -------
+    dict
+        Image path (``""`` for the root image) -> the shapes of the levels added; empty
+        when nothing was missing.
+    """
+    import zarr
+
+    from niche3d.io import _layout, _shard
+    from niche3d.io.writer import (
+        _COMPRESSOR,
+        _LABEL_COMPRESSOR,
+        _dense,
+        _image_down,
+        _listed_labels,
+        _niche_down,
+    )
+
+    p = Path(path)
+    root = zarr.open_group(_atomic.AtomicLocalStore(p), mode="r+", zarr_format=3)
+    nz = dict(root.attrs["niche3d"])  # type: ignore[arg-type]
+    shapes = _layout.level_shapes(nz["shape"])
+    n = int(nz["n_records_written"])
+    images = [("", _image_down(nz["image"] == "occupancy")), ("labels/tissue", _layout.downsample_mode)]
+    if "niche" in _listed_labels(root):
+        images.append(("labels/niche", _niche_down))
+    added: dict[str, list[tuple[int, int, int]]] = {}
+    if len(shapes) == 1:
+        return added
+    for prefix, down in images:
+        node = root[prefix] if prefix else root
+        ome = dict(node.attrs["ome"])  # type: ignore[arg-type]
+        if len(ome["multiscales"][0]["datasets"]) > 1:
+            continue
+        s0 = _dense(node["s0"])
+        image = s0.ndim == 5
+        arrays = []
+        for k, lshape in enumerate(shapes[1:], start=1):
+            inner = _layout.inner_chunk(lshape, s0.dtype.itemsize)
+            lead = (s0.shape[0], s0.shape[1]) if image else (s0.shape[0],)
+            arrays.append(_dense(node.create_array(
+                f"s{k}", shape=(*lead, *lshape), dtype=s0.dtype, chunks=(1,) * len(lead) + inner,
+                shards=(1, *lead[1:], *_layout.cover(lshape, inner)), fill_value=s0.fill_value,
+                compressors=_COMPRESSOR if image else _LABEL_COMPRESSOR,
+                dimension_names=list(s0.metadata.dimension_names or ()) or None,  # type: ignore[union-attr]
+                attributes=dict(s0.attrs), overwrite=True)))
+        tail = "/".join(["0"] * (s0.ndim - 1))
+        for t in range(n):
+            f0 = p / s0.path / "c" / str(t) / tail
+            prev = p / s0.path / "c" / str(t - 1) / tail
+            if t > 0 and prev.is_file() and f0.is_file() and os.path.samefile(f0, prev):
+                for arr in arrays:  # a hard-linked label record: link every level too
+                    base = p / arr.path / "c"
+                    _atomic.atomic_link(base / str(t - 1) / tail, base / str(t) / tail)
+                continue
+            block: np.ndarray | None = np.asarray(s0[t])
+            if block is not None and block.dtype.kind == "f" and np.isnan(block).all():
+                block = None  # fields not recorded at this record: fill values at every level
+            for arr in arrays:
+                block = None if block is None else down(block)
+                _shard.write_record_shard(arr, p, t, block)
+        # the image's multiscales as a run of today writes it (every level listed)
+        shape, voxel, rh = tuple(nz["shape"]), float(nz["voxel_um"]), float(nz["record_hours"])
+        made = (_layout.image_ome([], shape, voxel, rh, occupancy=nz["image"] == "occupancy") if not prefix
+                else _layout.label_ome(shape, voxel, rh) if prefix.endswith("tissue")
+                else _layout.niche_label_ome(shape, voxel, rh))
+        ome["multiscales"] = [made["multiscales"][0]]
+        node.update_attributes({"ome": ome})  # the commit of this image's levels
+        added[prefix] = shapes[1:]
+    return added
+
+
 def upgrade(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Upgrade the run store at ``path`` to the current format, in place.
 
@@ -191,6 +273,9 @@ def upgrade(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     try:
         _atomic.remove_stale_temp_files(p)
         out = upgrade_tables(p)
+        levels = add_levels(p)
+        if levels:
+            out = {**(out or {"from": FORMAT_VERSION, "to": FORMAT_VERSION, "tables": {}}), "levels": levels}
     except (OSError, KeyError, ValueError) as exc:
         if isinstance(exc, StoreError):
             raise
