@@ -19,21 +19,28 @@ from niche3d._jit import jit
 __all__ = ["mean_2x", "mode_2x"]
 
 
+@jit
+def _pair(i: int, n: int) -> tuple[int, int]:  # pragma: no cover - compiled
+    """The two fine indices of coarse index ``i`` on an axis of ``n`` voxels: ``2i`` and
+    ``2i + 1`` (the last one paired with itself at an odd end); ``i, i`` when the axis has
+    one voxel and is not halved."""
+    if n == 1:
+        return i, i
+    lo = 2 * i
+    return lo, min(lo + 1, n - 1)
+
+
 @jit(finite_checks=True)
 def _mean_kernel(a: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     n_c, nz, ny, nx = a.shape
     _, mz, my, mx = out.shape
-    hz, hy, hx = nz > 1, ny > 1, nx > 1
     for c in range(n_c):
         for k in range(mz):
-            z0 = 2 * k if hz else k
-            z1 = min(z0 + 1, nz - 1) if hz else z0
+            z0, z1 = _pair(k, nz)
             for j in range(my):
-                y0 = 2 * j if hy else j
-                y1 = min(y0 + 1, ny - 1) if hy else y0
+                y0, y1 = _pair(j, ny)
                 for i in range(mx):
-                    x0 = 2 * i if hx else i
-                    x1 = min(x0 + 1, nx - 1) if hx else x0
+                    x0, x1 = _pair(i, nx)
                     # an axis that is not halved pairs each voxel with itself: every sum
                     # doubles exactly, and the factor 1/8 undoes it exactly
                     s = ((a[c, z0, y0, x0] + a[c, z1, y0, x0]) + (a[c, z0, y1, x0] + a[c, z1, y1, x0])) + (
@@ -45,19 +52,15 @@ def _mean_kernel(a: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - 
 def _mode_kernel(a: np.ndarray, out: np.ndarray, ignore_zero: bool) -> None:  # pragma: no cover
     n_c, nz, ny, nx = a.shape
     _, mz, my, mx = out.shape
-    hz, hy, hx = nz > 1, ny > 1, nx > 1
     counts = np.zeros(256, dtype=np.int32)
     vals = np.zeros(8, dtype=np.uint8)
     for c in range(n_c):
         for k in range(mz):
-            z0 = 2 * k if hz else k
-            z1 = min(z0 + 1, nz - 1) if hz else z0
+            z0, z1 = _pair(k, nz)
             for j in range(my):
-                y0 = 2 * j if hy else j
-                y1 = min(y0 + 1, ny - 1) if hy else y0
+                y0, y1 = _pair(j, ny)
                 for i in range(mx):
-                    x0 = 2 * i if hx else i
-                    x1 = min(x0 + 1, nx - 1) if hx else x0
+                    x0, x1 = _pair(i, nx)
                     vals[0] = a[c, z0, y0, x0]
                     vals[1] = a[c, z1, y0, x0]
                     vals[2] = a[c, z0, y1, x0]
