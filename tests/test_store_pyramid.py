@@ -328,3 +328,21 @@ def test_upgrade_adds_the_levels_a_store_from_before_pyramids_lacks(tmp_path: Pa
     assert check_store(tmp_path / "old.zarr")["n_records_written"] == 4
     assert upgrade(tmp_path / "old.zarr") is None
     np.testing.assert_array_equal(written["labels"][3], np.asarray(old.pyramid("tissue")[0].array[3]))
+
+
+def test_a_run_without_fields_has_an_occupancy_pyramid(tmp_path: Path, low_threshold: None) -> None:
+    """The occupancy image (1 where a cell sits) of a run that stores no fields: a coarse
+    voxel is 1 when any voxel of its block holds a cell."""
+    sc = Scenario.default().with_overrides({"domain.shape": list(SHAPE)})
+    w = RunWriter.create(tmp_path / "o.zarr", scenario=sc, labels=_labels(0), voxel_um=VOXEL,
+                         record_hours=1.0, n_records=1, fields=[], seed=1, code_version="test", dt_hours=1.0)
+    w.write_record(0, 0.0, fields=None, labels=None, metrics={},
+                   cells={"track_id": np.arange(2), "z": np.array([0, 8]), "y": np.array([1, 32]),
+                          "x": np.array([3, 39])})
+    run = open_run(tmp_path / "o.zarr")
+    lv = run.pyramid("cells")
+    assert [x.factor for x in lv] == [(1, 1, 1), (2, 2, 2), (4, 4, 4)]
+    coarse = np.asarray(lv[2].array[0])
+    assert coarse.sum() == 2 and coarse[0, 0, 0] == 1 and coarse[2, 8, 9] == 1
+    with pytest.raises(KeyError, match=r"its images are \['tissue', 'cells'\]"):
+        run.pyramid("cxcl12")
