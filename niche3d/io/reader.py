@@ -337,10 +337,8 @@ class _SnapshotStore(LocalStore):
 
     def __del__(self) -> None:
         for fd, _ in getattr(self, "_open", {}).values():
-            try:
+            with contextlib.suppress(OSError):  # already closed: nothing to release
                 os.close(fd)
-            except OSError:
-                pass
 
     def with_read_only(self, read_only: bool = False) -> LocalStore:
         """A plain LocalStore when write access is asked for; this store otherwise."""
